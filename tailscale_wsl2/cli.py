@@ -1,0 +1,162 @@
+"""The command line: thin typer commands over the library.
+
+Each command turns its options into values, calls library code, and lets the
+one error family, `ActionableError`, become a single line on stderr with exit
+status 1 (with `--verbose`, the traceback too). Any other exception is a bug
+and keeps its traceback. Heavy imports (trio) happen inside the commands so
+that `--version` starts fast.
+"""
+
+import enum
+import logging
+import sys
+import traceback
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, NoReturn, TypeVar
+
+import typer
+
+from . import __version__
+from .errors import ActionableError
+
+__all__ = ["app", "main"]
+
+PROGRAM = "tailscale-wsl2"
+T = TypeVar("T")
+
+app = typer.Typer(
+    name=PROGRAM,
+    help="Use the Windows host's Tailscale from inside WSL2.",
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+)
+
+
+class SideChoice(enum.StrEnum):
+    windows = "windows"
+    wsl = "wsl"
+
+
+def _version_line() -> str:
+    from .side import read_side  # noqa: PLC0415
+
+    return f"{PROGRAM} {__version__} (detected: {read_side().value})"
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        typer.echo(_version_line())
+        raise typer.Exit
+
+
+def _fail(exc: ActionableError, verbose: bool) -> NoReturn:
+    if verbose:
+        traceback.print_exc()
+    typer.echo(f"{PROGRAM}: {exc}", err=True)
+    raise typer.Exit(1)
+
+
+def run_reporting_errors(verbose: bool, action: Callable[[], T]) -> T:
+    """Run `action`; an ActionableError becomes one line and exit status 1."""
+    try:
+        return action()
+    except ActionableError as exc:
+        _fail(exc, verbose)
+
+
+def _configure_logging(verbose: bool) -> None:
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(asctime)s %(message)s",
+        datefmt="%H:%M:%S",
+        stream=sys.stderr,
+    )
+
+
+def _parse_mode(text: str) -> int:
+    try:
+        mode = int(text, 8)
+    except ValueError:
+        mode = -1
+    if not 0 <= mode <= 0o777:
+        raise ActionableError(f"--socket-mode: not an octal file mode: {text!r}", "e.g. 0660")
+    return mode
+
+
+VerboseOption = Annotated[
+    bool, typer.Option("--verbose", "-v", help="Log each connection; show tracebacks.")
+]
+
+
+@app.callback()
+def main_options(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_print_version, is_eager=True, help="Print the version."
+        ),
+    ] = False,
+) -> None:
+    """Use the Windows host's Tailscale from inside WSL2."""
+
+
+@app.command()
+def version() -> None:
+    """Print the program's version and the platform it detected."""
+    typer.echo(_version_line())
+
+
+@app.command()
+def up(
+    side: Annotated[
+        SideChoice | None,
+        typer.Option(help="Run this half instead of the detected one."),
+    ] = None,
+    port: Annotated[int, typer.Option(help="TCP port of the Windows half.")] = 41113,
+    listen: Annotated[
+        str | None,
+        typer.Option(help="Windows half: listen on ADDR instead of the vEthernet (WSL) one."),
+    ] = None,
+    host_ip: Annotated[
+        str | None,
+        typer.Option(help="WSL2 half: the Windows host's address instead of discovering it."),
+    ] = None,
+    socket: Annotated[
+        Path, typer.Option(help="WSL2 half: the Unix socket the `tailscale` CLI uses.")
+    ] = Path("/var/run/tailscale/tailscaled.sock"),
+    socket_mode: Annotated[
+        str, typer.Option(help="WSL2 half: the socket's file mode, in octal.")
+    ] = "0660",
+    upstream: Annotated[
+        str | None,
+        typer.Option(help="Relay to tcp:HOST:PORT or unix:PATH instead of the default."),
+    ] = None,
+    max_connections: Annotated[
+        int, typer.Option(help="Stop accepting past this many open connections.")
+    ] = 1024,
+    verbose: VerboseOption = False,
+) -> None:
+    """Run the relay half for this side in the foreground (Ctrl+C stops it)."""
+    _configure_logging(verbose)
+    from .up import start  # noqa: PLC0415 (imports trio)
+
+    run_reporting_errors(
+        verbose,
+        lambda: start(
+            side=side.value if side else None,
+            port=port,
+            listen=listen,
+            host_ip=host_ip,
+            socket=socket,
+            socket_mode=_parse_mode(socket_mode),
+            upstream=upstream,
+            max_connections=max_connections,
+        ),
+    )
+
+
+def main() -> None:
+    app(prog_name=PROGRAM)

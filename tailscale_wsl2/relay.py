@@ -1,0 +1,151 @@
+"""The relay core shared by both halves: accept, connect the next hop, copy.
+
+Both halves are this one relay with different endpoints: the WSL2 half accepts
+on a Unix socket and connects over TCP to the Windows half; the Windows half
+accepts on TCP and connects to Tailscale's LocalAPI.
+
+Per connection the relay opens the upstream, then copies both directions
+concurrently. The relay never looks inside the bytes, so HTTP upgrades
+(`tailscale nc`), endless streams (`watch-ipn-bus`) and large uploads (Taildrop)
+pass untouched. An EOF in one direction is passed on as a half-close (a client
+that shuts its write side still receives its whole answer); an error in either
+direction ends both, because a half-dead relay connection helps nobody. When
+the upstream cannot be opened at all, the client gets an HTTP 502 naming the
+hop that failed (`bad_gateway.py`).
+
+Concurrency is capped: past `max_connections` the relay stops accepting until a
+connection ends, so a flood queues in the kernel's backlog instead of exhausting
+file descriptors. Shutdown stops accepting at once and gives connections in
+flight a grace period before cancelling them.
+"""
+
+import errno
+import logging
+from collections.abc import Sequence
+
+import trio
+
+from .bad_gateway import answer_bad_gateway
+from .upstream import Connector, UpstreamUnavailable
+
+__all__ = ["Relay", "copy_both_ways"]
+
+log = logging.getLogger(__name__)
+
+# trio's SocketStream default; a larger request buys nothing on the portable
+# path because the kernel rarely has more than this queued per wakeup.
+CHUNK_SIZE = 65536
+
+# Errors that mean "this peer is gone": they end a relayed connection quietly.
+PEER_GONE = (trio.BrokenResourceError, trio.ClosedResourceError, OSError)
+
+# accept() fails like this when the process or system runs out of descriptors
+# or memory; waiting a moment (as trio's serve_listeners does) lets other
+# connections finish and free them, where raising would stop the whole relay.
+ACCEPT_RESOURCE_ERRNOS = {errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS}
+ACCEPT_RETRY_DELAY = 0.1
+
+
+async def _copy_one_way(src: trio.abc.Stream, dst: trio.abc.Stream) -> None:
+    """Copy until `src` ends, then pass the EOF on where `dst` can half-close."""
+    while chunk := await src.receive_some(CHUNK_SIZE):
+        await dst.send_all(chunk)
+    # A stream without half-close (a Windows named pipe) simply gets no more
+    # bytes; the LocalAPI knows where a request ends from its HTTP framing.
+    if isinstance(dst, trio.abc.HalfCloseableStream):
+        await dst.send_eof()
+
+
+async def copy_both_ways(a: trio.abc.Stream, b: trio.abc.Stream) -> None:
+    """Copy a->b and b->a until both directions end; a failure in one ends both."""
+
+    async def copy_or_end_both(src: trio.abc.Stream, dst: trio.abc.Stream) -> None:
+        try:
+            await _copy_one_way(src, dst)
+        except PEER_GONE as exc:
+            log.debug("connection ended: %r", exc)
+            nursery.cancel_scope.cancel()
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(copy_or_end_both, a, b)
+        nursery.start_soon(copy_or_end_both, b, a)
+
+
+class Relay:
+    """Accept on some listeners, relay each connection to one upstream."""
+
+    def __init__(
+        self,
+        connect_upstream: Connector,
+        *,
+        max_connections: int = 1024,
+        grace_period: float = 2.0,
+    ) -> None:
+        self._connect_upstream = connect_upstream
+        self._free_slots = trio.Semaphore(max_connections)
+        self._grace_period = grace_period
+        self._accepting = trio.CancelScope()
+        self.active_connections = 0
+
+    def stop_accepting(self) -> None:
+        """Begin shutdown: close the listeners; `serve` returns after the grace period."""
+        self._accepting.cancel()
+
+    async def serve(
+        self,
+        listeners: Sequence[trio.abc.Listener[trio.abc.Stream]],
+        *,
+        task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+    ) -> None:
+        async with trio.open_nursery() as connections:
+            with self._accepting:
+                async with trio.open_nursery() as acceptors:
+                    for listener in listeners:
+                        acceptors.start_soon(self._accept_forever, listener, connections)
+                    task_status.started()
+            if self.active_connections:
+                log.info(
+                    "waiting up to %gs for %d connection(s)",
+                    self._grace_period,
+                    self.active_connections,
+                )
+            connections.cancel_scope.deadline = trio.current_time() + self._grace_period
+
+    async def _accept_forever(
+        self, listener: trio.abc.Listener[trio.abc.Stream], connections: trio.Nursery
+    ) -> None:
+        async with listener:
+            while True:
+                await self._free_slots.acquire()
+                try:
+                    stream = await listener.accept()
+                except OSError as exc:
+                    self._free_slots.release()
+                    if exc.errno not in ACCEPT_RESOURCE_ERRNOS:
+                        raise
+                    log.warning("accept failed (%s); retrying", exc.strerror)
+                    await trio.sleep(ACCEPT_RETRY_DELAY)
+                    continue
+                except BaseException:
+                    self._free_slots.release()
+                    raise
+                connections.start_soon(self._relay_connection, stream)
+
+    async def _relay_connection(self, client: trio.abc.Stream) -> None:
+        self.active_connections += 1
+        try:
+            async with client:
+                try:
+                    upstream = await self._connect_upstream()
+                except UpstreamUnavailable as exc:
+                    log.warning("%s", exc)
+                    await answer_bad_gateway(client, str(exc))
+                    return
+                async with upstream:
+                    log.debug("relaying a new connection")
+                    await copy_both_ways(client, upstream)
+        except PEER_GONE as exc:
+            log.debug("connection closed with %r", exc)
+        finally:
+            self.active_connections -= 1
+            self._free_slots.release()

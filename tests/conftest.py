@@ -1,0 +1,20 @@
+import pytest
+
+from tests.chain import FROZEN_BINARY, in_ci, module_program
+
+
+def require(condition: bool, reason: str) -> None:
+    """Skip when a tool is missing, except in CI, where a missing tool is a failure."""
+    if not condition:
+        if in_ci():
+            pytest.fail(f"{reason} (CI must have it: see `make test`)")
+        pytest.skip(reason)
+
+
+@pytest.fixture(params=["module", pytest.param("frozen", marks=pytest.mark.frozen)])
+def program(request: pytest.FixtureRequest) -> list[str]:
+    """The program under test: the package in this interpreter, or the frozen binary."""
+    if request.param == "module":
+        return module_program()
+    require(FROZEN_BINARY.exists(), f"no frozen binary at {FROZEN_BINARY}: run `make build`")
+    return [str(FROZEN_BINARY)]

@@ -1,0 +1,203 @@
+"""The relay core, in-process over real Unix sockets."""
+
+import os
+import socket
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import pytest
+import trio
+import trio.testing
+
+from tailscale_wsl2.endpoints import UnixEndpoint
+from tailscale_wsl2.relay import Relay, copy_both_ways
+from tailscale_wsl2.upstream import Hop, UpstreamUnavailable, hop_connector, open_stream
+
+Handler = Callable[[trio.SocketStream], Awaitable[None]]
+
+
+async def unix_listener(path: Path) -> trio.SocketListener:
+    sock = trio.socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    await sock.bind(str(path))
+    sock.listen(128)
+    return trio.SocketListener(sock)
+
+
+@asynccontextmanager
+async def upstream_server(path: Path, handler: Handler) -> AsyncIterator[None]:
+    async with trio.open_nursery() as nursery:
+        await nursery.start(trio.serve_listeners, handler, [await unix_listener(path)])
+        yield
+        nursery.cancel_scope.cancel()
+
+
+@asynccontextmanager
+async def running_relay(tmp_path: Path, relay: Relay) -> AsyncIterator[UnixEndpoint]:
+    front = tmp_path / "front.sock"
+    async with trio.open_nursery() as nursery:
+        await nursery.start(relay.serve, [await unix_listener(front)])
+        yield UnixEndpoint(str(front))
+        nursery.cancel_scope.cancel()
+
+
+def relay_to(path: Path, **kwargs: float) -> Relay:
+    hop = Hop(UnixEndpoint(str(path)), "the test upstream", "start it")
+    return Relay(hop_connector(hop), **kwargs)  # type: ignore[arg-type]
+
+
+async def answer_after_eof(stream: trio.SocketStream) -> None:
+    """Read the whole request (to EOF), then answer with its size and reversed bytes."""
+    received = bytearray()
+    while chunk := await stream.receive_some():
+        received += chunk
+    await stream.send_all(b"%d:" % len(received) + bytes(reversed(received)))
+    await stream.aclose()
+
+
+async def echo(stream: trio.SocketStream) -> None:
+    try:
+        while chunk := await stream.receive_some():
+            await stream.send_all(chunk)
+    except trio.BrokenResourceError:
+        pass
+
+
+async def receive_all(stream: trio.abc.Stream) -> bytes:
+    received = bytearray()
+    while chunk := await stream.receive_some():
+        received += chunk
+    return bytes(received)
+
+
+async def test_half_close_still_delivers_the_whole_answer(tmp_path: Path) -> None:
+    request = os.urandom(3 * 1024 * 1024)
+    async with (
+        upstream_server(tmp_path / "up.sock", answer_after_eof),
+        running_relay(tmp_path, relay_to(tmp_path / "up.sock")) as front,
+    ):
+        client = await open_stream(front)
+        assert isinstance(client, trio.SocketStream)
+        await client.send_all(request)
+        await client.send_eof()
+        answer = await receive_all(client)
+    assert answer == b"%d:" % len(request) + bytes(reversed(request))
+
+
+async def test_bytes_pass_both_ways_byte_exact(tmp_path: Path) -> None:
+    payload = os.urandom(8 * 1024 * 1024)
+    async with (
+        upstream_server(tmp_path / "up.sock", echo),
+        running_relay(tmp_path, relay_to(tmp_path / "up.sock")) as front,
+    ):
+        client = await open_stream(front)
+        received = bytearray()
+
+        async def read_back() -> None:
+            while len(received) < len(payload):
+                received.extend(await client.receive_some())
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(read_back)
+            await client.send_all(payload)
+        await client.aclose()
+    assert bytes(received) == payload
+
+
+async def test_upstream_down_answers_502_naming_the_hop(tmp_path: Path) -> None:
+    async with running_relay(tmp_path, relay_to(tmp_path / "nobody.sock")) as front:
+        client = await open_stream(front)
+        await client.send_all(b"GET /localapi/v0/status HTTP/1.1\r\nHost: x\r\n\r\n")
+        answer = await receive_all(client)
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 502 Bad Gateway\r\n")
+    assert b"Content-Length: %d" % len(body) in head
+    assert body.count(b"\n") == 1
+    assert b"the test upstream is not reachable at" in body
+    assert b"no such socket or pipe" in body
+    assert body.endswith(b"start it\n")
+
+
+async def test_an_error_on_one_side_closes_both() -> None:
+    client_end, relay_front = trio.testing.memory_stream_pair()
+    relay_back, upstream_end = trio.testing.memory_stream_pair()
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(copy_both_ways, relay_front, relay_back)
+        await client_end.send_all(b"hello")
+        assert await upstream_end.receive_some() == b"hello"
+        await upstream_end.aclose()  # the upstream dies
+        await client_end.send_all(b"more")  # the relay fails writing this upstream
+        # ...and so ends the client's side too instead of leaving it half-dead.
+        with trio.fail_after(5):
+            assert await client_end.receive_some() == b""
+
+
+async def test_connections_past_the_cap_wait_for_a_free_slot(tmp_path: Path) -> None:
+    accepted: list[trio.SocketStream] = []
+    release = trio.Event()
+
+    async def hold(stream: trio.SocketStream) -> None:
+        accepted.append(stream)
+        await release.wait()
+        await stream.aclose()
+
+    relay = relay_to(tmp_path / "up.sock", max_connections=2)
+    async with (
+        upstream_server(tmp_path / "up.sock", hold),
+        running_relay(tmp_path, relay) as front,
+    ):
+        clients = [await open_stream(front) for _ in range(3)]
+        await trio.testing.wait_all_tasks_blocked(0.05)
+        assert len(accepted) == 2
+        assert relay.active_connections == 2
+        await clients[0].aclose()
+        release.set()
+        with trio.fail_after(5):
+            while len(accepted) < 3:
+                await trio.sleep(0.01)
+        for client in clients[1:]:
+            await client.aclose()
+
+
+async def test_shutdown_lets_connections_in_flight_finish(tmp_path: Path) -> None:
+    relay = relay_to(tmp_path / "up.sock", grace_period=5.0)
+    async with upstream_server(tmp_path / "up.sock", answer_after_eof):
+        front = tmp_path / "front.sock"
+        async with trio.open_nursery() as nursery:
+            await nursery.start(relay.serve, [await unix_listener(front)])
+            client = await open_stream(UnixEndpoint(str(front)))
+            await client.send_all(b"abc")
+            await trio.testing.wait_all_tasks_blocked(0.05)
+            relay.stop_accepting()
+            await trio.testing.wait_all_tasks_blocked(0.05)
+            with pytest.raises(ConnectionRefusedError):  # the listener is closed
+                await open_stream(UnixEndpoint(str(front)))
+            assert isinstance(client, trio.SocketStream)
+            await client.send_eof()
+            assert await receive_all(client) == b"3:cba"
+
+
+async def test_shutdown_cancels_what_outlives_the_grace_period(tmp_path: Path) -> None:
+    relay = relay_to(tmp_path / "up.sock", grace_period=0.2)
+    async with upstream_server(tmp_path / "up.sock", echo):
+        front = tmp_path / "front.sock"
+        async with trio.open_nursery() as nursery:
+            await nursery.start(relay.serve, [await unix_listener(front)])
+            client = await open_stream(UnixEndpoint(str(front)))
+            await client.send_all(b"ping")
+            assert await client.receive_some() == b"ping"
+            relay.stop_accepting()
+            with trio.fail_after(5):
+                assert await client.receive_some() == b""  # closed by the relay
+
+
+async def test_connector_reports_refused_tcp_as_unreachable() -> None:
+    from tailscale_wsl2.endpoints import TcpEndpoint  # noqa: PLC0415
+
+    probe = socket.socket()
+    probe.bind(("127.0.0.1", 0))
+    port = probe.getsockname()[1]
+    probe.close()  # nothing listens on this port now
+    hop = Hop(TcpEndpoint("127.0.0.1", port), "the Windows half", "run it")
+    with pytest.raises(UpstreamUnavailable, match=r"connection refused\); run it$"):
+        await hop_connector(hop)()
