@@ -1,6 +1,7 @@
 """`tailscale-wsl2 up`: wire the real system look-ups into planning, then run."""
 
 import os
+import sys
 from functools import partial
 from pathlib import Path
 
@@ -17,6 +18,11 @@ __all__ = ["start"]
 
 
 def _windows_listen_address() -> Discovered:
+    if sys.platform != "win32":
+        raise ActionableError(
+            "cannot find the vEthernet (WSL) adapter: ipconfig exists only on Windows",
+            "pass --listen with the address to listen on",
+        )
     adapter = find_wsl_adapter(parse_ipconfig(read_ipconfig_output()))
     if adapter is None:
         raise ActionableError(

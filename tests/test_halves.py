@@ -1,0 +1,90 @@
+"""Planning a half: which side, which endpoints, found how (pure: no system access)."""
+
+from pathlib import Path
+
+import pytest
+
+from tailscale_wsl2.discovery import Discovered
+from tailscale_wsl2.endpoints import TcpEndpoint, UnixEndpoint
+from tailscale_wsl2.errors import ActionableError
+from tailscale_wsl2.halves import (
+    LEGACY_LOCALAPI,
+    Discoverers,
+    Options,
+    WindowsHalf,
+    WslHalf,
+    plan_half,
+    socket_group,
+)
+from tailscale_wsl2.side import Side
+
+
+def never() -> Discovered:
+    raise AssertionError("discovery must not run when an override is given")
+
+
+ADAPTER = Discoverers(
+    windows_listen_address=lambda: Discovered("172.27.64.1", "vEthernet (WSL) adapter"),
+    wsl_host_address=lambda: Discovered("172.27.64.1", "default route gateway"),
+)
+OVERRIDDEN = Discoverers(windows_listen_address=never, wsl_host_address=never)
+
+
+def test_windows_listens_on_the_adapter_and_relays_to_the_legacy_port() -> None:
+    half = plan_half(Options(), Side.WINDOWS, ADAPTER, {})
+    assert isinstance(half, WindowsHalf)
+    assert half.listen == TcpEndpoint("172.27.64.1", 41113)
+    assert half.listen_found_by == "vEthernet (WSL) adapter"
+    assert half.upstream.endpoint == LEGACY_LOCALAPI
+
+
+def test_wsl_relays_to_the_discovered_host_on_the_port() -> None:
+    half = plan_half(Options(port=5000), Side.WSL2, ADAPTER, {})
+    assert isinstance(half, WslHalf)
+    assert half.upstream.endpoint == TcpEndpoint("172.27.64.1", 5000)
+    assert half.upstream_found_by == "default route gateway"
+    assert half.socket == Path("/var/run/tailscale/tailscaled.sock")
+    assert half.socket_mode == 0o660
+
+
+@pytest.mark.parametrize("detected", [Side.WSL1, Side.WSL2, Side.LINUX, Side.WINDOWS])
+def test_side_option_wins_over_detection(detected: Side) -> None:
+    options = Options(side="wsl", host_ip="10.0.0.1")
+    assert isinstance(plan_half(options, detected, OVERRIDDEN, {}), WslHalf)
+    options = Options(side="windows", listen="127.0.0.1")
+    assert isinstance(plan_half(options, detected, OVERRIDDEN, {}), WindowsHalf)
+
+
+def test_overrides_skip_discovery_and_say_so() -> None:
+    windows = plan_half(Options(listen="127.0.0.1"), Side.WINDOWS, OVERRIDDEN, {})
+    assert isinstance(windows, WindowsHalf)
+    assert (windows.listen, windows.listen_found_by) == (
+        TcpEndpoint("127.0.0.1", 41113),
+        "--listen",
+    )
+    wsl = plan_half(Options(host_ip="172.20.0.1"), Side.WSL2, OVERRIDDEN, {})
+    assert isinstance(wsl, WslHalf)
+    assert (wsl.upstream.endpoint, wsl.upstream_found_by) == (
+        TcpEndpoint("172.20.0.1", 41113),
+        "--host-ip",
+    )
+
+
+def test_upstream_option_replaces_the_next_hop() -> None:
+    options = Options(listen="127.0.0.1", upstream=UnixEndpoint("/tmp/api.sock"))
+    half = plan_half(options, Side.WINDOWS, OVERRIDDEN, {})
+    assert half.upstream.endpoint == UnixEndpoint("/tmp/api.sock")
+
+
+def test_plain_linux_refuses_with_the_way_out() -> None:
+    with pytest.raises(ActionableError, match=r"force a half with --side windows\|wsl$"):
+        plan_half(Options(), Side.LINUX, ADAPTER, {})
+
+
+def test_socket_group_comes_from_sudo() -> None:
+    assert socket_group({"SUDO_GID": "1000"}) == 1000
+    assert socket_group({}) is None
+    assert socket_group({"SUDO_GID": "staff"}) is None
+    half = plan_half(Options(), Side.WSL2, ADAPTER, {"SUDO_GID": "1000"})
+    assert isinstance(half, WslHalf)
+    assert half.socket_group == 1000
