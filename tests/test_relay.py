@@ -75,12 +75,12 @@ async def test_half_close_still_delivers_the_whole_answer(tmp_path: Path) -> Non
     async with (
         upstream_server(tmp_path / "up.sock", answer_after_eof),
         running_relay(tmp_path, relay_to(tmp_path / "up.sock")) as front,
+        await open_stream(front) as client,
     ):
-        async with await open_stream(front) as client:
-            assert isinstance(client, trio.SocketStream)
-            await client.send_all(request)
-            await client.send_eof()
-            answer = await receive_all(client)
+        assert isinstance(client, trio.SocketStream)
+        await client.send_all(request)
+        await client.send_eof()
+        answer = await receive_all(client)
     assert answer == b"%d:" % len(request) + bytes(reversed(request))
 
 
@@ -105,10 +105,12 @@ async def test_bytes_pass_both_ways_byte_exact(tmp_path: Path) -> None:
 
 
 async def test_upstream_down_answers_502_naming_the_hop(tmp_path: Path) -> None:
-    async with running_relay(tmp_path, relay_to(tmp_path / "nobody.sock")) as front:
-        async with await open_stream(front) as client:
-            await client.send_all(b"GET /localapi/v0/status HTTP/1.1\r\nHost: x\r\n\r\n")
-            answer = await receive_all(client)
+    async with (
+        running_relay(tmp_path, relay_to(tmp_path / "nobody.sock")) as front,
+        await open_stream(front) as client,
+    ):
+        await client.send_all(b"GET /localapi/v0/status HTTP/1.1\r\nHost: x\r\n\r\n")
+        answer = await receive_all(client)
     head, _, body = answer.partition(b"\r\n\r\n")
     assert head.startswith(b"HTTP/1.1 502 Bad Gateway\r\n")
     assert b"Content-Length: %d" % len(body) in head
