@@ -115,7 +115,9 @@ def up(
         SideChoice | None,
         typer.Option(help="Run this half instead of the detected one."),
     ] = None,
-    port: Annotated[int, typer.Option(help="TCP port of the Windows half.")] = 41113,
+    port: Annotated[
+        int, typer.Option(min=1, max=65535, help="TCP port of the Windows half.")
+    ] = 41113,
     listen: Annotated[
         str | None,
         typer.Option(help="Windows half: listen on ADDR instead of the vEthernet (WSL) one."),
@@ -134,8 +136,16 @@ def up(
         str | None,
         typer.Option(help="Relay to tcp:HOST:PORT or unix:PATH instead of the default."),
     ] = None,
+    key_file: Annotated[
+        Path | None,
+        typer.Option(help="The link key file (default: found in the Windows user's profile)."),
+    ] = None,
+    insecure_no_auth: Annotated[
+        bool,
+        typer.Option(help="No link handshake (both sides); anyone reaching the port gets in."),
+    ] = False,
     max_connections: Annotated[
-        int, typer.Option(help="Stop accepting past this many open connections.")
+        int, typer.Option(min=1, help="Stop accepting past this many open connections.")
     ] = 1024,
     verbose: VerboseOption = False,
 ) -> None:
@@ -153,6 +163,8 @@ def up(
             socket=socket,
             socket_mode=_parse_mode(socket_mode),
             upstream=upstream,
+            key_file=key_file,
+            insecure_no_auth=insecure_no_auth,
             max_connections=max_connections,
         ),
     )

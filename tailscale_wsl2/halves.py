@@ -6,6 +6,7 @@ tests cover every combination), and `run_half` opens the listener and runs the
 relay until Ctrl+C or SIGTERM.
 """
 
+import ipaddress
 import logging
 import signal
 import sys
@@ -19,10 +20,13 @@ import trio
 from .discovery import Discovered
 from .endpoints import Endpoint, TcpEndpoint, parse_ip
 from .errors import ActionableError
+from .ipconfig import WslAdapter
+from .link import IPNetwork, authenticated_connector, windows_admission
+from .linkkey import load_key, load_or_create_key
 from .listeners import open_tcp_listener, open_unix_listener
 from .relay import Relay
 from .side import Side
-from .upstream import Hop, hop_connector
+from .upstream import Connector, Hop, hop_connector
 
 __all__ = ["Options", "WindowsHalf", "WslHalf", "plan_half", "run_half"]
 
@@ -48,13 +52,17 @@ class Options:
     socket: Path = DEFAULT_SOCKET
     socket_mode: int = 0o660
     upstream: Endpoint | None = None
+    key_file: Path | None = None
+    insecure_no_auth: bool = False
 
 
 @dataclass(frozen=True)
 class WindowsHalf:
     listen: TcpEndpoint
     listen_found_by: str
+    allowed_peers: IPNetwork
     upstream: Hop
+    key_file: Path | None  # None: --insecure-no-auth
 
 
 @dataclass(frozen=True)
@@ -64,6 +72,7 @@ class WslHalf:
     socket_group: int | None
     upstream: Hop
     upstream_found_by: str
+    key_file: Path | None  # None: --insecure-no-auth
 
 
 Half = WindowsHalf | WslHalf
@@ -73,8 +82,10 @@ Half = WindowsHalf | WslHalf
 class Discoverers:
     """The system look-ups planning may need; tests pass canned answers."""
 
-    windows_listen_address: Callable[[], Discovered]
+    windows_adapter: Callable[[], WslAdapter]
     wsl_host_address: Callable[[], Discovered]
+    windows_key_file: Callable[[], Path]
+    wsl_key_file: Callable[[], Path]
 
 
 def half_for(options: Options, side: Side) -> HalfName:
@@ -104,23 +115,45 @@ def _override(value: str, flag: str) -> Discovered:
         raise ActionableError(f"{flag}: {exc}", f"pass an IPv4 address to {flag}") from None
 
 
+def _windows_listen(options: Options, discover: Discoverers) -> tuple[Discovered, IPNetwork]:
+    """Where the Windows half listens, and the subnet it accepts connections from."""
+    if not options.listen:
+        adapter = discover.windows_adapter()
+        return adapter.found, adapter.network
+    found = _override(options.listen, "--listen")
+    address = ipaddress.ip_address(found.address)
+    if address.is_loopback:  # mirrored networking, or a test
+        return found, ipaddress.ip_network("127.0.0.0/8" if address.version == 4 else "::1/128")
+    adapter = discover.windows_adapter()
+    if address not in adapter.network:
+        raise ActionableError(
+            f"--listen {address} is not on the WSL adapter's subnet {adapter.network}",
+            "omit --listen, or listen on a loopback address",
+        )
+    return found, adapter.network
+
+
+def _key_file(options: Options, default: Callable[[], Path]) -> Path | None:
+    if options.insecure_no_auth:
+        return None
+    return options.key_file or default()
+
+
 def plan_half(
     options: Options, side: Side, discover: Discoverers, environ: Mapping[str, str]
 ) -> Half:
     if half_for(options, side) == "windows":
-        found = (
-            _override(options.listen, "--listen")
-            if options.listen
-            else discover.windows_listen_address()
-        )
+        found, allowed_peers = _windows_listen(options, discover)
         return WindowsHalf(
             listen=TcpEndpoint(found.address, options.port),
             listen_found_by=found.method,
+            allowed_peers=allowed_peers,
             upstream=Hop(
                 options.upstream or LEGACY_LOCALAPI,
                 "Tailscale's LocalAPI on Windows",
                 "is Tailscale running on Windows? Start it, then run `tailscale-wsl2 doctor`",
             ),
+            key_file=_key_file(options, discover.windows_key_file),
         )
     found = (
         _override(options.host_ip, "--host-ip") if options.host_ip else discover.wsl_host_address()
@@ -135,6 +168,7 @@ def plan_half(
             "run `tailscale-wsl2.exe up` on Windows, then `tailscale-wsl2 doctor` here",
         ),
         upstream_found_by=found.method,
+        key_file=_key_file(options, discover.wsl_key_file),
     )
 
 
@@ -161,6 +195,12 @@ def _nothing_to_remove() -> None:
     """The Windows half leaves no file behind."""
 
 
+WARN_INSECURE = (
+    "WARNING: --insecure-no-auth: any program that can reach %s may use this "
+    "Windows user's Tailscale (log out, change settings, send files)"
+)
+
+
 async def _open_listener(half: Half) -> tuple[trio.SocketListener, Callable[[], None]]:
     """The half's listener, and how to remove what it created on disk."""
     if isinstance(half, WindowsHalf):
@@ -172,13 +212,38 @@ async def _open_listener(half: Half) -> tuple[trio.SocketListener, Callable[[], 
     return unix.listener, unix.remove_socket_file
 
 
+def _relay_for(half: Half, max_connections: int) -> Relay:
+    """The relay with this half's link security: admission on Windows, proof in WSL2."""
+    if isinstance(half, WindowsHalf):
+        key = load_or_create_key(half.key_file) if half.key_file else None
+        admit = windows_admission(half.allowed_peers, key)
+        return Relay(hop_connector(half.upstream), admit=admit, max_connections=max_connections)
+    connect: Connector = (
+        authenticated_connector(half.upstream, load_key(half.key_file))
+        if half.key_file
+        else hop_connector(half.upstream)
+    )
+    return Relay(connect, max_connections=max_connections)
+
+
+def _describe_security(half: Half) -> None:
+    if half.key_file is None:
+        where = half.listen if isinstance(half, WindowsHalf) else half.upstream.endpoint
+        log.warning(WARN_INSECURE, where)
+    else:
+        log.info("link key: %s", half.key_file)
+    if isinstance(half, WindowsHalf):
+        log.info("accepting connections from %s only", half.allowed_peers)
+
+
 async def run_half(half: Half, *, max_connections: int) -> None:
     """Listen, relay until SIGINT or SIGTERM, then shut down cleanly."""
     raise_open_file_limit()
+    relay = _relay_for(half, max_connections)
     listener, remove_socket_file = await _open_listener(half)
     found_by = "" if isinstance(half, WindowsHalf) else f" ({half.upstream_found_by})"
     log.info("relaying to %s at %s%s", half.upstream.name, half.upstream.endpoint, found_by)
-    relay = Relay(hop_connector(half.upstream), max_connections=max_connections)
+    _describe_security(half)
     try:
         async with trio.open_nursery() as nursery:
             await nursery.start(relay.serve, [listener])

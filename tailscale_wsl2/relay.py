@@ -4,7 +4,10 @@ Both halves are this one relay with different endpoints: the WSL2 half accepts
 on a Unix socket and connects over TCP to the Windows half; the Windows half
 accepts on TCP and connects to Tailscale's LocalAPI.
 
-Per connection the relay opens the upstream, then copies both directions
+Per connection the relay first asks the half whether to admit it (the Windows
+half checks the peer's subnet and the link handshake, `link.py`), then opens
+the upstream (for the WSL2 half that includes proving the link key), then
+copies both directions
 concurrently. The relay never looks inside the bytes, so HTTP upgrades
 (`tailscale nc`), endless streams (`watch-ipn-bus`) and large uploads (Taildrop)
 pass untouched. An EOF in one direction is passed on as a half-close (a client
@@ -21,14 +24,14 @@ flight a grace period before cancelling them.
 
 import errno
 import logging
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 
 import trio
 
 from .bad_gateway import answer_bad_gateway
 from .upstream import Connector, UpstreamUnavailable
 
-__all__ = ["Relay", "copy_both_ways"]
+__all__ = ["Admission", "Relay", "copy_both_ways"]
 
 log = logging.getLogger(__name__)
 
@@ -71,17 +74,23 @@ async def copy_both_ways(a: trio.abc.Stream, b: trio.abc.Stream) -> None:
         nursery.start_soon(copy_or_end_both, b, a)
 
 
+# Decides whether an accepted connection may be relayed (None) or why not.
+Admission = Callable[[trio.abc.Stream], Awaitable[str | None]]
+
+
 class Relay:
-    """Accept on some listeners, relay each connection to one upstream."""
+    """Accept on some listeners, relay each admitted connection to one upstream."""
 
     def __init__(
         self,
         connect_upstream: Connector,
         *,
+        admit: Admission | None = None,
         max_connections: int = 1024,
         grace_period: float = 2.0,
     ) -> None:
         self._connect_upstream = connect_upstream
+        self._admit = admit
         self._free_slots = trio.Semaphore(max_connections)
         self._grace_period = grace_period
         self._accepting = trio.CancelScope()
@@ -135,6 +144,9 @@ class Relay:
         self.active_connections += 1
         try:
             async with client:
+                if self._admit is not None and (refusal := await self._admit(client)):
+                    log.warning("refused a connection: %s", refusal)
+                    return
                 try:
                     upstream = await self._connect_upstream()
                 except UpstreamUnavailable as exc:

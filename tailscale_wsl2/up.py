@@ -11,13 +11,14 @@ from .discovery import Discovered, read_wsl_host
 from .endpoints import parse_endpoint
 from .errors import ActionableError
 from .halves import Discoverers, HalfName, Options, plan_half, run_half
-from .ipconfig import find_wsl_adapter, parse_ipconfig, read_ipconfig_output
+from .ipconfig import WslAdapter, find_wsl_adapter, parse_ipconfig, read_ipconfig_output
+from .linkkey import find_key_from_wsl, windows_key_path
 from .side import Side, read_networking_mode, read_side
 
-__all__ = ["start"]
+__all__ = ["start", "system_discoverers"]
 
 
-def _windows_listen_address() -> Discovered:
+def _windows_adapter() -> WslAdapter:
     if sys.platform != "win32":
         raise ActionableError(
             "cannot find the vEthernet (WSL) adapter: ipconfig exists only on Windows",
@@ -29,11 +30,20 @@ def _windows_listen_address() -> Discovered:
             "no vEthernet (WSL) adapter: WSL has not started since Windows booted",
             "start WSL (e.g. run `wsl true`), then run this again, or pass --listen ADDR",
         )
-    return adapter.found
+    return adapter
 
 
 def _wsl_host_address(side: Side) -> Discovered:
     return read_wsl_host(side, read_networking_mode().mode)
+
+
+def system_discoverers(side: Side) -> Discoverers:
+    return Discoverers(
+        windows_adapter=_windows_adapter,
+        wsl_host_address=partial(_wsl_host_address, side),
+        windows_key_file=partial(windows_key_path, os.environ),
+        wsl_key_file=find_key_from_wsl,
+    )
 
 
 def start(
@@ -45,6 +55,8 @@ def start(
     socket: Path,
     socket_mode: int,
     upstream: str | None,
+    key_file: Path | None,
+    insecure_no_auth: bool,
     max_connections: int,
 ) -> None:
     try:
@@ -59,11 +71,9 @@ def start(
         socket=socket,
         socket_mode=socket_mode,
         upstream=upstream_endpoint,
+        key_file=key_file,
+        insecure_no_auth=insecure_no_auth,
     )
     detected = read_side()
-    discoverers = Discoverers(
-        windows_listen_address=_windows_listen_address,
-        wsl_host_address=partial(_wsl_host_address, detected),
-    )
-    half = plan_half(options, detected, discoverers, os.environ)
+    half = plan_half(options, detected, system_discoverers(detected), os.environ)
     trio.run(partial(run_half, half, max_connections=max_connections))

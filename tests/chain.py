@@ -97,6 +97,10 @@ class Chain:
     def socket(self) -> Path:
         return self.workdir / "tailscaled.sock"
 
+    @property
+    def key_file(self) -> Path:
+        return self.workdir / "link.key"
+
     def start_localapi(self) -> Process:
         argv = [sys.executable, "-m", "tests.localapi_standin", f"unix:{self.localapi_socket}"]
         process = start_process(argv, self.workdir / "localapi.log")
@@ -108,20 +112,13 @@ class Chain:
         self.processes["localapi"] = process
         return process
 
+    def _up_argv(self, side: str, *options: str) -> list[str]:
+        common = ["--port", str(self.port), "--key-file", str(self.key_file)]
+        return [*self.program, "up", "--side", side, *common, *options]
+
     def windows_half_argv(self, *extra: str) -> list[str]:
-        return [
-            *self.program,
-            "up",
-            "--side",
-            "windows",
-            "--listen",
-            "127.0.0.1",
-            "--port",
-            str(self.port),
-            "--upstream",
-            f"unix:{self.localapi_socket}",
-            *extra,
-        ]
+        upstream = f"unix:{self.localapi_socket}"
+        return self._up_argv("windows", "--listen", "127.0.0.1", "--upstream", upstream, *extra)
 
     def start_windows_half(self, *extra: str) -> Process:
         process = start_process(self.windows_half_argv(*extra), self.workdir / "windows.log")
@@ -134,19 +131,7 @@ class Chain:
         return process
 
     def wsl_half_argv(self, *extra: str) -> list[str]:
-        return [
-            *self.program,
-            "up",
-            "--side",
-            "wsl",
-            "--host-ip",
-            "127.0.0.1",
-            "--port",
-            str(self.port),
-            "--socket",
-            str(self.socket),
-            *extra,
-        ]
+        return self._up_argv("wsl", "--host-ip", "127.0.0.1", "--socket", str(self.socket), *extra)
 
     def start_wsl_half(self, *extra: str) -> Process:
         process = start_process(self.wsl_half_argv(*extra), self.workdir / "wsl.log")

@@ -189,3 +189,32 @@ def test_socket_mode_is_0660_by_default(chain: Chain) -> None:
 def test_sigint_is_a_clean_stop_too(chain: Chain) -> None:
     assert chain.processes.pop("wsl").stop(signal.SIGINT) == 0
     assert not chain.socket.exists()
+
+
+def test_wrong_link_key_gets_a_502_naming_the_cause(chain: Chain, tmp_path: Path) -> None:
+    chain.stop("wsl")
+    other_key = tmp_path / "other.key"
+    other_key.write_text("ab" * 32 + "\n")
+    chain.start_wsl_half("--key-file", str(other_key))  # the later option wins
+    answer = request(chain.socket, "GET", "/localapi/v0/status")
+    assert answer.status == 502
+    assert answer.body.decode() == (
+        f"the Windows half of tailscale-wsl2 at 127.0.0.1:{chain.port} refused the link: "
+        "it refused the link key: the two halves use different keys; "
+        "run `tailscale-wsl2 doctor` here\n"
+    )
+    assert "refused a connection: 127.0.0.1: wrong key" in chain.processes["windows"].output()
+
+
+def test_insecure_no_auth_on_both_sides_works_and_warns(program: list[str], tmp_path: Path) -> None:
+    chain = Chain(program, tmp_path)
+    try:
+        chain.start_localapi()
+        windows = chain.start_windows_half("--insecure-no-auth")
+        wsl = chain.start_wsl_half("--insecure-no-auth")
+        assert request(chain.socket, "GET", "/localapi/v0/status").status == 200
+        for half in (windows, wsl):
+            assert "WARNING: --insecure-no-auth: any program that can reach" in half.output()
+        assert not chain.key_file.exists()
+    finally:
+        chain.stop_all()

@@ -1,6 +1,8 @@
 """Planning a half: which side, which endpoints, found how (pure: no system access)."""
 
+from ipaddress import IPv4Network, ip_network
 from pathlib import Path
+from typing import NoReturn
 
 import pytest
 
@@ -16,18 +18,27 @@ from tailscale_wsl2.halves import (
     plan_half,
     socket_group,
 )
+from tailscale_wsl2.ipconfig import WslAdapter
 from tailscale_wsl2.side import Side
 
 
-def never() -> Discovered:
+def never() -> NoReturn:
     raise AssertionError("discovery must not run when an override is given")
 
 
+WSL_NETWORK = IPv4Network("172.27.64.0/20")
 ADAPTER = Discoverers(
-    windows_listen_address=lambda: Discovered("172.27.64.1", "vEthernet (WSL) adapter"),
+    windows_adapter=lambda: WslAdapter(
+        Discovered("172.27.64.1", "vEthernet (WSL) adapter"), WSL_NETWORK
+    ),
     wsl_host_address=lambda: Discovered("172.27.64.1", "default route gateway"),
+    windows_key_file=lambda: Path("C:/Users/me/AppData/Local/tailscale-wsl2/link.key"),
+    wsl_key_file=lambda: Path("/mnt/c/Users/me/AppData/Local/tailscale-wsl2/link.key"),
 )
-OVERRIDDEN = Discoverers(windows_listen_address=never, wsl_host_address=never)
+OVERRIDDEN = Discoverers(
+    windows_adapter=never, wsl_host_address=never, windows_key_file=never, wsl_key_file=never
+)
+KEY = Path("/tmp/link.key")
 
 
 def test_windows_listens_on_the_adapter_and_relays_to_the_legacy_port() -> None:
@@ -36,6 +47,8 @@ def test_windows_listens_on_the_adapter_and_relays_to_the_legacy_port() -> None:
     assert half.listen == TcpEndpoint("172.27.64.1", 41113)
     assert half.listen_found_by == "vEthernet (WSL) adapter"
     assert half.upstream.endpoint == LEGACY_LOCALAPI
+    assert half.allowed_peers == WSL_NETWORK
+    assert half.key_file == Path("C:/Users/me/AppData/Local/tailscale-wsl2/link.key")
 
 
 def test_wsl_relays_to_the_discovered_host_on_the_port() -> None:
@@ -45,24 +58,25 @@ def test_wsl_relays_to_the_discovered_host_on_the_port() -> None:
     assert half.upstream_found_by == "default route gateway"
     assert half.socket == Path("/var/run/tailscale/tailscaled.sock")
     assert half.socket_mode == 0o660
+    assert half.key_file == Path("/mnt/c/Users/me/AppData/Local/tailscale-wsl2/link.key")
 
 
 @pytest.mark.parametrize("detected", [Side.WSL1, Side.WSL2, Side.LINUX, Side.WINDOWS])
 def test_side_option_wins_over_detection(detected: Side) -> None:
-    options = Options(side="wsl", host_ip="10.0.0.1")
+    options = Options(side="wsl", host_ip="10.0.0.1", key_file=KEY)
     assert isinstance(plan_half(options, detected, OVERRIDDEN, {}), WslHalf)
-    options = Options(side="windows", listen="127.0.0.1")
+    options = Options(side="windows", listen="127.0.0.1", key_file=KEY)
     assert isinstance(plan_half(options, detected, OVERRIDDEN, {}), WindowsHalf)
 
 
 def test_overrides_skip_discovery_and_say_so() -> None:
-    windows = plan_half(Options(listen="127.0.0.1"), Side.WINDOWS, OVERRIDDEN, {})
+    windows = plan_half(Options(listen="127.0.0.1", key_file=KEY), Side.WINDOWS, OVERRIDDEN, {})
     assert isinstance(windows, WindowsHalf)
     assert (windows.listen, windows.listen_found_by) == (
         TcpEndpoint("127.0.0.1", 41113),
         "--listen",
     )
-    wsl = plan_half(Options(host_ip="172.20.0.1"), Side.WSL2, OVERRIDDEN, {})
+    wsl = plan_half(Options(host_ip="172.20.0.1", key_file=KEY), Side.WSL2, OVERRIDDEN, {})
     assert isinstance(wsl, WslHalf)
     assert (wsl.upstream.endpoint, wsl.upstream_found_by) == (
         TcpEndpoint("172.20.0.1", 41113),
@@ -71,7 +85,7 @@ def test_overrides_skip_discovery_and_say_so() -> None:
 
 
 def test_upstream_option_replaces_the_next_hop() -> None:
-    options = Options(listen="127.0.0.1", upstream=UnixEndpoint("/tmp/api.sock"))
+    options = Options(listen="127.0.0.1", upstream=UnixEndpoint("/tmp/api.sock"), key_file=KEY)
     half = plan_half(options, Side.WINDOWS, OVERRIDDEN, {})
     assert half.upstream.endpoint == UnixEndpoint("/tmp/api.sock")
 
@@ -88,3 +102,26 @@ def test_socket_group_comes_from_sudo() -> None:
     half = plan_half(Options(), Side.WSL2, ADAPTER, {"SUDO_GID": "1000"})
     assert isinstance(half, WslHalf)
     assert half.socket_group == 1000
+
+
+def test_loopback_listen_accepts_loopback_peers_only() -> None:
+    half = plan_half(Options(listen="127.0.0.1", key_file=KEY), Side.WINDOWS, OVERRIDDEN, {})
+    assert isinstance(half, WindowsHalf)
+    assert half.allowed_peers == ip_network("127.0.0.0/8")
+
+
+def test_listen_on_the_adapter_keeps_its_subnet() -> None:
+    half = plan_half(Options(listen="172.27.64.1"), Side.WINDOWS, ADAPTER, {})
+    assert isinstance(half, WindowsHalf)
+    assert (half.listen_found_by, half.allowed_peers) == ("--listen", WSL_NETWORK)
+
+
+def test_listen_outside_the_wsl_subnet_is_refused() -> None:
+    with pytest.raises(ActionableError, match=r"^--listen 192\.168\.1\.5 is not on the WSL"):
+        plan_half(Options(listen="192.168.1.5"), Side.WINDOWS, ADAPTER, {})
+
+
+def test_insecure_no_auth_plans_no_key_on_either_side() -> None:
+    options = Options(insecure_no_auth=True)
+    assert plan_half(options, Side.WINDOWS, ADAPTER, {}).key_file is None
+    assert plan_half(options, Side.WSL2, ADAPTER, {}).key_file is None
