@@ -12,7 +12,8 @@ import ipaddress
 import trio
 
 from .handshake import HandshakeFailed, challenge_client, prove_key
-from .relay import PEER_GONE, Admission
+from .pump import PEER_GONE
+from .relay import Admission
 from .upstream import Connector, Hop, UpstreamUnavailable, hop_connector
 
 __all__ = ["IPNetwork", "authenticated_connector", "windows_admission"]

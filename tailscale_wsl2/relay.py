@@ -29,18 +29,12 @@ from collections.abc import Awaitable, Callable, Sequence
 import trio
 
 from .bad_gateway import answer_bad_gateway
+from .pump import PEER_GONE, copy_one_way
 from .upstream import Connector, UpstreamUnavailable
 
 __all__ = ["Admission", "Relay", "copy_both_ways"]
 
 log = logging.getLogger(__name__)
-
-# trio's SocketStream default; a larger request buys nothing on the portable
-# path because the kernel rarely has more than this queued per wakeup.
-CHUNK_SIZE = 65536
-
-# Errors that mean "this peer is gone": they end a relayed connection quietly.
-PEER_GONE = (trio.BrokenResourceError, trio.ClosedResourceError, OSError)
 
 # accept() fails like this when the process or system runs out of descriptors
 # or memory; waiting a moment (as trio's serve_listeners does) lets other
@@ -49,22 +43,12 @@ ACCEPT_RESOURCE_ERRNOS = {errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUF
 ACCEPT_RETRY_DELAY = 0.1
 
 
-async def _copy_one_way(src: trio.abc.Stream, dst: trio.abc.Stream) -> None:
-    """Copy until `src` ends, then pass the EOF on where `dst` can half-close."""
-    while chunk := await src.receive_some(CHUNK_SIZE):
-        await dst.send_all(chunk)
-    # A stream without half-close (a Windows named pipe) simply gets no more
-    # bytes; the LocalAPI knows where a request ends from its HTTP framing.
-    if isinstance(dst, trio.abc.HalfCloseableStream):
-        await dst.send_eof()
-
-
 async def copy_both_ways(a: trio.abc.Stream, b: trio.abc.Stream) -> None:
     """Copy a->b and b->a until both directions end; a failure in one ends both."""
 
     async def copy_or_end_both(src: trio.abc.Stream, dst: trio.abc.Stream) -> None:
         try:
-            await _copy_one_way(src, dst)
+            await copy_one_way(src, dst)
         except PEER_GONE as exc:
             log.debug("connection ended: %r", exc)
             nursery.cancel_scope.cancel()

@@ -127,7 +127,7 @@ async def test_accepted_is_sent_only_after_a_correct_answer() -> None:
     async with trio.open_nursery() as nursery:
         nursery.start_soon(challenge_client, server_end, KEY)
         hello = await client_end.receive_some(HELLO_SIZE)
-        await client_end.send_all(answer_for(KEY, hello))
+        await client_end.send_all(answer_for(KEY, bytes(hello)))
         assert await client_end.receive_some() == ACCEPTED
 
 

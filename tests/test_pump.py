@@ -1,0 +1,149 @@
+"""Both copy paths (splice and portable), with Unix and TCP sockets in each position."""
+
+import os
+import socket
+import struct
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+
+import pytest
+import trio
+import trio.testing
+
+from tailscale_wsl2 import pump
+from tailscale_wsl2.pump import PEER_GONE, copy_one_way
+
+SocketPairMaker = Callable[[], tuple[socket.socket, socket.socket]]
+
+
+def unix_pair() -> tuple[socket.socket, socket.socket]:
+    return socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+
+
+def tcp_pair() -> tuple[socket.socket, socket.socket]:
+    with socket.create_server(("127.0.0.1", 0)) as server:
+        client = socket.create_connection(server.getsockname())
+        accepted, _ = server.accept()
+    return client, accepted
+
+
+def shrink_buffers(*socks: socket.socket) -> None:
+    for sock in socks:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+
+
+@pytest.fixture(params=["splice", "portable"])
+def copy_path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    if request.param == "portable":
+        monkeypatch.setattr(pump, "splice_available", lambda: False)
+    else:
+        assert pump.splice_available()
+    return str(request.param)
+
+
+@pytest.fixture(params=[unix_pair, tcp_pair], ids=["from-unix", "from-tcp"])
+def source_pair(request: pytest.FixtureRequest) -> SocketPairMaker:
+    return request.param  # type: ignore[no-any-return]
+
+
+@pytest.fixture(params=[unix_pair, tcp_pair], ids=["to-unix", "to-tcp"])
+def destination_pair(request: pytest.FixtureRequest) -> SocketPairMaker:
+    return request.param  # type: ignore[no-any-return]
+
+
+@asynccontextmanager
+async def one_way(
+    source_pair: SocketPairMaker, destination_pair: SocketPairMaker
+) -> AsyncIterator[tuple[trio.socket.SocketType, trio.socket.SocketType, trio.Nursery]]:
+    """writer -> [src relay end] copy_one_way [dst relay end] -> reader."""
+    writer, relay_in = source_pair()
+    relay_out, reader = destination_pair()
+    if source_pair is destination_pair is unix_pair:
+        # Small buffers force partial transfers and EAGAIN on both sides (not
+        # on TCP, where a tiny window meets delayed ACKs and crawls).
+        shrink_buffers(writer, relay_in, relay_out, reader)
+    stdlib_sockets = (writer, relay_in, relay_out, reader)
+    trio_sockets = [trio.socket.from_stdlib_socket(sock) for sock in stdlib_sockets]
+    writer_t, relay_in_t, relay_out_t, reader_t = trio_sockets
+    try:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(
+                copy_one_way, trio.SocketStream(relay_in_t), trio.SocketStream(relay_out_t)
+            )
+            yield writer_t, reader_t, nursery
+    finally:
+        for sock in trio_sockets:
+            sock.close()
+
+
+async def read_to_eof(sock: trio.socket.SocketType) -> bytes:
+    received = bytearray()
+    while chunk := await sock.recv(65536):
+        received += chunk
+    return bytes(received)
+
+
+async def send_then_eof(sock: trio.socket.SocketType, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[await sock.send(view[:65536]) :]
+    sock.shutdown(socket.SHUT_WR)
+
+
+async def test_bytes_and_eof_arrive_exactly(
+    copy_path: str, source_pair: SocketPairMaker, destination_pair: SocketPairMaker
+) -> None:
+    data = os.urandom(3 * 1024 * 1024 + 7)
+    async with one_way(source_pair, destination_pair) as (writer, reader, nursery):
+        nursery.start_soon(send_then_eof, writer, data)
+        with trio.fail_after(30):
+            assert await read_to_eof(reader) == data  # EOF passed on as a half-close
+
+
+async def test_a_slow_reader_gets_everything(copy_path: str) -> None:
+    data = os.urandom(512 * 1024)
+    async with one_way(unix_pair, unix_pair) as (writer, reader, nursery):
+        nursery.start_soon(send_then_eof, writer, data)
+        received = bytearray()
+        with trio.fail_after(30):
+            while chunk := await reader.recv(1000):
+                received += chunk
+                await trio.sleep(0)  # the relay sees a full destination again and again
+    assert bytes(received) == data
+
+
+async def test_a_reset_destination_ends_the_copy_as_peer_gone(copy_path: str) -> None:
+    writer, relay_in = unix_pair()
+    relay_out, reader = tcp_pair()
+    trio_in, trio_out = (
+        trio.socket.from_stdlib_socket(relay_in),
+        trio.socket.from_stdlib_socket(relay_out),
+    )
+    # SO_LINGER 0: close() sends RST, as a crashed client's kernel would.
+    reader.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    reader.close()
+    writer.setblocking(False)
+    writer.send(b"x" * 65536)
+    with pytest.raises(PEER_GONE), trio.fail_after(10):
+        await copy_one_way(trio.SocketStream(trio_in), trio.SocketStream(trio_out))
+    for sock in (writer, trio_in, trio_out):
+        sock.close()
+
+
+def open_fds() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+async def test_an_idle_connection_holds_no_pipe_until_bytes_arrive() -> None:
+    async with one_way(unix_pair, unix_pair) as (writer, reader, nursery):
+        await trio.testing.wait_all_tasks_blocked()
+        idle = open_fds()
+        await writer.send(b"hello")
+        assert await reader.recv(5) == b"hello"
+        assert open_fds() == idle + 2  # the pipe, made on the first byte
+        writer.shutdown(socket.SHUT_WR)
+        assert await reader.recv(5) == b""
+        await trio.testing.wait_all_tasks_blocked()
+        assert open_fds() == idle  # and closed with the direction
+        nursery.cancel_scope.cancel()
