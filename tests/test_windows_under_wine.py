@@ -1,0 +1,96 @@
+"""Runs the Windows test suite (tests/windows) under Wine, from the normal Linux suite.
+
+Strategy: `tools/wine-env` builds or reuses the cached Wine prefix and Windows CPython (a
+no-op of a few milliseconds once cached; minutes on a fresh machine), then `tools/winpy`
+runs pytest on tests/windows in that Windows Python, as a subprocess. The test demands a
+clean result: exit status 0, at least one test passed, none skipped (a skip there would mean
+the Windows code did not run).
+
+Without Wine (and no way to install it: not root, or no apt-get) the test skips with the
+reason, except in CI, where it fails: CI must run the Windows half for real.
+"""
+
+import os
+import re
+import subprocess
+import sys
+import time
+
+import pytest
+
+from tests.chain import ROOT, in_ci
+
+pytestmark = pytest.mark.wine
+
+WINE_ENV = ROOT / "tools" / "wine-env"
+WINPY = ROOT / "tools" / "winpy"
+# tools/wine-env's exit status for "Wine is missing and cannot be installed here".
+EXIT_NO_WINE = 3
+# A cold set-up installs Wine and downloads CPython and ~30 wheels.
+SETUP_TIMEOUT = 1800.0
+SUITE_TIMEOUT = 600.0
+
+
+def summary_counts(pytest_output: str) -> dict[str, int]:
+    """{"passed": 16, "skipped": 1, ...} from the final summary line of `pytest -q`."""
+    summary_lines = [
+        line
+        for line in pytest_output.splitlines()
+        if re.search(r"\d+ (passed|failed|skipped|errors?|deselected)\b", line)
+    ]
+    if not summary_lines:
+        return {}
+    return {word: int(count) for count, word in re.findall(r"(\d+) ([a-z]+)", summary_lines[-1])}
+
+
+def test_summary_counts_reads_pytest_q_output() -> None:
+    assert summary_counts("....\n16 passed in 2.08s\n") == {"passed": 16}
+    assert summary_counts("SKIPPED [1] x.py:3: why\n3 passed, 1 skipped in 0.1s") == {
+        "passed": 3,
+        "skipped": 1,
+    }
+    assert summary_counts("no tests ran in 0.01s") == {}
+
+
+def test_windows_suite_passes_under_wine() -> None:
+    if sys.platform == "win32":
+        pytest.skip("on Windows, tests/windows runs natively: pytest tests/windows")
+
+    setup_started = time.monotonic()
+    setup = subprocess.run(
+        [str(WINE_ENV)],
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=SETUP_TIMEOUT,
+        check=False,
+    )
+    setup_seconds = time.monotonic() - setup_started
+    if setup.returncode == EXIT_NO_WINE:
+        reason = f"Wine is unavailable: {setup.stderr.strip()}"
+        if in_ci():
+            pytest.fail(f"{reason} (CI must run the Windows suite under Wine)")
+        pytest.skip(reason)
+    assert setup.returncode == 0, f"tools/wine-env failed:\n{setup.stdout}{setup.stderr}"
+
+    # The inner pytest takes its options from the command line only.
+    env = {name: value for name, value in os.environ.items() if not name.startswith("PYTEST_")}
+    suite_started = time.monotonic()
+    suite = subprocess.run(
+        [str(WINPY), "-m", "pytest", "tests/windows", "-q", "-p", "no:cacheprovider"],
+        cwd=ROOT,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=SUITE_TIMEOUT,
+        check=False,
+    )
+    suite_seconds = time.monotonic() - suite_started
+    output = suite.stdout + suite.stderr
+    print(f"wine-env: {setup_seconds:.1f} s; Windows suite under Wine: {suite_seconds:.1f} s")
+
+    assert suite.returncode == 0, f"the Windows suite failed under Wine:\n{output}"
+    counts = summary_counts(output)
+    assert counts.get("passed", 0) > 0, f"no Windows test passed:\n{output}"
+    assert counts.get("skipped", 0) == 0, f"Windows tests were skipped under Wine:\n{output}"
