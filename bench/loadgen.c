@@ -9,8 +9,10 @@
  *                                    for S seconds
  *   loadgen upload   SOCK BYTES      one PUT with a BYTES body
  *   loadgen download SOCK BYTES      one GET /download?bytes=BYTES
- *   loadgen hold     SOCK N          open N connections, send nothing, print,
- *                                    then keep them until stdin closes
+ *   loadgen hold     SOCK N          open N connections, send the first line
+ *                                    of a request (the relays open their
+ *                                    upstream only once a client speaks),
+ *                                    print, then keep them until stdin closes
  *
  * Latencies are reported in microseconds, throughput in MB/s (10^6 bytes).
  * Built by bench/relay_bench.py with gcc -O2 -pthread.
@@ -35,6 +37,8 @@
 static const char STATUS_REQUEST[] =
     "GET /localapi/v0/status HTTP/1.1\r\nHost: local-tailscaled.sock\r\n"
     "User-Agent: relay-bench\r\nConnection: close\r\n\r\n";
+
+static const char HOLD_REQUEST_LINE[] = "GET /localapi/v0/watch-ipn-bus HTTP/1.1\r\n";
 
 static struct sockaddr_un target;
 
@@ -260,6 +264,7 @@ static int mode_hold(long count) {
     for (; open < count; open++) {
         fds[open] = open_connection();
         if (fds[open] < 0) break;
+        if (write(fds[open], HOLD_REQUEST_LINE, sizeof HOLD_REQUEST_LINE - 1) < 0) break;
     }
     printf("{\"open\":%ld}\n", open);
     fflush(stdout);

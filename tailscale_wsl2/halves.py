@@ -26,7 +26,9 @@ from .linkkey import load_key, load_or_create_key
 from .listeners import open_tcp_listener, open_unix_listener
 from .relay import Relay
 from .side import Side
+from .sockets import RawSocketListener
 from .upstream import Connector, Hop, hop_connector
+from .warm import WarmLinks
 
 __all__ = ["Options", "WindowsHalf", "WslHalf", "plan_half", "run_half"]
 
@@ -201,10 +203,10 @@ WARN_INSECURE = (
 )
 
 
-async def _open_listener(half: Half) -> tuple[trio.SocketListener, Callable[[], None]]:
+async def _open_listener(half: Half) -> tuple[RawSocketListener, Callable[[], None]]:
     """The half's listener, and how to remove what it created on disk."""
     if isinstance(half, WindowsHalf):
-        listener = await open_tcp_listener(half.listen)
+        listener = open_tcp_listener(half.listen)
         log.info("listening on %s (%s)", half.listen, half.listen_found_by)
         return listener, _nothing_to_remove
     unix = await open_unix_listener(half.socket, mode=half.socket_mode, group=half.socket_group)
@@ -212,18 +214,22 @@ async def _open_listener(half: Half) -> tuple[trio.SocketListener, Callable[[], 
     return unix.listener, unix.remove_socket_file
 
 
-def _relay_for(half: Half, max_connections: int) -> Relay:
+def _relay_for(half: Half, max_connections: int) -> tuple[Relay, WarmLinks | None]:
     """The relay with this half's link security: admission on Windows, proof in WSL2."""
     if isinstance(half, WindowsHalf):
         key = load_or_create_key(half.key_file) if half.key_file else None
         admit = windows_admission(half.allowed_peers, key)
-        return Relay(hop_connector(half.upstream), admit=admit, max_connections=max_connections)
+        return (
+            Relay(hop_connector(half.upstream), admit=admit, max_connections=max_connections),
+            None,
+        )
     connect: Connector = (
         authenticated_connector(half.upstream, load_key(half.key_file))
         if half.key_file
         else hop_connector(half.upstream)
     )
-    return Relay(connect, max_connections=max_connections)
+    warm = WarmLinks(connect)
+    return Relay(warm.take, max_connections=max_connections), warm
 
 
 def _describe_security(half: Half) -> None:
@@ -239,7 +245,7 @@ def _describe_security(half: Half) -> None:
 async def run_half(half: Half, *, max_connections: int) -> None:
     """Listen, relay until SIGINT or SIGTERM, then shut down cleanly."""
     raise_open_file_limit()
-    relay = _relay_for(half, max_connections)
+    relay, warm_links = _relay_for(half, max_connections)
     listener, remove_socket_file = await _open_listener(half)
     found_by = "" if isinstance(half, WindowsHalf) else f" ({half.upstream_found_by})"
     log.info("relaying to %s at %s%s", half.upstream.name, half.upstream.endpoint, found_by)
@@ -247,8 +253,12 @@ async def run_half(half: Half, *, max_connections: int) -> None:
     try:
         async with trio.open_nursery() as nursery:
             await nursery.start(relay.serve, [listener])
+            if warm_links is not None:
+                nursery.start_soon(warm_links.keep_warm)
             await _wait_for_shutdown_signal()
             relay.stop_accepting()
+            if warm_links is not None:
+                warm_links.close()
     finally:
         remove_socket_file()
     log.info("stopped")

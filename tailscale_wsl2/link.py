@@ -14,6 +14,7 @@ import trio
 from .handshake import HandshakeFailed, challenge_client, prove_key
 from .pump import PEER_GONE
 from .relay import Admission
+from .sockets import RawSocketStream
 from .upstream import Connector, Hop, UpstreamUnavailable, hop_connector
 
 __all__ = ["IPNetwork", "authenticated_connector", "windows_admission"]
@@ -22,7 +23,7 @@ IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
 def _peer_address(stream: trio.abc.Stream) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
-    assert isinstance(stream, trio.SocketStream)  # the Windows half listens on TCP
+    assert isinstance(stream, RawSocketStream)  # the Windows half listens on TCP
     return ipaddress.ip_address(stream.socket.getpeername()[0])
 
 

@@ -24,6 +24,7 @@ import trio
 
 from .endpoints import TcpEndpoint
 from .errors import ActionableError
+from .sockets import RawSocketListener, connect_socket, listening_socket
 
 __all__ = ["UnixSocketListener", "open_tcp_listener", "open_unix_listener"]
 
@@ -33,11 +34,10 @@ BACKLOG = 4096
 LIVENESS_TIMEOUT = 1.0
 
 
-async def open_tcp_listener(endpoint: TcpEndpoint) -> trio.SocketListener:
+def open_tcp_listener(endpoint: TcpEndpoint) -> RawSocketListener:
+    family = socket.AF_INET6 if ":" in endpoint.host else socket.AF_INET
     try:
-        [listener] = await trio.open_tcp_listeners(
-            endpoint.port, host=endpoint.host, backlog=BACKLOG
-        )
+        sock = listening_socket(family, (endpoint.host, endpoint.port), BACKLOG)
     except OSError as exc:
         if exc.errno == errno.EADDRINUSE:
             raise ActionableError(
@@ -50,14 +50,14 @@ async def open_tcp_listener(endpoint: TcpEndpoint) -> trio.SocketListener:
                 "check the address with `ipconfig`, or omit --listen to discover it",
             ) from exc
         raise ActionableError(f"cannot listen on {endpoint}: {exc.strerror}") from exc
-    return listener
+    return RawSocketListener(sock)
 
 
 @dataclass
 class UnixSocketListener:
     """A listening Unix socket plus what is needed to remove it safely."""
 
-    listener: trio.SocketListener
+    listener: RawSocketListener
     path: Path
     identity: tuple[int, int, int]
 
@@ -77,15 +77,13 @@ def _identity(path: Path) -> tuple[int, int, int]:
 
 async def _someone_answers(path: Path) -> bool:
     """True when a live process accepts connections on the socket at `path`."""
-    probe = trio.socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
         # A listener too busy to accept within the timeout is alive too.
         with trio.move_on_after(LIVENESS_TIMEOUT):
-            await probe.connect(str(path))
+            probe = await connect_socket(socket.AF_UNIX, str(path))
+            probe.close()
     except ConnectionRefusedError:
         return False
-    finally:
-        probe.close()
     return True
 
 
@@ -150,5 +148,4 @@ async def open_unix_listener(path: Path, *, mode: int, group: int | None) -> Uni
                 "pick a shorter path with --socket",
             ) from exc
         raise ActionableError(f"cannot listen on {path}: {exc.strerror or exc}") from exc
-    listener = trio.SocketListener(trio.socket.from_stdlib_socket(sock))
-    return UnixSocketListener(listener, path, _identity(path))
+    return UnixSocketListener(RawSocketListener(sock), path, _identity(path))

@@ -27,9 +27,11 @@ import sys
 
 import trio
 
+from .sockets import RawSocketStream
+
 __all__ = ["CHUNK_SIZE", "PEER_GONE", "copy_one_way", "splice_available"]
 
-# trio's SocketStream default; larger reads buy little on the portable path.
+# Large enough for any request head; larger reads buy little on the portable path.
 CHUNK_SIZE = 65536
 # A pipe of 256 KiB lets one splice move what a busy socket buffer holds
 # (Linux's default pipe is 64 KiB); its pages are only allocated as used.
@@ -70,7 +72,7 @@ class _Pipe:
 SPLICE_FLAGS = getattr(os, "SPLICE_F_MOVE", 1) | getattr(os, "SPLICE_F_NONBLOCK", 2)
 
 
-async def _splice_into_pipe(src: trio.socket.SocketType, pipe: _Pipe) -> int:
+async def _splice_into_pipe(src: socket.socket, pipe: _Pipe) -> int:
     """Move what `src` has into the (empty) pipe; 0 at EOF. Waits only when needed."""
     while True:
         try:
@@ -79,7 +81,7 @@ async def _splice_into_pipe(src: trio.socket.SocketType, pipe: _Pipe) -> int:
             await trio.lowlevel.wait_readable(src)
 
 
-async def _splice_out_of_pipe(pipe: _Pipe, dst: trio.socket.SocketType, count: int) -> None:
+async def _splice_out_of_pipe(pipe: _Pipe, dst: socket.socket, count: int) -> None:
     """Move `count` bytes from the pipe into `dst`, waiting while `dst` is full."""
     while count:
         try:
@@ -88,7 +90,7 @@ async def _splice_out_of_pipe(pipe: _Pipe, dst: trio.socket.SocketType, count: i
             await trio.lowlevel.wait_writable(dst)
 
 
-async def _splice_one_way(src: trio.socket.SocketType, dst: trio.socket.SocketType) -> None:
+async def _splice_one_way(src: socket.socket, dst: socket.socket) -> None:
     pipe = _Pipe()
     try:
         await trio.lowlevel.wait_readable(src)  # an idle connection holds no pipe
@@ -120,11 +122,7 @@ async def _copy_portably(src: trio.abc.Stream, dst: trio.abc.Stream) -> None:
 
 async def copy_one_way(src: trio.abc.Stream, dst: trio.abc.Stream) -> None:
     """Copy until `src` ends, then pass the EOF on where `dst` can half-close."""
-    if (
-        splice_available()
-        and isinstance(src, trio.SocketStream)
-        and isinstance(dst, trio.SocketStream)
-    ):
+    if splice_available() and isinstance(src, RawSocketStream) and isinstance(dst, RawSocketStream):
         await _splice_one_way(src.socket, dst.socket)
     else:
         await _copy_portably(src, dst)

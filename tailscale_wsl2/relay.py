@@ -30,6 +30,7 @@ import trio
 
 from .bad_gateway import answer_bad_gateway
 from .pump import PEER_GONE, copy_one_way
+from .sockets import RawSocketStream
 from .upstream import Connector, UpstreamUnavailable
 
 __all__ = ["Admission", "Relay", "copy_both_ways"]
@@ -60,6 +61,17 @@ async def copy_both_ways(a: trio.abc.Stream, b: trio.abc.Stream) -> None:
 
 # Decides whether an accepted connection may be relayed (None) or why not.
 Admission = Callable[[trio.abc.Stream], Awaitable[str | None]]
+
+
+async def _first_bytes(client: trio.abc.Stream) -> None:
+    """Wait until the client speaks (or leaves) before opening the upstream.
+
+    Every client of this relay speaks first (HTTP), so nothing is lost by
+    waiting, and a connection that is opened and left idle (a warm link, a
+    port scan) costs the next hop nothing.
+    """
+    if isinstance(client, RawSocketStream):
+        await trio.lowlevel.wait_readable(client.socket)
 
 
 class Relay:
@@ -131,6 +143,7 @@ class Relay:
                 if self._admit is not None and (refusal := await self._admit(client)):
                     log.warning("refused a connection: %s", refusal)
                     return
+                await _first_bytes(client)
                 try:
                     upstream = await self._connect_upstream()
                 except UpstreamUnavailable as exc:

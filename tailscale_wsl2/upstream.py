@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import trio
 
 from .endpoints import Endpoint, NamedPipeEndpoint, UnixEndpoint
+from .sockets import connect_socket
 
 __all__ = ["Connector", "Hop", "UpstreamUnavailable", "hop_connector", "open_stream"]
 
@@ -46,18 +47,9 @@ async def open_stream(endpoint: Endpoint) -> trio.abc.Stream:
 
         return await open_named_pipe(endpoint.name)
     if isinstance(endpoint, UnixEndpoint):
-        sock = trio.socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        address: str | tuple[str, int] = endpoint.path
-    else:
-        family = socket.AF_INET6 if ":" in endpoint.host else socket.AF_INET
-        sock = trio.socket.socket(family, socket.SOCK_STREAM)
-        address = (endpoint.host, endpoint.port)
-    try:
-        await sock.connect(address)
-    except BaseException:
-        sock.close()
-        raise
-    return trio.SocketStream(sock)
+        return await connect_socket(socket.AF_UNIX, endpoint.path)
+    family = socket.AF_INET6 if ":" in endpoint.host else socket.AF_INET
+    return await connect_socket(family, (endpoint.host, endpoint.port))
 
 
 def describe_connect_error(exc: OSError) -> str:

@@ -3,22 +3,17 @@
 import ipaddress
 import socket
 
-import trio
-
 from tailscale_wsl2.link import windows_admission
+from tailscale_wsl2.sockets import RawSocketListener, listening_socket
 
 
 async def admitted(allowed: str) -> str | None:
     """The admission verdict for a loopback connection when `allowed` may connect."""
-    listener = (await trio.open_tcp_listeners(0, host="127.0.0.1"))[0]
-    port = listener.socket.getsockname()[1]
+    listener = RawSocketListener(listening_socket(socket.AF_INET, ("127.0.0.1", 0), 8))
     async with listener:
-        client = socket.create_connection(("127.0.0.1", port))
-        server_side = await listener.accept()
-        verdict = await windows_admission(ipaddress.ip_network(allowed), None)(server_side)
-        client.close()
-        await server_side.aclose()
-    return verdict
+        with socket.create_connection(listener.socket.getsockname()):
+            async with await listener.accept() as server_side:
+                return await windows_admission(ipaddress.ip_network(allowed), None)(server_side)
 
 
 async def test_a_peer_outside_the_subnet_is_refused_before_any_handshake() -> None:

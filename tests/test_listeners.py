@@ -93,7 +93,7 @@ async def test_port_in_use_is_one_clear_line() -> None:
     taken.listen()
     port = taken.getsockname()[1]
     with pytest.raises(ActionableError) as caught:
-        await open_tcp_listener(TcpEndpoint("127.0.0.1", port))
+        open_tcp_listener(TcpEndpoint("127.0.0.1", port))
     assert str(caught.value) == (
         f"cannot listen on 127.0.0.1:{port}: the port is in use by another program; "
         "stop that program, or pick another port with --port on both sides"
@@ -103,4 +103,4 @@ async def test_port_in_use_is_one_clear_line() -> None:
 
 async def test_an_address_no_adapter_has_is_explained() -> None:
     with pytest.raises(ActionableError, match="no network adapter has that address"):
-        await open_tcp_listener(TcpEndpoint("192.0.2.1", 41113))
+        open_tcp_listener(TcpEndpoint("192.0.2.1", 41113))

@@ -12,6 +12,7 @@ import trio.testing
 
 from tailscale_wsl2 import pump
 from tailscale_wsl2.pump import PEER_GONE, copy_one_way
+from tailscale_wsl2.sockets import RawSocketStream
 
 SocketPairMaker = Callable[[], tuple[socket.socket, socket.socket]]
 
@@ -63,18 +64,18 @@ async def one_way(
         # Small buffers force partial transfers and EAGAIN on both sides (not
         # on TCP, where a tiny window meets delayed ACKs and crawls).
         shrink_buffers(writer, relay_in, relay_out, reader)
-    stdlib_sockets = (writer, relay_in, relay_out, reader)
-    trio_sockets = [trio.socket.from_stdlib_socket(sock) for sock in stdlib_sockets]
-    writer_t, relay_in_t, relay_out_t, reader_t = trio_sockets
+    writer_t, reader_t = (
+        trio.socket.from_stdlib_socket(writer),
+        trio.socket.from_stdlib_socket(reader),
+    )
+    relay_in_stream, relay_out_stream = RawSocketStream(relay_in), RawSocketStream(relay_out)
     try:
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(
-                copy_one_way, trio.SocketStream(relay_in_t), trio.SocketStream(relay_out_t)
-            )
+            nursery.start_soon(copy_one_way, relay_in_stream, relay_out_stream)
             yield writer_t, reader_t, nursery
     finally:
-        for sock in trio_sockets:
-            sock.close()
+        for closable in (writer_t, reader_t, relay_in_stream, relay_out_stream):
+            closable.close()
 
 
 async def read_to_eof(sock: trio.socket.SocketType) -> bytes:
@@ -116,18 +117,14 @@ async def test_a_slow_reader_gets_everything(copy_path: str) -> None:
 async def test_a_reset_destination_ends_the_copy_as_peer_gone(copy_path: str) -> None:
     writer, relay_in = unix_pair()
     relay_out, reader = tcp_pair()
-    trio_in, trio_out = (
-        trio.socket.from_stdlib_socket(relay_in),
-        trio.socket.from_stdlib_socket(relay_out),
-    )
     # SO_LINGER 0: close() sends RST, as a crashed client's kernel would.
     reader.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
     reader.close()
     writer.setblocking(False)
     writer.send(b"x" * 65536)
     with pytest.raises(PEER_GONE), trio.fail_after(10):
-        await copy_one_way(trio.SocketStream(trio_in), trio.SocketStream(trio_out))
-    for sock in (writer, trio_in, trio_out):
+        await copy_one_way(RawSocketStream(relay_in), RawSocketStream(relay_out))
+    for sock in (writer, relay_in, relay_out):
         sock.close()
 
 

@@ -77,7 +77,7 @@ async def test_half_close_still_delivers_the_whole_answer(tmp_path: Path) -> Non
         running_relay(tmp_path, relay_to(tmp_path / "up.sock")) as front,
         await open_stream(front) as client,
     ):
-        assert isinstance(client, trio.SocketStream)
+        assert isinstance(client, trio.abc.HalfCloseableStream)
         await client.send_all(request)
         await client.send_eof()
         answer = await receive_all(client)
@@ -149,6 +149,8 @@ async def test_connections_past_the_cap_wait_for_a_free_slot(tmp_path: Path) -> 
         running_relay(tmp_path, relay) as front,
     ):
         clients = [await open_stream(front) for _ in range(3)]
+        for client in clients:
+            await client.send_all(b"GET")  # the upstream is opened once the client speaks
         await trio.testing.wait_all_tasks_blocked(0.05)
         assert len(accepted) == 2
         assert relay.active_connections == 2
@@ -174,7 +176,7 @@ async def test_shutdown_lets_connections_in_flight_finish(tmp_path: Path) -> Non
             await trio.testing.wait_all_tasks_blocked(0.05)
             with pytest.raises(ConnectionRefusedError):  # the listener is closed
                 await open_stream(UnixEndpoint(str(front)))
-            assert isinstance(client, trio.SocketStream)
+            assert isinstance(client, trio.abc.HalfCloseableStream)
             await client.send_eof()
             assert await receive_all(client) == b"3:cba"
             await client.aclose()

@@ -1,0 +1,166 @@
+"""Sockets for the hot path: ask the operating system first, trio only on EAGAIN.
+
+trio's `SocketStream` passes through the scheduler twice on every call, even
+when the kernel already has the data or the buffer space: once to see whether
+it was cancelled and once more to yield. A relay's whole job is such calls,
+and on a new connection they are most of its cost. These classes make the
+non-blocking system call straight away and wait on trio
+(`wait_readable` / `wait_writable`, which work on Linux and on Windows) only
+when it reports that it would block. Cancellation still works: every wait is
+a trio checkpoint, and a loop that never waits (a bulk splice) yields by itself
+(see `pump.py`).
+
+`RawSocketStream` implements trio's `HalfCloseableStream`, so the relay core
+treats it like any other stream; `connect_socket` and `RawSocketListener`
+produce them. OS errors become trio's `BrokenResourceError` (the peer is gone)
+or `ClosedResourceError` (we closed it), as trio's own streams do.
+"""
+
+import errno
+import os
+import socket
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import trio
+
+__all__ = ["RawSocketListener", "RawSocketStream", "connect_socket", "listening_socket"]
+
+DEFAULT_RECEIVE_SIZE = 65536
+
+# accept() errors that concern only the connection being accepted (it was
+# reset while it waited in the backlog): skip it and accept the next one.
+ACCEPT_SKIPPABLE = {errno.ECONNABORTED, errno.EPROTO, errno.EPERM, errno.ENETDOWN}
+
+
+@contextmanager
+def _peer_errors_as_broken(sock: socket.socket) -> Iterator[None]:
+    try:
+        yield
+    except OSError as exc:
+        if sock.fileno() == -1:
+            raise trio.ClosedResourceError("the socket was closed") from exc
+        raise trio.BrokenResourceError(f"socket connection broken: {exc}") from exc
+
+
+class RawSocketStream(trio.abc.HalfCloseableStream):
+    """A connected non-blocking stdlib socket as a trio stream."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        sock.setblocking(False)
+        if sock.family in (socket.AF_INET, socket.AF_INET6):
+            # Requests and answers are small and latency-bound: no Nagle.
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.socket = sock
+
+    def fileno(self) -> int:
+        return self.socket.fileno()
+
+    async def receive_some(self, max_bytes: int | None = None) -> bytes:
+        with _peer_errors_as_broken(self.socket):
+            while True:
+                try:
+                    return self.socket.recv(max_bytes or DEFAULT_RECEIVE_SIZE)
+                except BlockingIOError:
+                    await trio.lowlevel.wait_readable(self.socket)
+
+    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
+        with _peer_errors_as_broken(self.socket), memoryview(data) as whole:
+            sent = 0
+            while sent < len(whole):
+                try:
+                    sent += self.socket.send(whole[sent:])
+                except BlockingIOError:
+                    await trio.lowlevel.wait_writable(self.socket)
+
+    async def wait_send_all_might_not_block(self) -> None:
+        with _peer_errors_as_broken(self.socket):
+            await trio.lowlevel.wait_writable(self.socket)
+
+    async def send_eof(self) -> None:
+        with _peer_errors_as_broken(self.socket):
+            self.socket.shutdown(socket.SHUT_WR)
+
+    def close(self) -> None:
+        if self.socket.fileno() != -1:
+            trio.lowlevel.notify_closing(self.socket)
+            self.socket.close()
+
+    async def aclose(self) -> None:
+        self.close()
+        await trio.lowlevel.checkpoint()
+
+
+async def _connect(sock: socket.socket, address: str | tuple[str, int]) -> int:
+    """Connect `sock`; return 0 or the errno the connect failed with."""
+    sock.setblocking(False)
+    while (error := sock.connect_ex(address)) == errno.EAGAIN:
+        # A Unix socket whose listener's backlog is full: try again soon.
+        await trio.sleep(0.001)
+    if error in (errno.EINPROGRESS, errno.EWOULDBLOCK):
+        await trio.lowlevel.wait_writable(sock)
+        error = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+    return error
+
+
+async def connect_socket(family: int, address: str | tuple[str, int]) -> RawSocketStream:
+    """Connect a new socket, waiting on trio only while the connect is in progress."""
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        error = await _connect(sock, address)
+    except BaseException:
+        sock.close()
+        raise
+    if error:
+        sock.close()
+        raise OSError(error, os.strerror(error))  # OSError picks the subclass by errno
+    return RawSocketStream(sock)
+
+
+def listening_socket(family: int, address: str | tuple[str, int], backlog: int) -> socket.socket:
+    """A bound, listening socket that no other program can share the port of."""
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        if family != socket.AF_UNIX:
+            if sys.platform == "win32":
+                # Windows' SO_REUSEADDR would let another program take the
+                # port over; exclusive use is what a server wants there.
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_EXCLUSIVEADDRUSE, 1)
+            else:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(address)
+        sock.listen(backlog)
+        sock.setblocking(False)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+class RawSocketListener(trio.abc.Listener[RawSocketStream]):
+    """Accept connections on a listening stdlib socket, trying accept() first."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        sock.setblocking(False)
+        self.socket = sock
+
+    async def accept(self) -> RawSocketStream:
+        while True:
+            try:
+                connection, _ = self.socket.accept()
+            except BlockingIOError:
+                await trio.lowlevel.wait_readable(self.socket)
+            except OSError as exc:
+                if self.socket.fileno() == -1:
+                    raise trio.ClosedResourceError("the listener was closed") from exc
+                if exc.errno not in ACCEPT_SKIPPABLE:
+                    raise
+            else:
+                return RawSocketStream(connection)
+
+    async def aclose(self) -> None:
+        if self.socket.fileno() != -1:
+            trio.lowlevel.notify_closing(self.socket)
+            self.socket.close()
+        await trio.lowlevel.checkpoint()
