@@ -50,65 +50,111 @@ def splice_available() -> bool:
 
 
 class _Pipe:
-    """A kernel pipe used as the splice buffer of one direction, made on first use."""
+    """A kernel pipe used as the splice buffer of one direction.
+
+    `pending` counts the bytes in it: a pipe is reusable only when empty.
+    """
 
     def __init__(self) -> None:
-        self.read_fd = self.write_fd = -1
-
-    def open(self) -> None:
         self.read_fd, self.write_fd = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        self.pending = 0
         try:
             fcntl.fcntl(self.write_fd, F_SETPIPE_SZ, PIPE_SIZE)
         except OSError:
             pass  # over the user's pipe quota: the default size still works
 
     def close(self) -> None:
-        for fd in (self.read_fd, self.write_fd):
-            if fd >= 0:
-                os.close(fd)
-        self.read_fd = self.write_fd = -1
+        os.close(self.read_fd)
+        os.close(self.write_fd)
 
 
+class _SparePipes:
+    """Empty pipes kept for the next connection.
+
+    Making a pipe and sizing it, then closing both ends, is four system calls
+    per direction; on a new connection that is a fair share of the relay's
+    own work, so pipes left empty by a finished direction are reused.
+    """
+
+    def __init__(self, keep: int) -> None:
+        self._keep = keep
+        self._pipes: list[_Pipe] = []
+
+    def take(self) -> _Pipe:
+        return self._pipes.pop() if self._pipes else _Pipe()
+
+    def give_back(self, pipe: _Pipe) -> None:
+        if pipe.pending == 0 and len(self._pipes) < self._keep:
+            self._pipes.append(pipe)
+        else:
+            pipe.close()  # holds bytes of a broken transfer, or enough are kept
+
+
+SPARE_PIPES = _SparePipes(keep=64)
 SPLICE_FLAGS = getattr(os, "SPLICE_F_MOVE", 1) | getattr(os, "SPLICE_F_NONBLOCK", 2)
 
 
+def _try_splice_into_pipe(src: socket.socket, pipe: _Pipe) -> int | None:
+    """Move what `src` has into the (empty) pipe: a count, 0 at EOF, None if nothing yet."""
+    try:
+        pipe.pending = os.splice(src.fileno(), pipe.write_fd, PIPE_SIZE, flags=SPLICE_FLAGS)
+    except BlockingIOError:
+        return None
+    return pipe.pending
+
+
 async def _splice_into_pipe(src: socket.socket, pipe: _Pipe) -> int:
-    """Move what `src` has into the (empty) pipe; 0 at EOF. Waits only when needed."""
-    while True:
-        try:
-            return os.splice(src.fileno(), pipe.write_fd, PIPE_SIZE, flags=SPLICE_FLAGS)
-        except BlockingIOError:
-            await trio.lowlevel.wait_readable(src)
+    """Like `_try_splice_into_pipe`, waiting for `src` when it has nothing yet."""
+    while (moved := _try_splice_into_pipe(src, pipe)) is None:
+        await trio.lowlevel.wait_readable(src)
+    return moved
 
 
-async def _splice_out_of_pipe(pipe: _Pipe, dst: socket.socket, count: int) -> None:
-    """Move `count` bytes from the pipe into `dst`, waiting while `dst` is full."""
-    while count:
+async def _splice_out_of_pipe(pipe: _Pipe, dst: socket.socket) -> None:
+    """Move everything in the pipe into `dst`, waiting while `dst` is full."""
+    while pipe.pending:
         try:
-            count -= os.splice(pipe.read_fd, dst.fileno(), count, flags=SPLICE_FLAGS)
+            pipe.pending -= os.splice(pipe.read_fd, dst.fileno(), pipe.pending, flags=SPLICE_FLAGS)
         except BlockingIOError:
             await trio.lowlevel.wait_writable(dst)
 
 
+async def _first_splice(src: socket.socket) -> tuple[_Pipe, int]:
+    """A pipe holding the first bytes from `src` (or empty at EOF).
+
+    The bytes are often there already (a request sent right after connect),
+    so the splice is tried at once; while they are not, the pipe goes back to
+    the spares: an idle connection holds no pipe.
+    """
+    while True:
+        pipe = SPARE_PIPES.take()
+        moved = _try_splice_into_pipe(src, pipe)
+        if moved is not None:
+            return pipe, moved
+        SPARE_PIPES.give_back(pipe)
+        await trio.lowlevel.wait_readable(src)
+
+
 async def _splice_one_way(src: socket.socket, dst: socket.socket) -> None:
-    pipe = _Pipe()
+    pipe: _Pipe | None = None
     try:
-        await trio.lowlevel.wait_readable(src)  # an idle connection holds no pipe
-        pipe.open()
+        pipe, moved = await _first_splice(src)
         moved_since_yield = 0
-        while moved := await _splice_into_pipe(src, pipe):
-            await _splice_out_of_pipe(pipe, dst, moved)
+        while moved:
+            await _splice_out_of_pipe(pipe, dst)
             moved_since_yield += moved
             if moved_since_yield >= FAIRNESS_BYTES:
                 moved_since_yield = 0
                 await trio.lowlevel.checkpoint()
+            moved = await _splice_into_pipe(src, pipe)
         dst.shutdown(socket.SHUT_WR)
     except OSError as exc:
         if exc.errno in (errno.EBADF, errno.ENOTSOCK):  # closed under us
             raise trio.ClosedResourceError from exc
         raise trio.BrokenResourceError(f"splice: {exc}") from exc
     finally:
-        pipe.close()
+        if pipe is not None:
+            SPARE_PIPES.give_back(pipe)
 
 
 async def _copy_portably(src: trio.abc.Stream, dst: trio.abc.Stream) -> None:

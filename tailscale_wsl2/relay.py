@@ -68,7 +68,8 @@ async def _first_bytes(client: trio.abc.Stream) -> None:
 
     Every client of this relay speaks first (HTTP), so nothing is lost by
     waiting, and a connection that is opened and left idle (a warm link, a
-    port scan) costs the next hop nothing.
+    port scan) costs the next hop nothing. The Windows half does this; the
+    WSL2 half's next hop is a warm link, which costs nothing to take.
     """
     if isinstance(client, RawSocketStream):
         await trio.lowlevel.wait_readable(client.socket)
@@ -82,11 +83,13 @@ class Relay:
         connect_upstream: Connector,
         *,
         admit: Admission | None = None,
+        lazy_upstream: bool = False,
         max_connections: int = 1024,
         grace_period: float = 2.0,
     ) -> None:
         self._connect_upstream = connect_upstream
         self._admit = admit
+        self._lazy_upstream = lazy_upstream
         self._free_slots = trio.Semaphore(max_connections)
         self._grace_period = grace_period
         self._accepting = trio.CancelScope()
@@ -143,7 +146,8 @@ class Relay:
                 if self._admit is not None and (refusal := await self._admit(client)):
                     log.warning("refused a connection: %s", refusal)
                     return
-                await _first_bytes(client)
+                if self._lazy_upstream:
+                    await _first_bytes(client)
                 try:
                     upstream = await self._connect_upstream()
                 except UpstreamUnavailable as exc:

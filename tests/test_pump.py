@@ -128,19 +128,42 @@ async def test_a_reset_destination_ends_the_copy_as_peer_gone(copy_path: str) ->
         sock.close()
 
 
-def open_fds() -> int:
-    return len(os.listdir("/proc/self/fd"))
+@pytest.fixture
+def spare_pipes(monkeypatch: pytest.MonkeyPatch) -> pump._SparePipes:
+    fresh = pump._SparePipes(keep=1)
+    monkeypatch.setattr(pump, "SPARE_PIPES", fresh)
+    return fresh
 
 
-async def test_an_idle_connection_holds_no_pipe_until_bytes_arrive() -> None:
+async def test_an_idle_connection_holds_no_pipe(spare_pipes: pump._SparePipes) -> None:
     async with one_way(unix_pair, unix_pair) as (writer, reader, nursery):
         await trio.testing.wait_all_tasks_blocked()
-        idle = open_fds()
+        assert len(spare_pipes._pipes) == 1  # tried at once, found nothing, gave it back
         await writer.send(b"hello")
         assert await reader.recv(5) == b"hello"
-        assert open_fds() == idle + 2  # the pipe, made on the first byte
         writer.shutdown(socket.SHUT_WR)
         assert await reader.recv(5) == b""
         await trio.testing.wait_all_tasks_blocked()
-        assert open_fds() == idle  # and closed with the direction
         nursery.cancel_scope.cancel()
+    assert len(spare_pipes._pipes) == 1  # left empty, so kept for the next connection
+
+
+async def test_an_empty_pipe_is_reused_and_a_full_one_is_not(
+    spare_pipes: pump._SparePipes,
+) -> None:
+    kept_after: list[pump._Pipe] = []
+    for _ in range(2):
+        async with one_way(unix_pair, unix_pair) as (writer, reader, _nursery):
+            await writer.send(b"x")
+            assert await reader.recv(1) == b"x"
+            writer.shutdown(socket.SHUT_WR)
+            assert await reader.recv(1) == b""
+        kept_after.extend(spare_pipes._pipes)
+    first, second = kept_after
+    assert second is first  # the second connection used the first one's pipe
+    kept = spare_pipes._pipes.pop()
+    kept.pending = 5  # as if a transfer broke with bytes still in the pipe
+    spare_pipes.give_back(kept)
+    assert spare_pipes._pipes == []
+    with pytest.raises(OSError, match="Bad file descriptor"):  # closed, not kept
+        os.fstat(kept.read_fd)
