@@ -94,10 +94,27 @@ class Relay:
         self._grace_period = grace_period
         self._accepting = trio.CancelScope()
         self.active_connections = 0
+        # Connections still waiting for their client's first byte: nothing is
+        # in flight on them, so shutdown closes them at once instead of
+        # letting them (the WSL2 half's warm links, say) hold up the grace period.
+        self._silent: set[trio.CancelScope] = set()
 
     def stop_accepting(self) -> None:
-        """Begin shutdown: close the listeners; `serve` returns after the grace period."""
+        """Begin shutdown: close the listeners and silent connections; `serve`
+        returns once the rest finish or the grace period ends."""
         self._accepting.cancel()
+        for waiting in self._silent:
+            waiting.cancel()
+
+    async def _client_spoke(self, client: trio.abc.Stream) -> bool:
+        """Wait for the client's first byte (or EOF); False if shutdown came first."""
+        with trio.CancelScope() as waiting:
+            self._silent.add(waiting)
+            try:
+                await _first_bytes(client)
+            finally:
+                self._silent.discard(waiting)
+        return not waiting.cancelled_caught
 
     async def serve(
         self,
@@ -146,8 +163,8 @@ class Relay:
                 if self._admit is not None and (refusal := await self._admit(client)):
                     log.warning("refused a connection: %s", refusal)
                     return
-                if self._lazy_upstream:
-                    await _first_bytes(client)
+                if self._lazy_upstream and not await self._client_spoke(client):
+                    return
                 try:
                     upstream = await self._connect_upstream()
                 except UpstreamUnavailable as exc:

@@ -207,3 +207,18 @@ async def test_connector_reports_refused_tcp_as_unreachable() -> None:
     hop = Hop(TcpEndpoint("127.0.0.1", port), "the Windows half", "run it")
     with pytest.raises(UpstreamUnavailable, match=r"connection refused\); run it$"):
         await hop_connector(hop)()
+
+
+async def test_shutdown_closes_silent_connections_at_once(tmp_path: Path) -> None:
+    hop = Hop(UnixEndpoint(str(tmp_path / "up.sock")), "the test upstream", "start it")
+    relay = Relay(hop_connector(hop), lazy_upstream=True, grace_period=60)
+    async with upstream_server(tmp_path / "up.sock", echo):
+        front = tmp_path / "front.sock"
+        with trio.fail_after(10):  # far less than the grace period
+            async with trio.open_nursery() as nursery:
+                await nursery.start(relay.serve, [await unix_listener(front)])
+                async with await open_stream(UnixEndpoint(str(front))) as silent:
+                    await trio.testing.wait_all_tasks_blocked(0.05)
+                    assert relay.active_connections == 1
+                    relay.stop_accepting()
+                    assert await silent.receive_some() == b""  # closed, not kept waiting
