@@ -12,16 +12,14 @@ import trio.testing
 
 from tailscale_wsl2.endpoints import UnixEndpoint
 from tailscale_wsl2.relay import Relay, copy_both_ways
+from tailscale_wsl2.sockets import RawSocketListener, listening_socket
 from tailscale_wsl2.upstream import Hop, UpstreamUnavailable, hop_connector, open_stream
 
 Handler = Callable[[trio.SocketStream], Awaitable[None]]
 
 
-async def unix_listener(path: Path) -> trio.SocketListener:
-    sock = trio.socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    await sock.bind(str(path))
-    sock.listen(128)
-    return trio.SocketListener(sock)
+async def unix_listener(path: Path) -> RawSocketListener:
+    return RawSocketListener(listening_socket(socket.AF_UNIX, str(path), 128))
 
 
 @asynccontextmanager
