@@ -86,8 +86,43 @@ def _parse_mode(text: str) -> int:
     return mode
 
 
+# Options `up` and `doctor` share, written once so that they stay the same.
+SideOption = Annotated[
+    SideChoice | None, typer.Option(help="Act as this half instead of the detected one.")
+]
+PortOption = Annotated[int, typer.Option(min=1, max=65535, help="TCP port of the Windows half.")]
+ListenOption = Annotated[
+    str | None,
+    typer.Option(help="Windows half: listen on ADDR instead of the vEthernet (WSL) one."),
+]
+HostIpOption = Annotated[
+    str | None,
+    typer.Option(help="WSL2 half: the Windows host's address instead of discovering it."),
+]
+SocketOption = Annotated[
+    Path, typer.Option(help="WSL2 half: the Unix socket the `tailscale` CLI uses.")
+]
+DEFAULT_SOCKET = Path("/var/run/tailscale/tailscaled.sock")
+UpstreamOption = Annotated[
+    str | None,
+    typer.Option(
+        help="The next hop: tcp:HOST:PORT, unix:PATH or npipe:NAME; auto (the default): on "
+        "Windows, Tailscale's named pipe, else 127.0.0.1:41112, chosen per connection."
+    ),
+]
+KeyFileOption = Annotated[
+    Path | None,
+    typer.Option(help="The link key file (default: found in the Windows user's profile)."),
+]
+InsecureOption = Annotated[
+    bool,
+    typer.Option(
+        "--insecure-no-auth",
+        help="No link handshake (both sides); anyone reaching the port gets in.",
+    ),
+]
 VerboseOption = Annotated[
-    bool, typer.Option("--verbose", "-v", help="Log each connection; show tracebacks.")
+    bool, typer.Option("--verbose", "-v", help="More detail; tracebacks of failures.")
 ]
 
 
@@ -111,39 +146,17 @@ def version() -> None:
 
 @app.command()
 def up(
-    side: Annotated[
-        SideChoice | None,
-        typer.Option(help="Run this half instead of the detected one."),
-    ] = None,
-    port: Annotated[
-        int, typer.Option(min=1, max=65535, help="TCP port of the Windows half.")
-    ] = 41113,
-    listen: Annotated[
-        str | None,
-        typer.Option(help="Windows half: listen on ADDR instead of the vEthernet (WSL) one."),
-    ] = None,
-    host_ip: Annotated[
-        str | None,
-        typer.Option(help="WSL2 half: the Windows host's address instead of discovering it."),
-    ] = None,
-    socket: Annotated[
-        Path, typer.Option(help="WSL2 half: the Unix socket the `tailscale` CLI uses.")
-    ] = Path("/var/run/tailscale/tailscaled.sock"),
+    side: SideOption = None,
+    port: PortOption = 41113,
+    listen: ListenOption = None,
+    host_ip: HostIpOption = None,
+    socket: SocketOption = DEFAULT_SOCKET,
     socket_mode: Annotated[
         str, typer.Option(help="WSL2 half: the socket's file mode, in octal.")
     ] = "0660",
-    upstream: Annotated[
-        str | None,
-        typer.Option(help="Relay to tcp:HOST:PORT or unix:PATH instead of the default."),
-    ] = None,
-    key_file: Annotated[
-        Path | None,
-        typer.Option(help="The link key file (default: found in the Windows user's profile)."),
-    ] = None,
-    insecure_no_auth: Annotated[
-        bool,
-        typer.Option(help="No link handshake (both sides); anyone reaching the port gets in."),
-    ] = False,
+    upstream: UpstreamOption = None,
+    key_file: KeyFileOption = None,
+    insecure_no_auth: InsecureOption = False,
     max_connections: Annotated[
         int, typer.Option(min=1, help="Stop accepting past this many open connections.")
     ] = 1024,
@@ -168,6 +181,52 @@ def up(
             max_connections=max_connections,
         ),
     )
+
+
+@app.command()
+def doctor(
+    side: SideOption = None,
+    port: PortOption = 41113,
+    listen: ListenOption = None,
+    host_ip: HostIpOption = None,
+    socket: SocketOption = DEFAULT_SOCKET,
+    upstream: UpstreamOption = None,
+    key_file: KeyFileOption = None,
+    insecure_no_auth: InsecureOption = False,
+    timeout: Annotated[
+        float, typer.Option(min=0.01, help="Seconds each network probe may take.")
+    ] = 2.0,
+    json_output: Annotated[
+        bool, typer.Option("--json", help="Print the results as one JSON document.")
+    ] = False,
+    verbose: VerboseOption = False,
+) -> None:
+    """Find the broken hop between `tailscale` in WSL2 and Tailscale on Windows, and its fix."""
+    from .doctor import run_doctor  # noqa: PLC0415 (imports trio)
+
+    status = run_reporting_errors(
+        verbose,
+        lambda: run_doctor(
+            side=side.value if side else None,
+            port=port,
+            listen=listen,
+            host_ip=host_ip,
+            socket=socket,
+            upstream=upstream,
+            key_file=key_file,
+            insecure_no_auth=insecure_no_auth,
+            timeout=timeout,
+            as_json=json_output,
+            verbose=verbose,
+        ),
+    )
+    raise typer.Exit(status)
+
+
+# Below the helpers it uses (cli_firewall imports them from here).
+from .cli_firewall import firewall_app  # noqa: E402
+
+app.add_typer(firewall_app)
 
 
 def main() -> None:

@@ -175,12 +175,14 @@ def parse_ipconfig(text: str) -> list[AdapterAddress]:
     return found
 
 
-def find_wsl_adapter(addresses: Iterable[AdapterAddress]) -> WslAdapter | None:
+def find_wsl_adapter(
+    addresses: Iterable[AdapterAddress], *, found_in: str = "ipconfig output"
+) -> WslAdapter | None:
     """The first IPv4 address of the adapter WSL created, or None while WSL has not started
-    since boot (the adapter exists only then)."""
+    since boot (the adapter exists only then). `found_in` names the source of `addresses`."""
     for entry in addresses:
         if entry.adapter in WSL_ADAPTER_NAMES:
-            method = f"{entry.adapter} adapter in ipconfig output"
+            method = f"{entry.adapter} adapter in {found_in}"
             return WslAdapter(Discovered(entry.address, method), entry.network)
     return None
 

@@ -122,7 +122,7 @@ def listening_socket(family: int, address: str | tuple[str, int], backlog: int) 
     """A bound, listening socket that no other program can share the port of."""
     sock = socket.socket(family, socket.SOCK_STREAM)
     try:
-        if family != socket.AF_UNIX:
+        if family in (socket.AF_INET, socket.AF_INET6):
             if sys.platform == "win32":
                 # Windows' SO_REUSEADDR would let another program take the
                 # port over; exclusive use is what a server wants there.

@@ -9,6 +9,7 @@ relay sends back to the client (see `bad_gateway.py`).
 
 import errno
 import socket
+import sys
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
@@ -47,6 +48,8 @@ async def open_stream(endpoint: Endpoint) -> trio.abc.Stream:
 
         return await open_named_pipe(endpoint.name)
     if isinstance(endpoint, UnixEndpoint):
+        if sys.platform == "win32":  # CPython has no AF_UNIX on Windows
+            raise OSError(errno.EAFNOSUPPORT, "Unix sockets are not available on Windows")
         return await connect_socket(socket.AF_UNIX, endpoint.path)
     family = socket.AF_INET6 if ":" in endpoint.host else socket.AF_INET
     return await connect_socket(family, (endpoint.host, endpoint.port))

@@ -20,6 +20,7 @@ daemon nothing.
 
 import logging
 import select
+import sys
 from collections import deque
 
 import trio
@@ -32,13 +33,16 @@ __all__ = ["WarmLinks"]
 log = logging.getLogger(__name__)
 
 RETRY_DELAYS = (0.1, 0.5, 1.0, 2.0)  # seconds; the last one repeats
-DEAD = select.POLLIN | select.POLLERR | select.POLLHUP
 
 
 def _is_dead(stream: RawSocketStream) -> bool:
+    if sys.platform == "win32":  # no poll(); select() there takes any socket
+        readable, _, _ = select.select([stream.socket], [], [], 0)
+        return bool(readable)
+    # poll(), not select(): select() fails on descriptors numbered past 1023.
     poller = select.poll()
-    poller.register(stream.socket.fileno(), select.POLLIN)
-    return any(events & DEAD for _, events in poller.poll(0))
+    poller.register(stream.socket, select.POLLIN)
+    return bool(poller.poll(0))
 
 
 class WarmLinks:

@@ -172,7 +172,7 @@ async def serve(
     task_status: trio.TaskStatus[list[trio.SocketListener]] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     kind, _, rest = where.partition(":")
-    if kind == "unix":
+    if kind == "unix" and sys.platform != "win32":
         Path(rest).unlink(missing_ok=True)
         sock = trio.socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         await sock.bind(rest)

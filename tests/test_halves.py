@@ -1,5 +1,6 @@
 """Planning a half: which side, which endpoints, found how (pure: no system access)."""
 
+from dataclasses import replace
 from ipaddress import IPv4Network, ip_network
 from pathlib import Path
 from typing import NoReturn
@@ -10,7 +11,6 @@ from tailscale_wsl2.discovery import Discovered
 from tailscale_wsl2.endpoints import TcpEndpoint, UnixEndpoint
 from tailscale_wsl2.errors import ActionableError
 from tailscale_wsl2.halves import (
-    LEGACY_LOCALAPI,
     Discoverers,
     Options,
     WindowsHalf,
@@ -20,6 +20,8 @@ from tailscale_wsl2.halves import (
 )
 from tailscale_wsl2.ipconfig import WslAdapter
 from tailscale_wsl2.side import Side
+from tailscale_wsl2.upstream import Hop
+from tailscale_wsl2.windows_upstream import LocalApiAuto
 
 
 def never() -> NoReturn:
@@ -41,12 +43,13 @@ OVERRIDDEN = Discoverers(
 KEY = Path("/tmp/link.key")
 
 
-def test_windows_listens_on_the_adapter_and_relays_to_the_legacy_port() -> None:
+def test_windows_follows_the_adapter_and_relays_to_the_localapi_found_per_connection() -> None:
     half = plan_half(Options(), Side.WINDOWS, ADAPTER, {})
     assert isinstance(half, WindowsHalf)
     assert half.listen == TcpEndpoint("172.27.64.1", 41113)
     assert half.listen_found_by == "vEthernet (WSL) adapter"
-    assert half.upstream.endpoint == LEGACY_LOCALAPI
+    assert half.follow_adapter
+    assert half.upstream == LocalApiAuto()
     assert half.allowed_peers == WSL_NETWORK
     assert half.key_file == Path("C:/Users/me/AppData/Local/tailscale-wsl2/link.key")
 
@@ -87,6 +90,7 @@ def test_overrides_skip_discovery_and_say_so() -> None:
 def test_upstream_option_replaces_the_next_hop() -> None:
     options = Options(listen="127.0.0.1", upstream=UnixEndpoint("/tmp/api.sock"), key_file=KEY)
     half = plan_half(options, Side.WINDOWS, OVERRIDDEN, {})
+    assert isinstance(half.upstream, Hop)
     assert half.upstream.endpoint == UnixEndpoint("/tmp/api.sock")
 
 
@@ -125,3 +129,39 @@ def test_insecure_no_auth_plans_no_key_on_either_side() -> None:
     options = Options(insecure_no_auth=True)
     assert plan_half(options, Side.WINDOWS, ADAPTER, {}).key_file is None
     assert plan_half(options, Side.WSL2, ADAPTER, {}).key_file is None
+
+
+NO_ADAPTER_YET = replace(ADAPTER, windows_adapter=lambda: None)
+
+
+def test_no_adapter_is_an_error_unless_asked_to_wait() -> None:
+    with pytest.raises(ActionableError, match=r"^no vEthernet \(WSL\) adapter: WSL has not"):
+        plan_half(Options(), Side.WINDOWS, NO_ADAPTER_YET, {})
+
+
+def test_up_waits_for_the_adapter() -> None:
+    half = plan_half(Options(wait_for_wsl=True), Side.WINDOWS, NO_ADAPTER_YET, {})
+    assert isinstance(half, WindowsHalf)
+    assert (half.listen, half.allowed_peers, half.port) == (None, None, 41113)
+    assert half.follow_adapter
+
+
+def test_mirrored_networking_listens_on_loopback_and_says_why() -> None:
+    mirrored = replace(
+        OVERRIDDEN, windows_networking_mode=lambda: ("mirrored", ".wslconfig [wsl2] networkingMode")
+    )
+    half = plan_half(Options(key_file=KEY), Side.WINDOWS, mirrored, {})
+    assert isinstance(half, WindowsHalf)
+    assert half.listen == TcpEndpoint("127.0.0.1", 41113)
+    assert half.allowed_peers == ip_network("127.0.0.0/8")
+    assert not half.follow_adapter
+    assert half.listen_found_by == (
+        "mirrored networking (.wslconfig [wsl2] networkingMode): WSL2 comes in on loopback"
+    )
+
+
+def test_listen_wins_over_the_networking_mode() -> None:
+    mirrored = replace(ADAPTER, windows_networking_mode=lambda: ("mirrored", "test"))
+    half = plan_half(Options(listen="172.27.64.1"), Side.WINDOWS, mirrored, {})
+    assert isinstance(half, WindowsHalf)
+    assert (half.listen_found_by, half.follow_adapter) == ("--listen", False)

@@ -7,7 +7,8 @@ import trio
 
 from tailscale_wsl2.endpoints import TcpEndpoint
 from tailscale_wsl2.errors import ActionableError
-from tailscale_wsl2.listeners import open_tcp_listener, open_unix_listener
+from tailscale_wsl2.listeners import open_tcp_listener
+from tailscale_wsl2.unix_listener import open_unix_listener
 
 
 async def test_creates_missing_directories_and_sets_the_mode(tmp_path: Path) -> None:

@@ -10,7 +10,7 @@ import pytest
 import trio
 import trio.testing
 
-from tailscale_wsl2 import pump
+from tailscale_wsl2 import _linux_splice, pump
 from tailscale_wsl2.pump import PEER_GONE, copy_one_way
 from tailscale_wsl2.sockets import RawSocketStream
 
@@ -129,13 +129,13 @@ async def test_a_reset_destination_ends_the_copy_as_peer_gone(copy_path: str) ->
 
 
 @pytest.fixture
-def spare_pipes(monkeypatch: pytest.MonkeyPatch) -> pump._SparePipes:
-    fresh = pump._SparePipes(keep=1)
-    monkeypatch.setattr(pump, "SPARE_PIPES", fresh)
+def spare_pipes(monkeypatch: pytest.MonkeyPatch) -> _linux_splice._SparePipes:
+    fresh = _linux_splice._SparePipes(keep=1)
+    monkeypatch.setattr(_linux_splice, "SPARE_PIPES", fresh)
     return fresh
 
 
-async def test_an_idle_connection_holds_no_pipe(spare_pipes: pump._SparePipes) -> None:
+async def test_an_idle_connection_holds_no_pipe(spare_pipes: _linux_splice._SparePipes) -> None:
     async with one_way(unix_pair, unix_pair) as (writer, reader, nursery):
         await trio.testing.wait_all_tasks_blocked()
         assert len(spare_pipes._pipes) == 1  # tried at once, found nothing, gave it back
@@ -149,9 +149,9 @@ async def test_an_idle_connection_holds_no_pipe(spare_pipes: pump._SparePipes) -
 
 
 async def test_an_empty_pipe_is_reused_and_a_full_one_is_not(
-    spare_pipes: pump._SparePipes,
+    spare_pipes: _linux_splice._SparePipes,
 ) -> None:
-    kept_after: list[pump._Pipe] = []
+    kept_after: list[_linux_splice._Pipe] = []
     for _ in range(2):
         async with one_way(unix_pair, unix_pair) as (writer, reader, _nursery):
             await writer.send(b"x")

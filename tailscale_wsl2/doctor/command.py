@@ -1,0 +1,113 @@
+"""`tailscale-wsl2 doctor`: wire the real system into the checks, run them, print the results.
+
+The side is chosen as `up` chooses it (`--side`, else detection); on a system that is neither
+Windows nor WSL the explanation becomes the one failing result, in text and JSON alike.
+"""
+
+import os
+import platform
+import shutil
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import trio
+
+from .. import __version__
+from ..errors import ActionableError
+from ..halves import HalfName, Options, half_for, parse_upstream_option
+from ..linkkey import find_key_from_wsl
+from ..side import Side, read_networking_mode, read_side, read_text_if_present
+from ..up import system_discoverers
+from ..upstream import open_stream
+from .model import Result, exit_status, failure, render_json, render_text, run_checks
+from .system import peer_process, run_command
+from .windows_checks import WINDOWS_CHECKS, WindowsContext, WindowsSystem
+from .wsl_checks import WSL_CHECKS, WslContext, WslSystem
+
+__all__ = ["Report", "run_doctor"]
+
+
+@dataclass(frozen=True)
+class Report:
+    side: str
+    results: list[Result]
+
+
+def _wsl_system(detected: Side) -> WslSystem:
+    return WslSystem(
+        side=detected,
+        kernel_release=platform.release(),
+        read_file=read_text_if_present,
+        networking_mode=read_networking_mode,
+        which=shutil.which,
+        run=run_command,
+        connect=open_stream,
+        discoverers=system_discoverers(detected),
+        find_key_file=find_key_from_wsl,
+        peer_process=peer_process,
+    )
+
+
+def _windows_system() -> WindowsSystem:
+    return WindowsSystem(
+        release=platform.release(),
+        version=platform.version(),
+        environ=os.environ,
+        path_exists=Path.exists,
+        run=run_command,
+        discoverers=system_discoverers(Side.WINDOWS),
+        connect=open_stream,
+    )
+
+
+async def _diagnose(half: HalfName, options: Options, timeout: float, detected: Side) -> Report:
+    if half == "wsl":
+        wsl = WslContext(options, timeout, _wsl_system(detected))
+        return Report(half, await run_checks(WSL_CHECKS, wsl))
+    windows = WindowsContext(options, timeout, _windows_system())
+    return Report(half, await run_checks(WINDOWS_CHECKS, windows))
+
+
+def diagnose(options: Options, timeout: float) -> Report:
+    """Run the checks for the chosen side; a plain Linux system gets one failing result."""
+    detected = read_side()
+    try:
+        half = half_for(options, detected)
+    except ActionableError as exc:
+        return Report(detected.value, [Result("platform", failure(exc.what, exc.fix or ""))])
+    return trio.run(_diagnose, half, options, timeout, detected)
+
+
+def run_doctor(
+    *,
+    side: HalfName | None,
+    port: int,
+    listen: str | None,
+    host_ip: str | None,
+    socket: Path,
+    upstream: str | None,
+    key_file: Path | None,
+    insecure_no_auth: bool,
+    timeout: float,
+    as_json: bool,
+    verbose: bool,
+) -> int:
+    """Print the diagnosis; the exit status is 1 when any check failed."""
+    options = Options(
+        side=side,
+        port=port,
+        listen=listen,
+        host_ip=host_ip,
+        socket=socket,
+        upstream=parse_upstream_option(upstream),
+        key_file=key_file,
+        insecure_no_auth=insecure_no_auth,
+    )
+    report = diagnose(options, timeout)
+    if as_json:
+        print(render_json(report.results, side=report.side, version=__version__))
+    else:
+        encoding = sys.stdout.encoding or "utf-8"
+        print(render_text(report.results, verbose=verbose, encoding=encoding))
+    return exit_status(report.results)

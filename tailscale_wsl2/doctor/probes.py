@@ -1,0 +1,162 @@
+"""Network probes for the doctor: a connect whose failure is classified, and one HTTP GET.
+
+Connect failures are sorted here, once, into the few kinds the checks explain differently:
+refused (nothing listens), timed out (something drops the packets: a firewall), no route, no
+such socket or pipe, permission denied. The words for each come from `describe_connect_error`,
+the relay's own, so doctor and the relay's 502 answers say the same thing.
+
+The HTTP client is the least that reads a LocalAPI answer: one request with `Connection: close`,
+read to EOF (bounded in size and, like every probe, in time), then split into status, headers
+and body. Go's net/http sends a body it cannot size up front chunked, so chunked bodies are
+decoded. Failures are returned as values, not raised, because every one of them is a finding.
+"""
+
+import enum
+import errno
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+import trio
+
+from ..upstream import describe_connect_error
+
+__all__ = [
+    "HttpAnswer",
+    "NoAnswer",
+    "Unreachable",
+    "UnreachableKind",
+    "classify_connect_error",
+    "http_get",
+    "parse_http_answer",
+    "try_connect",
+]
+
+# A status document with peers runs to a few hundred KiB on large tailnets.
+MAX_ANSWER_BYTES = 8 << 20
+
+
+class UnreachableKind(enum.Enum):
+    REFUSED = "refused"
+    TIMED_OUT = "timed out"
+    NO_ROUTE = "no route"
+    MISSING = "missing"
+    DENIED = "denied"
+    OTHER = "other"
+
+
+@dataclass(frozen=True)
+class Unreachable:
+    """Why a connect failed: the kind the checks branch on, and the words users read."""
+
+    kind: UnreachableKind
+    reason: str
+
+
+def _kind(exc: OSError) -> UnreachableKind:
+    if isinstance(exc, TimeoutError):
+        return UnreachableKind.TIMED_OUT
+    if isinstance(exc, FileNotFoundError):
+        return UnreachableKind.MISSING
+    if isinstance(exc, PermissionError):
+        return UnreachableKind.DENIED
+    if exc.errno in (errno.EHOSTUNREACH, errno.ENETUNREACH):
+        return UnreachableKind.NO_ROUTE
+    if isinstance(exc, ConnectionRefusedError):
+        return UnreachableKind.REFUSED
+    return UnreachableKind.OTHER
+
+
+def classify_connect_error(exc: OSError) -> Unreachable:
+    return Unreachable(_kind(exc), describe_connect_error(exc))
+
+
+async def try_connect(
+    connect: Callable[[], Awaitable[trio.abc.Stream]], timeout: float
+) -> trio.abc.Stream | Unreachable:
+    """The connected stream, or why there is none (a timeout counts as TIMED_OUT)."""
+    try:
+        with trio.fail_after(timeout):
+            return await connect()
+    except trio.TooSlowError:
+        return classify_connect_error(TimeoutError())
+    except OSError as exc:
+        return classify_connect_error(exc)
+
+
+@dataclass(frozen=True)
+class HttpAnswer:
+    status: int
+    headers: dict[str, str]  # names in lower case
+    body: bytes
+
+    def first_body_line(self) -> str:
+        return self.body.decode("utf-8", "replace").strip().partition("\n")[0]
+
+
+@dataclass(frozen=True)
+class NoAnswer:
+    """No usable HTTP answer came back; `reason` says what happened instead."""
+
+    reason: str
+
+
+def _dechunk(body: bytes) -> bytes:
+    """Decode a chunked body (extensions and trailers ignored); raise ValueError if cut short."""
+    decoded = bytearray()
+    while True:
+        size_line, separator, body = body.partition(b"\r\n")
+        if not separator:
+            raise ValueError("chunked body cut short")
+        size = int(size_line.split(b";")[0], 16)
+        if size == 0:
+            return bytes(decoded)
+        if len(body) < size:
+            raise ValueError("chunked body cut short")
+        decoded += body[:size]
+        body = body[size + 2 :]
+
+
+def parse_http_answer(raw: bytes) -> HttpAnswer | NoAnswer:
+    """Split a whole HTTP/1.x answer, as read to EOF, into status, headers and body."""
+    if not raw:
+        return NoAnswer("the connection closed without an answer")
+    head, separator, body = raw.partition(b"\r\n\r\n")
+    status_line, *header_lines = head.decode("latin-1").split("\r\n")
+    version, _, rest = status_line.partition(" ")
+    code = rest[:3]
+    if not separator or not version.startswith("HTTP/1.") or not code.isdigit():
+        return NoAnswer(f"not an HTTP answer: {raw[:60]!r}")
+    headers = {
+        name.strip().lower(): value.strip()
+        for name, _, value in (line.partition(":") for line in header_lines)
+    }
+    if "chunked" in headers.get("transfer-encoding", "").lower():
+        try:
+            body = _dechunk(body)
+        except ValueError as exc:
+            return NoAnswer(f"a broken HTTP answer: {exc}")
+    return HttpAnswer(int(code), headers, body)
+
+
+async def _read_to_eof(stream: trio.abc.Stream) -> bytes:
+    received = bytearray()
+    while len(received) < MAX_ANSWER_BYTES and (chunk := await stream.receive_some(65536)):
+        received += chunk
+    return bytes(received)
+
+
+async def http_get(stream: trio.abc.Stream, target: str, timeout: float) -> HttpAnswer | NoAnswer:
+    """GET `target` the way the `tailscale` CLI asks the LocalAPI; closes `stream`."""
+    request = (
+        f"GET {target} HTTP/1.1\r\nHost: local-tailscaled.sock\r\nConnection: close\r\n\r\n"
+    ).encode()
+    async with stream:
+        try:
+            with trio.fail_after(timeout):
+                await stream.send_all(request)
+                raw = await _read_to_eof(stream)
+        except trio.TooSlowError:
+            return NoAnswer(f"no answer within {timeout:g} s")
+        except (trio.BrokenResourceError, OSError) as exc:
+            return NoAnswer(f"the connection broke: {exc}")
+    return parse_http_answer(raw)

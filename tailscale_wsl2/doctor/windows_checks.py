@@ -1,0 +1,286 @@
+"""The checks doctor runs on Windows: Tailscale, the WSL adapter, the port and the firewall.
+
+In order: the platform (Windows build, WSL installed, its networking mode); the Tailscale
+service; Tailscale's LocalAPI (the named pipe of current releases, else the TCP port of
+releases up to 1.32); the vEthernet (WSL) adapter the Windows half listens on (planned exactly
+as `up` plans it); the link key; who holds the listen port; and whether the firewall lets the
+WSL subnet in. Every look-up goes through `WindowsSystem`, so the tests run these on Linux with
+real Windows output as fixtures.
+"""
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from functools import partial
+from ipaddress import IPv4Network
+from pathlib import Path
+
+from ..endpoints import Endpoint, NamedPipeEndpoint, TcpEndpoint
+from ..errors import ActionableError
+from ..halves import LEGACY_LOCALAPI, Discoverers, Options, WindowsHalf, plan_half
+from ..linkkey import windows_key_path
+from ..side import Side
+from .firewall_rules import firewall_fix, parse_firewall_rules, rule_covers
+from .link_key import INSECURE, load_link_key
+from .localapi import STATUS_TARGET, DaemonStatus, status_verdict
+from .model import Check, Verdict, failure, ok, warning
+from .probes import Unreachable, http_get, try_connect
+from .system import Connect, RunCommand
+from .windows_tools import (
+    Listener,
+    ServiceState,
+    parse_netstat_listeners,
+    parse_sc_query,
+    parse_tasklist_image,
+)
+
+__all__ = ["TAILSCALE_PIPE", "WINDOWS_CHECKS", "WindowsContext", "WindowsFindings", "WindowsSystem"]
+
+# Tailscale 1.34 and later (tailscale paths/paths.go).
+TAILSCALE_PIPE = NamedPipeEndpoint(r"\\.\pipe\ProtectedPrefix\Administrators\Tailscale\tailscaled")
+START_WINDOWS_HALF = "start the Windows half: `tailscale-wsl2.exe up`"
+
+
+@dataclass(frozen=True)
+class WindowsSystem:
+    """Everything the Windows checks ask of the system; tests pass canned answers."""
+
+    release: str  # platform.release(): "10", "11"
+    version: str  # platform.version(): "10.0.22631"
+    environ: Mapping[str, str]
+    path_exists: Callable[[Path], bool]
+    run: RunCommand
+    discoverers: Discoverers  # `up`'s
+    connect: Connect  # to the LocalAPI
+
+
+@dataclass
+class WindowsFindings:
+    """What earlier checks found for later ones."""
+
+    half: WindowsHalf | None = None
+    daemon: DaemonStatus | None = None
+
+
+@dataclass
+class WindowsContext:
+    options: Options
+    timeout: float
+    system: WindowsSystem
+    found: WindowsFindings = field(default_factory=WindowsFindings)
+
+    def wsl_subnet(self) -> IPv4Network | None:
+        """The WSL subnet the Windows half serves (found by the wsl-adapter check); None where
+        it listens on loopback."""
+        peers = self.found.half.allowed_peers if self.found.half else None
+        return peers if isinstance(peers, IPv4Network) and not peers.is_loopback else None
+
+
+# --- platform ---------------------------------------------------------------------------------
+
+
+def _wsl_installed(system: WindowsSystem) -> bool:
+    status = system.run(["wsl.exe", "--status"])
+    if status is not None and status.returncode == 0:
+        return True
+    # `wsl --status` fails on some releases before a distribution is installed; the binary
+    # being there is the fallback evidence.
+    system_root = Path(system.environ.get("SystemRoot", r"C:\Windows"))
+    return system.path_exists(system_root / "System32" / "wsl.exe")
+
+
+async def check_platform(ctx: WindowsContext) -> Verdict:
+    system = ctx.system
+    windows = f"Windows {system.release} ({system.version})"
+    mode, source = system.discoverers.windows_networking_mode()
+    details = [f"WSL networking mode {mode} ({source})"]
+    if not _wsl_installed(system):
+        return failure(
+            f"{windows}: WSL is not installed",
+            "install it in an elevated PowerShell: `wsl --install`, then restart Windows",
+            details,
+        )
+    return ok(f"{windows}, WSL installed, networking {mode}", details)
+
+
+# --- tailscale-service ------------------------------------------------------------------------
+
+_SERVICE_VERDICTS: dict[ServiceState, Callable[[], Verdict]] = {
+    ServiceState.RUNNING: lambda: ok("the Tailscale service is running"),
+    ServiceState.STOPPED: lambda: failure(
+        "the Tailscale service is stopped",
+        "start Tailscale from the Start menu, or `net start Tailscale` in an elevated shell",
+    ),
+    ServiceState.NOT_INSTALLED: lambda: failure(
+        "Tailscale is not installed (no Tailscale service)",
+        "install Tailscale for Windows: https://tailscale.com/download/windows",
+    ),
+    ServiceState.PENDING: lambda: warning(
+        "the Tailscale service is starting, stopping or paused",
+        "wait a moment, then run doctor again",
+    ),
+    ServiceState.UNKNOWN: lambda: warning(
+        "`sc query Tailscale` printed no state", "look at the Tailscale service in services.msc"
+    ),
+}
+
+
+async def check_tailscale_service(ctx: WindowsContext) -> Verdict:
+    answer = ctx.system.run(["sc", "query", "Tailscale"])
+    if answer is None:
+        return warning(
+            "could not run `sc query Tailscale`", "look at the Tailscale service in services.msc"
+        )
+    return _SERVICE_VERDICTS[parse_sc_query(answer.output)]()
+
+
+# --- localapi ---------------------------------------------------------------------------------
+
+
+def _localapi_endpoints(options: Options) -> Sequence[Endpoint]:
+    return [options.upstream] if options.upstream else [TAILSCALE_PIPE, LEGACY_LOCALAPI]
+
+
+async def check_localapi(ctx: WindowsContext) -> Verdict:
+    misses = []
+    for endpoint in _localapi_endpoints(ctx.options):
+        connected = await try_connect(partial(ctx.system.connect, endpoint), ctx.timeout)
+        if isinstance(connected, Unreachable):
+            misses.append(f"{endpoint}: {connected.reason}")
+            continue
+        answer = await http_get(connected, STATUS_TARGET, ctx.timeout)
+        verdict, ctx.found.daemon = status_verdict(
+            answer,
+            where=f"Tailscale's LocalAPI at {endpoint}",
+            unanswered_fix="restart Tailscale: quit it from its menu and start it again",
+        )
+        return replace(verdict, details=(*misses, *verdict.details))
+    return failure(
+        f"Tailscale's LocalAPI answers nowhere: {'; '.join(misses)}",
+        "start Tailscale from the Start menu, and sign in",
+    )
+
+
+# --- wsl-adapter ------------------------------------------------------------------------------
+
+
+async def check_wsl_adapter(ctx: WindowsContext) -> Verdict:
+    # The link key is the link-key check's business: planning here must not look for it.
+    options = replace(ctx.options, side="windows", insecure_no_auth=True)
+    try:
+        half = plan_half(options, Side.WINDOWS, ctx.system.discoverers, {})
+    except ActionableError as exc:
+        return failure(exc.what, exc.fix or START_WINDOWS_HALF)
+    if not isinstance(half, WindowsHalf):
+        raise TypeError(f"planned the wrong half: {half!r}")
+    ctx.found.half = half
+    return ok(
+        f"the Windows half listens on {half.listen} for {half.allowed_peers}",
+        [f"address found by: {half.listen_found_by}"],
+    )
+
+
+# --- link-key ---------------------------------------------------------------------------------
+
+
+def _key_path(options: Options, environ: Mapping[str, str]) -> Path:
+    return options.key_file or windows_key_path(environ)
+
+
+async def check_link_key(ctx: WindowsContext) -> Verdict:
+    if ctx.options.insecure_no_auth:
+        return INSECURE
+
+    def not_made_yet(path: Path) -> Verdict | None:
+        if ctx.system.path_exists(path):
+            return None
+        return warning(f"no link key at {path} yet", f"{START_WINDOWS_HALF} (it creates one)")
+
+    path_of = partial(_key_path, ctx.options, ctx.system.environ)
+    return load_link_key(path_of, not_made_yet=not_made_yet)[0]
+
+
+# --- listen-port ------------------------------------------------------------------------------
+
+
+def _image_name(ctx: WindowsContext, pid: int) -> str:
+    answer = ctx.system.run(["tasklist", "/FI", f"PID eq {pid}", "/FO", "CSV", "/NH"])
+    image = parse_tasklist_image(answer.output) if answer else None
+    return f"{image or 'an unknown program'} (pid {pid})"
+
+
+def _is_this_tool(holder: str) -> bool:
+    return holder.lower().startswith("tailscale-wsl2")
+
+
+def _listens_where_planned(holders: list[Listener], planned: TcpEndpoint | None) -> bool:
+    wildcard = ("0.0.0.0", "::")
+    return planned is None or any(h.address in (planned.host, *wildcard) for h in holders)
+
+
+async def check_listen_port(ctx: WindowsContext) -> Verdict:
+    port = ctx.options.port
+    answer = ctx.system.run(["netstat", "-ano", "-p", "TCP"])
+    if answer is None:
+        return warning("could not run `netstat -ano -p TCP`", f"check port {port} by hand")
+    holders = [found for found in parse_netstat_listeners(answer.output) if found.port == port]
+    if not holders:
+        return warning(f"nothing listens on port {port}", START_WINDOWS_HALF)
+    names = {holder.pid: _image_name(ctx, holder.pid) for holder in holders}
+    others = [name for name in names.values() if not _is_this_tool(name)]
+    if others:
+        return failure(
+            f"port {port} is held by {', '.join(others)}",
+            "stop that program, or pick another port with --port on both sides",
+        )
+    where = ", ".join(f"{holder.address}:{port}" for holder in holders)
+    planned = ctx.found.half.listen if ctx.found.half else None
+    if not _listens_where_planned(holders, planned):
+        return warning(
+            f"tailscale-wsl2 listens on {where}, but the WSL adapter is now at {planned}",
+            "restart the Windows half (WSL changed the adapter's address since it started)",
+        )
+    return ok(f"{', '.join(names.values())} listens on {where}")
+
+
+# --- firewall ---------------------------------------------------------------------------------
+
+SHOW_RULES = ["netsh", "advfirewall", "firewall", "show", "rule", "name=all", "dir=in", "verbose"]
+
+
+async def check_firewall(ctx: WindowsContext) -> Verdict:
+    port, subnet = ctx.options.port, ctx.wsl_subnet()
+    if subnet is None:
+        return ok("not needed: the Windows half listens on loopback")
+    answer = ctx.system.run(SHOW_RULES)
+    rules = parse_firewall_rules(answer.output) if answer else []
+    if not rules:
+        return warning(
+            "could not read the firewall rules (is this Windows not in English?)",
+            f"make sure inbound TCP {port} from {subnet} is allowed; if not, "
+            + firewall_fix(port, subnet),
+        )
+    covering = [rule for rule in rules if rule_covers(rule, port, subnet)]
+    blocking = [rule.name for rule in covering if rule.action.lower() == "block"]
+    allowing = [rule.name for rule in covering if rule.action.lower() == "allow"]
+    if blocking:
+        return failure(
+            f"the firewall rule {blocking[0]!r} blocks TCP {port} from {subnet}",
+            "disable it or narrow its scope in wf.msc (Inbound Rules): Block rules win over Allow",
+        )
+    if not allowing:
+        return failure(
+            f"no firewall rule allows TCP {port} from {subnet}",
+            firewall_fix(port, subnet),
+        )
+    return ok(f"the firewall rule {allowing[0]!r} allows TCP {port} from {subnet}")
+
+
+WINDOWS_CHECKS: list[Check[WindowsContext]] = [
+    Check("platform", check_platform),
+    Check("tailscale-service", check_tailscale_service),
+    Check("localapi", check_localapi, needs=("tailscale-service",)),
+    Check("wsl-adapter", check_wsl_adapter, needs=("platform",)),
+    Check("link-key", check_link_key),
+    Check("listen-port", check_listen_port),
+    Check("firewall", check_firewall, needs=("wsl-adapter",)),
+]

@@ -1,0 +1,500 @@
+"""The checks doctor runs inside WSL2, one per hop of `tailscale` -> socket -> Windows.
+
+In order: the platform; the Windows host's address (the same discovery and planning as `up`);
+the link key; the Windows half over plain TCP; the link handshake; Tailscale's LocalAPI through
+the link; the Unix socket the CLI uses; the `tailscale` CLI itself; and end to end, the request
+`tailscale status` makes. Each check adds what later ones need to `WslFindings` (the host, the
+default route, the key, the daemon's status).
+
+Every look-up goes through `WslSystem`. `WslContext.open_link` is the one place a link to the
+Windows half is opened (TCP, then the key proven with the relay's own `prove_key`), so the
+checks and the relay cannot drift apart on how the link is made.
+"""
+
+import itertools
+import stat
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from functools import partial
+from ipaddress import IPv4Address, IPv4Network, ip_address
+from pathlib import Path
+
+import trio
+
+from ..discovery import (
+    DNS_TUNNELING_NAMESERVER,
+    HOST_IP_FIX,
+    PROC_NET_ROUTE,
+    RESOLV_CONF,
+    Candidate,
+    DefaultRoute,
+    Discovered,
+    choose_wsl_host,
+    host_candidates,
+    parse_default_route,
+)
+from ..endpoints import Endpoint, TcpEndpoint, UnixEndpoint
+from ..errors import ActionableError
+from ..halves import DEFAULT_PORT, DEFAULT_SOCKET, Discoverers, Options, WslHalf, plan_half
+from ..handshake import HandshakeFailed, prove_key
+from ..pump import PEER_GONE
+from ..side import DetectedMode, NetworkingMode, Side
+from ..upstream import Hop
+from .firewall_rules import firewall_fix
+from .link_key import INSECURE, load_link_key
+from .localapi import FULL_STATUS_TARGET, STATUS_TARGET, DaemonStatus, release, status_verdict
+from .model import Check, Verdict, failure, ok, warning
+from .probes import HttpAnswer, NoAnswer, Unreachable, UnreachableKind, http_get, try_connect
+from .system import Connect, PeerProcess, RunCommand
+
+__all__ = ["WSL_CHECKS", "WslContext", "WslFindings", "WslSystem"]
+
+OS_RELEASE = Path("/etc/os-release")
+PID_1_COMM = Path("/proc/1/comm")
+
+INSTALL_CLI_FIX = (
+    "install it: `curl -fsSL https://tailscale.com/install.sh | sh`, then "
+    "`sudo systemctl disable --now tailscaled` (only the CLI is needed here)"
+)
+WINDOWS_SIDE_FIX = (
+    "on Windows, start Tailscale, then run `tailscale-wsl2.exe doctor` there to find the broken hop"
+)
+
+
+@dataclass(frozen=True)
+class WslSystem:
+    """Everything the WSL checks ask of the system; tests pass canned answers."""
+
+    side: Side
+    kernel_release: str
+    read_file: Callable[[Path], str | None]
+    networking_mode: Callable[[], DetectedMode]
+    which: Callable[[str], str | None]
+    run: RunCommand
+    connect: Connect  # plain: TCP to the Windows half, the Unix socket
+    discoverers: Discoverers  # `up`'s; the host-address check binds host discovery to its reads
+    find_key_file: Callable[[], Path]
+    peer_process: Callable[[trio.abc.Stream], PeerProcess | None]
+
+
+@dataclass
+class WslFindings:
+    """What earlier checks found for later ones."""
+
+    mode: DetectedMode | None = None
+    route: DefaultRoute | None = None
+    hop: Hop | None = None
+    key: bytes | None = None  # None: --insecure-no-auth
+    daemon: DaemonStatus | None = None
+
+
+@dataclass
+class WslContext:
+    options: Options
+    timeout: float
+    system: WslSystem
+    found: WslFindings = field(default_factory=WslFindings)
+
+    def hop(self) -> Hop:
+        """The Windows half as `up` would reach it (set by the host-address check)."""
+        if self.found.hop is None:
+            raise RuntimeError("the host-address check has not run")
+        return self.found.hop
+
+    async def open_link(self) -> trio.abc.Stream | Unreachable:
+        """A connection to the Windows half that has proven the link key (where there is one),
+        made as the WSL2 half's relay makes it; raises HandshakeFailed."""
+        connected = await try_connect(
+            partial(self.system.connect, self.hop().endpoint), self.timeout
+        )
+        if isinstance(connected, Unreachable) or self.found.key is None:
+            return connected
+        try:
+            await prove_key(connected, self.found.key, timeout=self.timeout)
+        except (HandshakeFailed, *PEER_GONE) as exc:
+            await trio.aclose_forcefully(connected)
+            if isinstance(exc, HandshakeFailed):
+                raise
+            raise HandshakeFailed("it closed the connection") from exc
+        return connected
+
+
+def _up_command(options: Options) -> str:
+    """`sudo tailscale-wsl2 up` with the options this run was given that differ from `up`'s."""
+    words = ["sudo tailscale-wsl2 up"]
+    if options.socket != DEFAULT_SOCKET:
+        words.append(f"--socket {options.socket}")
+    if options.port != DEFAULT_PORT:
+        words.append(f"--port {options.port}")
+    if options.host_ip:
+        words.append(f"--host-ip {options.host_ip}")
+    return " ".join(words)
+
+
+def parse_os_release(text: str) -> dict[str, str]:
+    """KEY=value pairs of /etc/os-release, quotes removed."""
+    pairs = (line.partition("=") for line in text.splitlines() if not line.startswith("#"))
+    return {key.strip(): value.strip().strip("\"'") for key, sep, value in pairs if sep}
+
+
+# --- platform ---------------------------------------------------------------------------------
+
+_SIDE_NAMES = {
+    Side.WSL2: "WSL2",
+    Side.WSL1: "WSL1",
+    Side.LINUX: "plain Linux",
+    Side.WINDOWS: "Windows",
+}
+
+
+async def check_platform(ctx: WslContext) -> Verdict:
+    system = ctx.system
+    ctx.found.mode = mode = system.networking_mode()
+    distro = parse_os_release(system.read_file(OS_RELEASE) or "").get("PRETTY_NAME", "unknown")
+    pid_1 = (system.read_file(PID_1_COMM) or "").strip() or "unknown"
+    finding = (
+        f"{_SIDE_NAMES[system.side]}, {distro}, kernel {system.kernel_release}, "
+        f"networking {mode.mode.value}"
+    )
+    details = [
+        f"networking mode {mode.mode.value}, found by: {mode.method}",
+        "systemd is PID 1" if pid_1 == "systemd" else f"PID 1 is {pid_1!r}, not systemd",
+    ]
+    if system.side not in (Side.WSL2, Side.WSL1):
+        return warning(
+            f"not WSL: {finding}",
+            "run doctor inside WSL2; outside it, --host-ip must name the Windows host",
+            details,
+        )
+    if system.side is Side.WSL2 and mode.mode is NetworkingMode.OTHER:
+        return warning(
+            f"{finding}: neither NAT nor mirrored",
+            "set networkingMode=nat (or mirrored) under [wsl2] in %USERPROFILE%\\.wslconfig, "
+            "or pass --host-ip",
+            details,
+        )
+    return ok(finding, details)
+
+
+# --- host-address -----------------------------------------------------------------------------
+
+
+def _candidate_line(candidate: Candidate) -> str:
+    verdict = "usable" if candidate.rejected is None else f"not used: {candidate.rejected}"
+    line = f"{candidate.found.address} from {candidate.found.method}: {verdict}"
+    if ip_address(candidate.found.address) == DNS_TUNNELING_NAMESERVER:
+        line += (
+            " (WSL's DNS tunneling puts its own resolver in resolv.conf, so the default route "
+            "decides; nothing to fix)"
+        )
+    return line
+
+
+def _plan_wsl_half(
+    options: Options, side: Side, discoverers: Discoverers, discover: Callable[[], Discovered]
+) -> WslHalf:
+    """`up`'s plan for the WSL half: --host-ip and --upstream first, else `discover`."""
+    # The link key is the link-key check's business: planning here must not look for it.
+    options = replace(options, side="wsl", insecure_no_auth=True)
+    half = plan_half(options, side, replace(discoverers, wsl_host_address=discover), {})
+    if not isinstance(half, WslHalf):
+        raise TypeError(f"planned the wrong half: {half!r}")
+    return half
+
+
+async def check_host_address(ctx: WslContext) -> Verdict:
+    system = ctx.system
+    mode = ctx.found.mode.mode if ctx.found.mode else NetworkingMode.UNKNOWN
+    resolv_conf_text = system.read_file(RESOLV_CONF)
+    route_text = system.read_file(PROC_NET_ROUTE)
+    ctx.found.route = parse_default_route(route_text or "")
+    candidates = host_candidates(
+        side=system.side,
+        mode=mode,
+        resolv_conf_text=resolv_conf_text,
+        proc_net_route_text=route_text,
+    )
+    details = [_candidate_line(candidate) for candidate in candidates]
+    discover = partial(
+        choose_wsl_host,
+        side=system.side,
+        mode=mode,
+        resolv_conf_text=resolv_conf_text,
+        proc_net_route_text=route_text,
+    )
+    try:
+        half = _plan_wsl_half(ctx.options, system.side, system.discoverers, discover)
+    except ActionableError as exc:
+        return failure(exc.what, exc.fix or HOST_IP_FIX, details)
+    ctx.found.hop = half.upstream
+    finding = f"the Windows half is at {half.upstream.endpoint}"
+    if ctx.options.upstream:
+        return ok(f"{finding} (--upstream)", details)
+    usable = sorted({c.found.address for c in candidates if c.rejected is None})
+    if len(usable) > 1 and not ctx.options.host_ip:
+        return warning(
+            f"{finding}, but the usable discovery methods disagree: {', '.join(usable)}",
+            "pass --host-ip with the vEthernet (WSL) address `ipconfig` shows on Windows",
+            details,
+        )
+    return ok(f"{finding} ({half.upstream_found_by})", details)
+
+
+# --- windows-half -----------------------------------------------------------------------------
+
+
+def _wsl_subnet(route: DefaultRoute | None, endpoint: Endpoint) -> IPv4Network | None:
+    """The WSL subnet for a firewall rule: the default route's, where the Windows half lies in it
+    (under NAT it does; under mirrored networking the route leads to the LAN instead)."""
+    if route is None or not isinstance(endpoint, TcpEndpoint):
+        return None
+    host = ip_address(endpoint.host)
+    return route.subnet if isinstance(host, IPv4Address) and host in route.subnet else None
+
+
+def _windows_half_unreachable(ctx: WslContext, hop: Hop, failed: Unreachable) -> Verdict:
+    finding = f"cannot connect to the Windows half at {hop.endpoint}: {failed.reason}"
+    if failed.kind is UnreachableKind.REFUSED:
+        return failure(finding, "start the Windows half: run `tailscale-wsl2.exe up` on Windows")
+    if failed.kind is UnreachableKind.TIMED_OUT:
+        port = hop.endpoint.port if isinstance(hop.endpoint, TcpEndpoint) else ctx.options.port
+        return failure(finding, firewall_fix(port, _wsl_subnet(ctx.found.route, hop.endpoint)))
+    if failed.kind is UnreachableKind.NO_ROUTE:
+        return failure(finding, HOST_IP_FIX)
+    return failure(finding, hop.fix)
+
+
+def _link_note(ctx: WslContext) -> str:
+    if ctx.options.insecure_no_auth:
+        return "no handshake: --insecure-no-auth"
+    return "the link key was not tried: there is none"
+
+
+async def check_windows_half(ctx: WslContext) -> Verdict:
+    hop = ctx.hop()
+    try:
+        connected = await ctx.open_link()
+    except HandshakeFailed as exc:
+        return failure(
+            f"the Windows half at {hop.endpoint} refused the link: {exc}",
+            "restart `tailscale-wsl2.exe up` on Windows, then "
+            f"`{_up_command(ctx.options)}` here, so both use the current link key",
+        )
+    if isinstance(connected, Unreachable):
+        return _windows_half_unreachable(ctx, hop, connected)
+    await connected.aclose()
+    if ctx.found.key is None:
+        return ok(f"the Windows half accepts connections at {hop.endpoint} ({_link_note(ctx)})")
+    return ok(f"the Windows half at {hop.endpoint} accepted the link key")
+
+
+# --- localapi ---------------------------------------------------------------------------------
+
+
+async def check_localapi(ctx: WslContext) -> Verdict:
+    hop = ctx.hop()
+    try:
+        connected = await ctx.open_link()
+    except HandshakeFailed as exc:
+        connected = Unreachable(UnreachableKind.OTHER, f"it refused the link: {exc}")
+    if isinstance(connected, Unreachable):
+        return failure(f"the Windows half at {hop.endpoint} went away: {connected.reason}", hop.fix)
+    answer = await http_get(connected, STATUS_TARGET, ctx.timeout)
+    verdict, ctx.found.daemon = status_verdict(
+        answer, where=f"the Windows half at {hop.endpoint}", unanswered_fix=WINDOWS_SIDE_FIX
+    )
+    return verdict
+
+
+# --- link-key ---------------------------------------------------------------------------------
+
+
+async def check_link_key(ctx: WslContext) -> Verdict:
+    if ctx.options.insecure_no_auth:
+        return INSECURE
+    verdict, ctx.found.key = load_link_key(
+        lambda: ctx.options.key_file or ctx.system.find_key_file()
+    )
+    return verdict
+
+
+# --- socket -----------------------------------------------------------------------------------
+
+
+def _program_words(argv: tuple[str, ...]) -> set[str]:
+    """The names a command line runs: its program, a script it hands to an interpreter, and a
+    module after `-m` (`python -m tailscale_wsl2 up` runs tailscale_wsl2)."""
+    words = {Path(arg).name for arg in argv[:2]}
+    words |= {module for flag, module in itertools.pairwise(argv) if flag == "-m"}
+    return words
+
+
+def _is_this_tool(peer: PeerProcess | None, answer: HttpAnswer | NoAnswer) -> bool:
+    if peer is not None:
+        words = _program_words(peer.argv)
+        if "tailscale_wsl2" in words or any(w.startswith("tailscale-wsl2") for w in words):
+            return True
+    if not isinstance(answer, HttpAnswer):
+        return False
+    # Only the relay answers 502 with the failing hop; only a daemon on Windows says OS windows.
+    if answer.status == 502:
+        return "is not reachable at" in answer.first_body_line()
+    return '"OS":"windows"' in answer.body.decode("utf-8", "replace").replace(" ", "")
+
+
+def _is_tailscaled(peer: PeerProcess | None, answer: HttpAnswer | NoAnswer) -> bool:
+    # Every tailscaled answer carries Tailscale-Version (platform facts: LocalAPI).
+    named = peer is not None and "tailscaled" in _program_words(peer.argv)
+    return named or (isinstance(answer, HttpAnswer) and "tailscale-version" in answer.headers)
+
+
+def _owner(status: object) -> str:
+    uid, gid = getattr(status, "st_uid", -1), getattr(status, "st_gid", -1)
+    if sys.platform == "win32":  # no users and groups by number there
+        return f"{uid}:{gid}"
+    import grp  # noqa: PLC0415 (Unix only; this module is imported on Windows too)
+    import pwd  # noqa: PLC0415
+
+    try:
+        return f"{pwd.getpwuid(uid).pw_name}:{grp.getgrgid(gid).gr_name}"
+    except KeyError:
+        return f"{uid}:{gid}"
+
+
+def _socket_unreachable(ctx: WslContext, access: str, failed: Unreachable) -> Verdict:
+    path = ctx.options.socket
+    if failed.kind is UnreachableKind.DENIED:
+        return failure(
+            f"you may not connect to {path} ({access})",
+            "use `sudo tailscale ...`, or start the relay with `sudo tailscale-wsl2 up` from your "
+            "own account (the socket then gets your group; see --socket-mode)",
+        )
+    if failed.kind is UnreachableKind.REFUSED:
+        return failure(
+            f"nothing answers on {path}: a stale socket left by a stopped relay",
+            f"start the WSL2 half: `{_up_command(ctx.options)}` (it replaces the stale socket)",
+        )
+    return failure(f"cannot connect to {path}: {failed.reason}", f"`{_up_command(ctx.options)}`")
+
+
+def _socket_answer(
+    path: Path, access: str, peer: PeerProcess | None, answer: HttpAnswer | NoAnswer
+) -> Verdict:
+    said = answer.reason if isinstance(answer, NoAnswer) else f"HTTP {answer.status}"
+    details = [f"listener: {peer or 'unknown process'}", f"answer to a status request: {said}"]
+    if _is_this_tool(peer, answer):
+        return ok(f"tailscale-wsl2 answers on {path} ({access})", details)
+    if _is_tailscaled(peer, answer):
+        return failure(
+            f"a Linux tailscaled answers on {path}, not tailscale-wsl2",
+            "stop it: `sudo systemctl disable --now tailscaled`, or run tailscale-wsl2 with "
+            "another --socket (and pass `tailscale` the same --socket)",
+            details,
+        )
+    return failure(
+        f"another program answers on {path}: {peer or 'unknown process'} ({said})",
+        "stop it, or run tailscale-wsl2 with another --socket (and pass `tailscale` the same "
+        "--socket)",
+        details,
+    )
+
+
+async def check_socket(ctx: WslContext) -> Verdict:
+    path = ctx.options.socket
+    try:
+        status = path.lstat()
+    except FileNotFoundError:
+        return failure(f"no socket at {path}", f"start the WSL2 half: `{_up_command(ctx.options)}`")
+    if not stat.S_ISSOCK(status.st_mode):
+        return failure(
+            f"{path} exists but is not a socket",
+            "remove it, or run tailscale-wsl2 and `tailscale` with another --socket",
+        )
+    access = f"mode {stat.S_IMODE(status.st_mode):04o}, owner {_owner(status)}"
+    connected = await try_connect(partial(ctx.system.connect, UnixEndpoint(str(path))), ctx.timeout)
+    if isinstance(connected, Unreachable):
+        return _socket_unreachable(ctx, access, connected)
+    peer = ctx.system.peer_process(connected)
+    answer = await http_get(connected, STATUS_TARGET, ctx.timeout)
+    return _socket_answer(path, access, peer, answer)
+
+
+# --- cli --------------------------------------------------------------------------------------
+
+# How to install one exact Tailscale release, by the os-release ID or ID_LIKE word.
+_INSTALL_COMMANDS = {
+    "debian": "sudo apt-get install --allow-downgrades tailscale={version}",
+    "ubuntu": "sudo apt-get install --allow-downgrades tailscale={version}",
+    "fedora": "sudo dnf install tailscale-{version}",
+    "rhel": "sudo dnf install tailscale-{version}",
+}
+_INSTALL_BY_HAND = (
+    "download tailscale_{version}_amd64.tgz from https://pkgs.tailscale.com/stable/#static "
+    "and put its `tailscale` first on PATH"
+)
+
+
+def install_command(version: str, os_release: dict[str, str]) -> str:
+    """The command that installs CLI release `version` (e.g. `1.76.6`) on this distribution."""
+    words = [os_release.get("ID", ""), *os_release.get("ID_LIKE", "").split()]
+    template = next((_INSTALL_COMMANDS[w] for w in words if w in _INSTALL_COMMANDS), None)
+    return (template or _INSTALL_BY_HAND).format(version=version)
+
+
+async def check_cli(ctx: WslContext) -> Verdict:
+    system = ctx.system
+    path = system.which("tailscale")
+    if path is None:
+        return failure("no `tailscale` CLI on PATH", INSTALL_CLI_FIX)
+    answer = system.run([path, "version"])
+    if answer is None or answer.returncode != 0 or not answer.output.strip():
+        return warning(f"`{path} version` gave no version", INSTALL_CLI_FIX)
+    cli_version = answer.output.strip().splitlines()[0].strip()
+    daemon = ctx.found.daemon
+    if daemon is None:
+        return ok(
+            f"tailscale {cli_version} at {path}",
+            ["not compared with the Windows daemon's version: the LocalAPI did not answer"],
+        )
+    wanted = release(daemon.version)
+    if wanted is not None and release(cli_version) != wanted:
+        exact = ".".join(map(str, wanted))
+        os_release = parse_os_release(system.read_file(OS_RELEASE) or "")
+        return warning(
+            f"the CLI is {cli_version}, the Windows daemon {daemon.version}",
+            f"install the matching CLI: `{install_command(exact, os_release)}`",
+        )
+    return ok(f"tailscale {cli_version} at {path}, the Windows daemon's release")
+
+
+# --- end-to-end -------------------------------------------------------------------------------
+
+
+async def check_end_to_end(ctx: WslContext) -> Verdict:
+    path = ctx.options.socket
+    connected = await try_connect(partial(ctx.system.connect, UnixEndpoint(str(path))), ctx.timeout)
+    if isinstance(connected, Unreachable):
+        return failure(f"cannot connect to {path}: {connected.reason}", _up_command(ctx.options))
+    answer = await http_get(connected, FULL_STATUS_TARGET, ctx.timeout)
+    verdict, status = status_verdict(
+        answer,
+        where=str(path),
+        unanswered_fix=f"restart the WSL2 half: `{_up_command(ctx.options)}`",
+    )
+    # The daemon's state was judged by the localapi check already; here only the path counts.
+    if status is None:
+        return verdict
+    return ok(f"`tailscale status` gets its answer through {path}: {status.describe()}")
+
+
+WSL_CHECKS: list[Check[WslContext]] = [
+    Check("platform", check_platform),
+    Check("host-address", check_host_address, needs=("platform",)),
+    Check("link-key", check_link_key),
+    Check("windows-half", check_windows_half, needs=("host-address",)),
+    Check("localapi", check_localapi, needs=("windows-half", "link-key")),
+    Check("socket", check_socket),
+    Check("cli", check_cli),
+    Check("end-to-end", check_end_to_end, needs=("socket", "localapi")),
+]
