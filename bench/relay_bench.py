@@ -176,6 +176,7 @@ ROWS: tuple[Row, ...] = (
         Report(),
         socat_key="added_p99_us",
     ),
+    Row("  what authentication adds, p50", "us", "noauth_auth_cost_p50_us", Absolute("<=", 200)),
     Row("upload throughput", "MB/s", "upload_mb_s", Relative(">="), direct=True),
     Row("download throughput", "MB/s", "download_mb_s", Relative(">="), direct=True),
     Row("concurrent clients: request rate", "req/s", "rate_req_s", Relative(">="), direct=True),
@@ -218,6 +219,7 @@ LATER_BARS: dict[str, Bar] = {
     "added_p50_us": Relative("<=", 0.5),
     "added_p99_us": Relative("<=", 0.5),
     "rate_req_s": Relative(">=", 3.0),
+    "rate_p99_ms": Relative("<=", 0.5),
     "idle_rss_mb_wsl": Absolute("<=", 30),
     "idle_rss_mb_windows": Absolute("<=", 30),
     "hold_rss_mb_wsl": Absolute("<=", 60),
@@ -836,6 +838,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             # The unauthenticated tool's figures are rows of the tool column.
             for key, value in columns.pop("noauth", {}).items():
                 columns["tool"][f"noauth_{key}"] = value
+            if "noauth_added_p50_us" in columns["tool"]:
+                columns["tool"]["noauth_auth_cost_p50_us"] = (
+                    columns["tool"]["added_p50_us"] - columns["tool"]["noauth_added_p50_us"]
+                )
 
     print("measuring: --version start-up", file=sys.stderr)
     columns["tool"]["version_s"] = version_seconds(program, sizes.version_runs)
