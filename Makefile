@@ -2,6 +2,9 @@
 #   make up     venv + install + run `tailscale-wsl2 up`
 #   make test   venv + Debian packages + lint + types + frozen build + whole suite
 #   make build  dist/tailscale-wsl2 (PyInstaller, one file)
+#   make build-windows       dist/tailscale-wsl2.exe: build.spec under Wine, no test hooks
+#   make build-windows-test  build/wine-dist/tailscale-wsl2-test-hooks.exe: the same with the
+#                            Wine trio patch, for the tests (never a release artifact)
 #   make bench  the relay benchmark against a socat chain (never part of `make test`)
 SHELL := bash
 .SHELLFLAGS := -euo pipefail -c
@@ -12,8 +15,12 @@ INSTALLED := $(VENV)/.installed
 # curl and socat: real clients and the comparison relay; binutils: objdump.
 DEBIAN_PACKAGES := curl socat binutils
 SOURCES := $(shell find tailscale_wsl2 -name '*.py') build.spec
+# The Wine builds also depend on the Windows Python's packages (PyInstaller's version among
+# them) and, for the test build, on the patch it carries.
+WINE_BUILD_INPUTS := $(SOURCES) tools/wine-pyinstaller tools/wine-env tools/wine-requirements.txt
+WINE_TEST_EXE := build/wine-dist/tailscale-wsl2-test-hooks.exe
 
-.PHONY: up test lint build bench debian-packages clean
+.PHONY: up test lint build build-windows build-windows-test bench debian-packages clean
 
 $(INSTALLED): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -32,7 +39,8 @@ lint: $(INSTALLED)
 	$(BIN)/mypy
 	# Windows-only code sits behind sys.platform checks that hide it from a
 	# Linux run; type-check it as Windows code too.
-	$(BIN)/mypy --platform win32 tailscale_wsl2/_windows_pipe.py tests/windows tools/wine_trio_patch.py
+	$(BIN)/mypy --platform win32 tailscale_wsl2 tests/windows tools/wine_trio_patch.py
+	tools/lint-workflows .github/workflows/release.yml
 
 build: dist/tailscale-wsl2
 
@@ -40,11 +48,23 @@ dist/tailscale-wsl2: $(INSTALLED) $(SOURCES)
 	$(BIN)/pyinstaller --noconfirm --log-level WARN --distpath dist --workpath build build.spec
 	$(BIN)/python tools/glibc_needs.py dist/tailscale-wsl2
 
-test: $(INSTALLED) debian-packages lint build
+build-windows: dist/tailscale-wsl2.exe
+
+dist/tailscale-wsl2.exe: $(WINE_BUILD_INPUTS) | $(INSTALLED)
+	tools/wine-pyinstaller release
+
+build-windows-test: $(WINE_TEST_EXE)
+
+# Without Wine (and no way to install it) outside CI this makes no .exe and says so; the
+# tests that need it then skip.
+$(WINE_TEST_EXE): $(WINE_BUILD_INPUTS) tools/wine_trio_patch.py | $(INSTALLED)
+	tools/wine-pyinstaller test
+
+test: $(INSTALLED) debian-packages lint build build-windows-test
 	$(BIN)/pytest
 
 bench: $(INSTALLED) debian-packages build
-	$(BIN)/python bench/relay_bench.py
+	$(BIN)/python bench/relay_bench.py --bars later --compare-auth
 
 clean:
 	rm -rf build dist $(VENV)
