@@ -13,12 +13,15 @@ import sys
 import traceback
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, NoReturn, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn, TypeVar
 
 import typer
 
 from . import __version__
 from .errors import ActionableError
+
+if TYPE_CHECKING:
+    from .halves import Options
 
 __all__ = ["app", "main"]
 
@@ -84,6 +87,15 @@ def _parse_mode(text: str) -> int:
     if not 0 <= mode <= 0o777:
         raise ActionableError(f"--socket-mode: not an octal file mode: {text!r}", "e.g. 0660")
     return mode
+
+
+def _options(side: "SideChoice | None", upstream: str | None, **given: Any) -> "Options":
+    """The planning options of `up` and `doctor` from their command-line values."""
+    from .halves import Options, parse_upstream_option  # noqa: PLC0415 (imports trio)
+
+    return Options(
+        side=side.value if side else None, upstream=parse_upstream_option(upstream), **given
+    )
 
 
 # Options `up` and `doctor` share, written once so that they stay the same.
@@ -169,15 +181,18 @@ def up(
     run_reporting_errors(
         verbose,
         lambda: start(
-            side=side.value if side else None,
-            port=port,
-            listen=listen,
-            host_ip=host_ip,
-            socket=socket,
-            socket_mode=_parse_mode(socket_mode),
-            upstream=upstream,
-            key_file=key_file,
-            insecure_no_auth=insecure_no_auth,
+            _options(
+                side,
+                upstream,
+                port=port,
+                listen=listen,
+                host_ip=host_ip,
+                socket=socket,
+                socket_mode=_parse_mode(socket_mode),
+                key_file=key_file,
+                insecure_no_auth=insecure_no_auth,
+                wait_for_wsl=True,
+            ),
             max_connections=max_connections,
         ),
     )
@@ -207,14 +222,16 @@ def doctor(
     status = run_reporting_errors(
         verbose,
         lambda: run_doctor(
-            side=side.value if side else None,
-            port=port,
-            listen=listen,
-            host_ip=host_ip,
-            socket=socket,
-            upstream=upstream,
-            key_file=key_file,
-            insecure_no_auth=insecure_no_auth,
+            _options(
+                side,
+                upstream,
+                port=port,
+                listen=listen,
+                host_ip=host_ip,
+                socket=socket,
+                key_file=key_file,
+                insecure_no_auth=insecure_no_auth,
+            ),
             timeout=timeout,
             as_json=json_output,
             verbose=verbose,

@@ -13,10 +13,8 @@ from .discovery import Discovered, read_wsl_host
 from .errors import ActionableError
 from .halves import (
     Discoverers,
-    HalfName,
     Options,
     WindowsLookups,
-    parse_upstream_option,
     plan_half,
     run_half,
 )
@@ -71,31 +69,8 @@ def windows_lookups() -> WindowsLookups:
     return WindowsLookups(list_adapters=list_adapters, firewall_warning=_firewall_warning)
 
 
-def start(
-    *,
-    side: HalfName | None,
-    port: int,
-    listen: str | None,
-    host_ip: str | None,
-    socket: Path,
-    socket_mode: int,
-    upstream: str | None,
-    key_file: Path | None,
-    insecure_no_auth: bool,
-    max_connections: int,
-) -> None:
-    options = Options(
-        side=side,
-        port=port,
-        listen=listen,
-        host_ip=host_ip,
-        socket=socket,
-        socket_mode=socket_mode,
-        upstream=parse_upstream_option(upstream),
-        key_file=key_file,
-        insecure_no_auth=insecure_no_auth,
-        wait_for_wsl=True,
-    )
+def start(options: Options, *, max_connections: int) -> None:
+    """Plan the half for this system and run it until Ctrl+C or SIGTERM."""
     detected = read_side()
     half = plan_half(options, detected, system_discoverers(detected), os.environ)
     trio.run(partial(run_half, half, max_connections=max_connections, windows=windows_lookups()))

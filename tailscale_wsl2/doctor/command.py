@@ -15,7 +15,7 @@ import trio
 
 from .. import __version__
 from ..errors import ActionableError
-from ..halves import HalfName, Options, half_for, parse_upstream_option
+from ..halves import HalfName, Options, half_for
 from ..linkkey import find_key_from_wsl
 from ..side import Side, read_networking_mode, read_side, read_text_if_present
 from ..up import system_discoverers
@@ -79,31 +79,8 @@ def diagnose(options: Options, timeout: float) -> Report:
     return trio.run(_diagnose, half, options, timeout, detected)
 
 
-def run_doctor(
-    *,
-    side: HalfName | None,
-    port: int,
-    listen: str | None,
-    host_ip: str | None,
-    socket: Path,
-    upstream: str | None,
-    key_file: Path | None,
-    insecure_no_auth: bool,
-    timeout: float,
-    as_json: bool,
-    verbose: bool,
-) -> int:
+def run_doctor(options: Options, *, timeout: float, as_json: bool, verbose: bool) -> int:
     """Print the diagnosis; the exit status is 1 when any check failed."""
-    options = Options(
-        side=side,
-        port=port,
-        listen=listen,
-        host_ip=host_ip,
-        socket=socket,
-        upstream=parse_upstream_option(upstream),
-        key_file=key_file,
-        insecure_no_auth=insecure_no_auth,
-    )
     report = diagnose(options, timeout)
     if as_json:
         print(render_json(report.results, side=report.side, version=__version__))
