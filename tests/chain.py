@@ -36,7 +36,7 @@ def free_tcp_port() -> int:
         return port
 
 
-def _connectable(family: int, address: str | tuple[str, int]) -> bool:
+def connectable(family: int, address: str | tuple[str, int]) -> bool:
     with socket.socket(family, socket.SOCK_STREAM) as probe:
         try:
             probe.connect(address)
@@ -72,14 +72,25 @@ def start_process(argv: Sequence[str], log: Path) -> Process:
     return Process(popen, log)
 
 
-def wait_until(ready: Callable[[], bool], process: Process, what: str) -> None:
-    deadline = time.monotonic() + START_TIMEOUT
+def wait_until(
+    ready: Callable[[], bool],
+    exited: Callable[[], bool],
+    output: Callable[[], str],
+    what: str,
+    timeout: float = START_TIMEOUT,
+) -> None:
+    """Wait for `ready`; fail with the process's output when it exits or times out first."""
+    deadline = time.monotonic() + timeout
     while not ready():
-        if process.popen.poll() is not None:
-            raise RuntimeError(f"{what} exited early:\n{process.output()}")
+        if exited():
+            raise RuntimeError(f"{what} exited early:\n{output()}")
         if time.monotonic() > deadline:
-            raise RuntimeError(f"{what} not ready after {START_TIMEOUT}s:\n{process.output()}")
+            raise RuntimeError(f"{what} not ready after {timeout}s:\n{output()}")
         time.sleep(0.02)
+
+
+def wait_for_process(ready: Callable[[], bool], process: Process, what: str) -> None:
+    wait_until(ready, lambda: process.popen.poll() is not None, process.output, what)
 
 
 @dataclass
@@ -104,8 +115,8 @@ class Chain:
     def start_localapi(self) -> Process:
         argv = [sys.executable, "-m", "tests.localapi_standin", f"unix:{self.localapi_socket}"]
         process = start_process(argv, self.workdir / "localapi.log")
-        wait_until(
-            lambda: _connectable(socket.AF_UNIX, str(self.localapi_socket)),
+        wait_for_process(
+            lambda: connectable(socket.AF_UNIX, str(self.localapi_socket)),
             process,
             "the LocalAPI stand-in",
         )
@@ -122,8 +133,8 @@ class Chain:
 
     def start_windows_half(self, *extra: str) -> Process:
         process = start_process(self.windows_half_argv(*extra), self.workdir / "windows.log")
-        wait_until(
-            lambda: _connectable(socket.AF_INET, ("127.0.0.1", self.port)),
+        wait_for_process(
+            lambda: connectable(socket.AF_INET, ("127.0.0.1", self.port)),
             process,
             "the Windows half",
         )
@@ -135,7 +146,9 @@ class Chain:
 
     def start_wsl_half(self, *extra: str) -> Process:
         process = start_process(self.wsl_half_argv(*extra), self.workdir / "wsl.log")
-        wait_until(lambda: _connectable(socket.AF_UNIX, str(self.socket)), process, "the WSL2 half")
+        wait_for_process(
+            lambda: connectable(socket.AF_UNIX, str(self.socket)), process, "the WSL2 half"
+        )
         self.processes["wsl"] = process
         return process
 

@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 from tailscale_wsl2.cli import app
 from tailscale_wsl2.doctor import command
 from tailscale_wsl2.side import Side, read_side
-from tests.chain import Chain, _connectable, running_chain, start_process, wait_until
+from tests.chain import Chain, connectable, running_chain, start_process, wait_for_process
 
 # Outside WSL (this test's usual home) the platform check can only warn.
 PLATFORM = "ok" if read_side() in (Side.WSL2, Side.WSL1) else "warning"
@@ -169,8 +169,8 @@ def test_foreign_listener_on_the_socket(chain: Chain) -> None:
     argv = [sys.executable, "-c", FOREIGN_LISTENER, str(chain.socket)]
     foreign = start_process(argv, chain.workdir / "foreign.log")
     chain.processes["foreign"] = foreign
-    wait_until(
-        lambda: _connectable(socket.AF_UNIX, str(chain.socket)), foreign, "the foreign listener"
+    wait_for_process(
+        lambda: connectable(socket.AF_UNIX, str(chain.socket)), foreign, "the foreign listener"
     )
     found = checks(doctor(chain, "--json"))
     assert statuses(found) == {**ALL_GREEN, "socket": "failure", "end-to-end": "skipped"}

@@ -46,9 +46,10 @@ from tailscale_wsl2.linkkey import load_key
 from tests.chain import (
     FROZEN_BINARY,
     Chain,
+    connectable,
     running_chain,
     start_process,
-    wait_until,
+    wait_for_process,
 )
 from tests.http_client import Answer, request
 from tests.localapi_standin import Reader
@@ -112,11 +113,6 @@ async def steady_fds(target: Half) -> int:
         previous = count
         await trio.sleep(0.1)
     raise AssertionError(f"the {target.name} half's descriptor count never settled")
-
-
-def unix_connectable(path: Path) -> bool:
-    with socket.socket(socket.AF_UNIX) as probe:
-        return probe.connect_ex(str(path)) == 0
 
 
 async def get(chain: Chain, target: str = "/localapi/v0/status") -> Answer:
@@ -279,7 +275,7 @@ async def test_malformed_handshakes_reach_nothing(program: list[str], tmp_path: 
         argv = [sys.executable, "-m", "tests.localapi_standin", f"unix:{standin}"]
         process = start_process(argv, tmp_path / "standin.log")
         chain.processes["standin"] = process
-        wait_until(lambda: unix_connectable(standin), process, "the stand-in")
+        wait_for_process(lambda: connectable(socket.AF_UNIX, str(standin)), process, "the stand-in")
         async with trio.open_nursery() as nursery:
             await nursery.start(counting.serve)
             chain.start_windows_half()

@@ -24,12 +24,21 @@ import subprocess
 import threading
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from contextlib import suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tests.chain import ROOT, Process, free_tcp_port, module_program, start_process
+from tests.chain import (
+    ROOT,
+    Process,
+    connectable,
+    free_tcp_port,
+    module_program,
+    start_process,
+    wait_for_process,
+    wait_until,
+)
 
 WINE_ENV = ROOT / "tools" / "wine-env"
 WINRUN = ROOT / "tools" / "winrun"
@@ -140,27 +149,6 @@ def start_wine_process(argv: Sequence[str], log: Path) -> WineProcess:
     return WineProcess(popen, log, copier)
 
 
-def _connectable(family: int, address: str | tuple[str, int]) -> bool:
-    with socket.socket(family, socket.SOCK_STREAM) as probe:
-        try:
-            probe.connect(address)
-        except OSError:
-            return False
-        return True
-
-
-def wait_until(
-    ready: Callable[[], bool], exited: Callable[[], bool], output: Callable[[], str], what: str
-) -> None:
-    deadline = time.monotonic() + WINE_START_TIMEOUT
-    while not ready():
-        if exited():
-            raise RuntimeError(f"{what} exited early:\n{output()}")
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"{what} not ready after {WINE_START_TIMEOUT}s:\n{output()}")
-        time.sleep(0.05)
-
-
 @dataclass
 class WineChain:
     """The chain of this module's docstring: `start_all` (or `start_*`), then `stop_all`."""
@@ -195,6 +183,7 @@ class WineChain:
             lambda: process.popen.poll() is not None,
             process.output,
             "the named-pipe LocalAPI stand-in",
+            WINE_START_TIMEOUT,
         )
 
     def start_windows_half(self, *, wait: bool = True) -> WineProcess:
@@ -221,10 +210,11 @@ class WineChain:
     def wait_for_windows_half(self) -> None:
         process = self.wine_processes["windows"]
         wait_until(
-            lambda: _connectable(socket.AF_INET, ("127.0.0.1", self.port)),
+            lambda: connectable(socket.AF_INET, ("127.0.0.1", self.port)),
             lambda: process.popen.poll() is not None,
             process.output,
             "the Windows half under Wine",
+            WINE_START_TIMEOUT,
         )
 
     def start_all(self) -> None:
@@ -252,11 +242,8 @@ class WineChain:
         ]
         process = start_process(argv, self.workdir / "wsl.log")
         self.linux_processes["wsl"] = process
-        wait_until(
-            lambda: _connectable(socket.AF_UNIX, str(self.socket)),
-            lambda: process.popen.poll() is not None,
-            process.output,
-            "the WSL2 half",
+        wait_for_process(
+            lambda: connectable(socket.AF_UNIX, str(self.socket)), process, "the WSL2 half"
         )
         return process
 

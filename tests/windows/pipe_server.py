@@ -26,7 +26,16 @@ from typing import Final, NoReturn
 
 import trio
 
-from tailscale_wsl2._windows_pipe import NamedPipeStream
+# The client module's own kernel32 declarations serve the server end too.
+from tailscale_wsl2._windows_pipe import (
+    _ERROR_NO_DATA,
+    _FILE_FLAG_OVERLAPPED,
+    _INVALID_HANDLE_VALUE,
+    NamedPipeStream,
+    _CancelIoEx,
+    _CloseHandle,
+    _kernel32,
+)
 
 if sys.platform != "win32":
     raise ImportError("pipe_server is Windows-only")
@@ -35,14 +44,11 @@ __all__ = ["NamedPipeListener", "serve_named_pipe", "unique_pipe_name"]
 
 _PIPE_ACCESS_DUPLEX: Final = 0x00000003
 _FILE_FLAG_FIRST_PIPE_INSTANCE: Final = 0x00080000
-_FILE_FLAG_OVERLAPPED: Final = 0x40000000
 _PIPE_TYPE_BYTE: Final = 0x0
 _PIPE_READMODE_BYTE: Final = 0x0
 _PIPE_WAIT: Final = 0x0
 _PIPE_UNLIMITED_INSTANCES: Final = 255
-_INVALID_HANDLE_VALUE: Final = ctypes.c_void_p(-1).value
 
-_ERROR_NO_DATA: Final = 232
 _ERROR_PIPE_CONNECTED: Final = 535
 _ERROR_IO_PENDING: Final = 997
 
@@ -59,8 +65,6 @@ class _Overlapped(ctypes.Structure):
         ("hEvent", wintypes.HANDLE),
     )
 
-
-_kernel32 = ctypes.WinDLL("kernel32", use_last_error=True)
 
 _CreateNamedPipeW = _kernel32.CreateNamedPipeW
 _CreateNamedPipeW.argtypes = (
@@ -82,14 +86,6 @@ _ConnectNamedPipe.restype = wintypes.BOOL
 _DisconnectNamedPipe = _kernel32.DisconnectNamedPipe
 _DisconnectNamedPipe.argtypes = (wintypes.HANDLE,)
 _DisconnectNamedPipe.restype = wintypes.BOOL
-
-_CancelIoEx = _kernel32.CancelIoEx
-_CancelIoEx.argtypes = (wintypes.HANDLE, wintypes.LPVOID)
-_CancelIoEx.restype = wintypes.BOOL
-
-_CloseHandle = _kernel32.CloseHandle
-_CloseHandle.argtypes = (wintypes.HANDLE,)
-_CloseHandle.restype = wintypes.BOOL
 
 
 def unique_pipe_name(purpose: str = "test") -> str:
