@@ -55,8 +55,8 @@ async def copy_both_ways(a: trio.abc.Stream, b: trio.abc.Stream) -> None:
             nursery.cancel_scope.cancel()
 
     async with trio.open_nursery() as nursery:
-        nursery.start_soon(copy_or_end_both, a, b)
         nursery.start_soon(copy_or_end_both, b, a)
+        await copy_or_end_both(a, b)  # in this task: one task fewer per connection
 
 
 # Decides whether an accepted connection may be relayed (None) or why not.
@@ -141,7 +141,12 @@ class Relay:
     ) -> None:
         async with listener:
             while True:
-                await self._free_slots.acquire()
+                try:
+                    # Without waiting when a slot is free: acquire() would pass
+                    # through the scheduler twice for every connection.
+                    self._free_slots.acquire_nowait()
+                except trio.WouldBlock:
+                    await self._free_slots.acquire()
                 try:
                     stream = await listener.accept()
                 except OSError as exc:
