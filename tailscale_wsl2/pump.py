@@ -2,36 +2,105 @@
 
 The relay spends its life here, so there are two ways to do it:
 
-- Between two raw sockets on Linux, `splice` moves the bytes inside the kernel
-  (`_linux_splice.py`).
-- Anywhere else (a Windows named pipe or socket, a test's memory stream) the
-  portable trio loop copies chunk by chunk.
+- Between two raw sockets (`sockets.py`; both halves' hot path, on Linux and
+  on Windows), the bytes go `recv_into` a buffer and straight out with `send`,
+  and the non-blocking call is tried before trio is asked to wait. Buffers
+  (256 KiB, as large as what a busy socket hands over at once) come from a
+  small pool when bytes arrive and go back as soon as they are sent on, so
+  an idle connection (a `watch-ipn-bus` stream between messages, or one of a
+  thousand waiting clients) holds none, and a single-threaded relay that is
+  never stuck on a full peer needs only one.
+- Anything else (a Windows named pipe, a test's memory stream) goes through
+  the portable trio loop, chunk by chunk.
 
-Both end the same way: EOF from the source is passed on as a half-close where
-the destination supports one, and a dead peer surfaces as one of the
-exceptions in `PEER_GONE`.
+Linux's `splice` (socket to pipe to socket inside the kernel) was the first
+fast path; measured on this relay's shapes it cost more CPU per GB than this
+copy and moved less, so it went (docs/benchmarks.md).
+
+Both paths end the same way: EOF from the source is passed on as a
+half-close where the destination supports one, and a dead peer surfaces as
+one of the exceptions in `PEER_GONE`.
 """
 
-import sys
+import socket
 
 import trio
 
 from .sockets import RawSocketStream
 
-if sys.platform == "linux":
-    from ._linux_splice import splice_one_way
-
-__all__ = ["CHUNK_SIZE", "PEER_GONE", "copy_one_way", "splice_available"]
+__all__ = ["CHUNK_SIZE", "PEER_GONE", "SPARE_BUFFERS", "copy_one_way"]
 
 # Large enough for any request head; larger reads buy little on the portable path.
 CHUNK_SIZE = 65536
+BUFFER_SIZE = 256 * 1024
+# Yield to other tasks after this many bytes moved without waiting, so one
+# bulk transfer cannot starve every other connection.
+FAIRNESS_BYTES = 4 * 1024 * 1024
 
 PEER_GONE = (trio.BrokenResourceError, trio.ClosedResourceError, OSError)
 
 
-def splice_available() -> bool:
-    """Whether the splice path may be used; tests turn it off to test the other."""
-    return True
+class _SpareBuffers:
+    """Copy buffers between uses: only directions with bytes in flight hold one."""
+
+    def __init__(self, keep: int) -> None:
+        self._keep = keep
+        self._buffers: list[bytearray] = []
+
+    def take(self) -> bytearray:
+        return self._buffers.pop() if self._buffers else bytearray(BUFFER_SIZE)
+
+    def give_back(self, buffer: bytearray) -> None:
+        if len(self._buffers) < self._keep:
+            self._buffers.append(buffer)
+
+
+SPARE_BUFFERS = _SpareBuffers(keep=16)
+
+
+async def _receive_into_spare(src: socket.socket) -> tuple[bytearray, int]:
+    """A spare buffer with the next bytes from `src` in it, and their count (0: EOF).
+
+    While nothing has arrived the buffer goes back to the spares, so that
+    waiting holds none.
+    """
+    while True:
+        buffer = SPARE_BUFFERS.take()
+        try:
+            return buffer, src.recv_into(buffer)
+        except BlockingIOError:
+            SPARE_BUFFERS.give_back(buffer)
+        except BaseException:
+            SPARE_BUFFERS.give_back(buffer)
+            raise
+        await trio.lowlevel.wait_readable(src)
+
+
+async def _send_all(dst: socket.socket, data: memoryview) -> None:
+    sent = 0
+    while sent < len(data):
+        try:
+            sent += dst.send(data[sent:])
+        except BlockingIOError:
+            await trio.lowlevel.wait_writable(dst)
+
+
+async def _copy_between_sockets(src: socket.socket, dst: socket.socket) -> None:
+    moved_since_yield = 0
+    while True:
+        buffer, received = await _receive_into_spare(src)
+        try:
+            if not received:
+                break
+            with memoryview(buffer) as view:
+                await _send_all(dst, view[:received])
+        finally:
+            SPARE_BUFFERS.give_back(buffer)
+        moved_since_yield += received
+        if moved_since_yield >= FAIRNESS_BYTES:
+            moved_since_yield = 0
+            await trio.lowlevel.checkpoint()
+    dst.shutdown(socket.SHUT_WR)
 
 
 async def _copy_portably(src: trio.abc.Stream, dst: trio.abc.Stream) -> None:
@@ -45,12 +114,12 @@ async def _copy_portably(src: trio.abc.Stream, dst: trio.abc.Stream) -> None:
 
 async def copy_one_way(src: trio.abc.Stream, dst: trio.abc.Stream) -> None:
     """Copy until `src` ends, then pass the EOF on where `dst` can half-close."""
-    if (
-        sys.platform == "linux"
-        and splice_available()
-        and isinstance(src, RawSocketStream)
-        and isinstance(dst, RawSocketStream)
-    ):
-        await splice_one_way(src.socket, dst.socket)
+    if isinstance(src, RawSocketStream) and isinstance(dst, RawSocketStream):
+        try:
+            await _copy_between_sockets(src.socket, dst.socket)
+        except OSError as exc:
+            if src.socket.fileno() == -1 or dst.socket.fileno() == -1:
+                raise trio.ClosedResourceError from exc  # closed under us
+            raise trio.BrokenResourceError(f"copy: {exc}") from exc
     else:
         await _copy_portably(src, dst)

@@ -7,7 +7,7 @@ and on a new connection they are most of its cost. These classes make the
 non-blocking system call straight away and wait on trio
 (`wait_readable` / `wait_writable`, which work on Linux and on Windows) only
 when it reports that it would block. Cancellation still works: every wait is
-a trio checkpoint, and a loop that never waits (a bulk splice) yields by itself
+a trio checkpoint, and a loop that never waits (a bulk copy) yields by itself
 (see `pump.py`).
 
 `RawSocketStream` implements trio's `HalfCloseableStream`, so the relay core

@@ -1,4 +1,4 @@
-"""Both copy paths (splice and portable), with Unix and TCP sockets in each position."""
+"""Both copy paths (raw sockets and portable), with Unix and TCP sockets in each position."""
 
 import os
 import socket
@@ -10,7 +10,7 @@ import pytest
 import trio
 import trio.testing
 
-from tailscale_wsl2 import _linux_splice, pump
+from tailscale_wsl2 import pump
 from tailscale_wsl2.pump import PEER_GONE, copy_one_way
 from tailscale_wsl2.sockets import RawSocketStream
 
@@ -34,13 +34,17 @@ def shrink_buffers(*socks: socket.socket) -> None:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
 
 
-@pytest.fixture(params=["splice", "portable"])
-def copy_path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
-    if request.param == "portable":
-        monkeypatch.setattr(pump, "splice_available", lambda: False)
-    else:
-        assert pump.splice_available()
-    return str(request.param)
+StreamMaker = Callable[[socket.socket], trio.abc.HalfCloseableStream]
+
+
+def trio_stream(sock: socket.socket) -> trio.abc.HalfCloseableStream:
+    return trio.SocketStream(trio.socket.from_stdlib_socket(sock))
+
+
+@pytest.fixture(params=[RawSocketStream, trio_stream], ids=["raw", "portable"])
+def copy_path(request: pytest.FixtureRequest) -> StreamMaker:
+    """How the relay's ends are wrapped, which picks the copy path."""
+    return request.param  # type: ignore[no-any-return]
 
 
 @pytest.fixture(params=[unix_pair, tcp_pair], ids=["from-unix", "from-tcp"])
@@ -55,7 +59,9 @@ def destination_pair(request: pytest.FixtureRequest) -> SocketPairMaker:
 
 @asynccontextmanager
 async def one_way(
-    source_pair: SocketPairMaker, destination_pair: SocketPairMaker
+    source_pair: SocketPairMaker,
+    destination_pair: SocketPairMaker,
+    wrap: StreamMaker = RawSocketStream,
 ) -> AsyncIterator[tuple[trio.socket.SocketType, trio.socket.SocketType, trio.Nursery]]:
     """writer -> [src relay end] copy_one_way [dst relay end] -> reader."""
     writer, relay_in = source_pair()
@@ -68,14 +74,16 @@ async def one_way(
         trio.socket.from_stdlib_socket(writer),
         trio.socket.from_stdlib_socket(reader),
     )
-    relay_in_stream, relay_out_stream = RawSocketStream(relay_in), RawSocketStream(relay_out)
+    relay_in_stream, relay_out_stream = wrap(relay_in), wrap(relay_out)
     try:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(copy_one_way, relay_in_stream, relay_out_stream)
             yield writer_t, reader_t, nursery
     finally:
-        for closable in (writer_t, reader_t, relay_in_stream, relay_out_stream):
-            closable.close()
+        for sock in (writer_t, reader_t):
+            sock.close()
+        for stream in (relay_in_stream, relay_out_stream):
+            await stream.aclose()
 
 
 async def read_to_eof(sock: trio.socket.SocketType) -> bytes:
@@ -93,18 +101,18 @@ async def send_then_eof(sock: trio.socket.SocketType, data: bytes) -> None:
 
 
 async def test_bytes_and_eof_arrive_exactly(
-    copy_path: str, source_pair: SocketPairMaker, destination_pair: SocketPairMaker
+    copy_path: StreamMaker, source_pair: SocketPairMaker, destination_pair: SocketPairMaker
 ) -> None:
     data = os.urandom(3 * 1024 * 1024 + 7)
-    async with one_way(source_pair, destination_pair) as (writer, reader, nursery):
+    async with one_way(source_pair, destination_pair, copy_path) as (writer, reader, nursery):
         nursery.start_soon(send_then_eof, writer, data)
         with trio.fail_after(30):
             assert await read_to_eof(reader) == data  # EOF passed on as a half-close
 
 
-async def test_a_slow_reader_gets_everything(copy_path: str) -> None:
+async def test_a_slow_reader_gets_everything(copy_path: StreamMaker) -> None:
     data = os.urandom(512 * 1024)
-    async with one_way(unix_pair, unix_pair) as (writer, reader, nursery):
+    async with one_way(unix_pair, unix_pair, copy_path) as (writer, reader, nursery):
         nursery.start_soon(send_then_eof, writer, data)
         received = bytearray()
         with trio.fail_after(30):
@@ -114,7 +122,7 @@ async def test_a_slow_reader_gets_everything(copy_path: str) -> None:
     assert bytes(received) == data
 
 
-async def test_a_reset_destination_ends_the_copy_as_peer_gone(copy_path: str) -> None:
+async def test_a_reset_destination_ends_the_copy_as_peer_gone(copy_path: StreamMaker) -> None:
     writer, relay_in = unix_pair()
     relay_out, reader = tcp_pair()
     # SO_LINGER 0: close() sends RST, as a crashed client's kernel would.
@@ -123,47 +131,41 @@ async def test_a_reset_destination_ends_the_copy_as_peer_gone(copy_path: str) ->
     writer.setblocking(False)
     writer.send(b"x" * 65536)
     with pytest.raises(PEER_GONE), trio.fail_after(10):
-        await copy_one_way(RawSocketStream(relay_in), RawSocketStream(relay_out))
+        await copy_one_way(copy_path(relay_in), copy_path(relay_out))
     for sock in (writer, relay_in, relay_out):
         sock.close()
 
 
 @pytest.fixture
-def spare_pipes(monkeypatch: pytest.MonkeyPatch) -> _linux_splice._SparePipes:
-    fresh = _linux_splice._SparePipes(keep=1)
-    monkeypatch.setattr(_linux_splice, "SPARE_PIPES", fresh)
+def spare_buffers(monkeypatch: pytest.MonkeyPatch) -> pump._SpareBuffers:
+    fresh = pump._SpareBuffers(keep=1)
+    monkeypatch.setattr(pump, "SPARE_BUFFERS", fresh)
     return fresh
 
 
-async def test_an_idle_connection_holds_no_pipe(spare_pipes: _linux_splice._SparePipes) -> None:
+async def test_an_idle_connection_holds_no_buffer(spare_buffers: pump._SpareBuffers) -> None:
     async with one_way(unix_pair, unix_pair) as (writer, reader, nursery):
         await trio.testing.wait_all_tasks_blocked()
-        assert len(spare_pipes._pipes) == 1  # tried at once, found nothing, gave it back
+        [idle] = spare_buffers._buffers  # tried at once, found nothing, gave it back
         await writer.send(b"hello")
         assert await reader.recv(5) == b"hello"
+        await trio.testing.wait_all_tasks_blocked()
+        assert spare_buffers._buffers == [idle]  # used, and given back once sent on
         writer.shutdown(socket.SHUT_WR)
         assert await reader.recv(5) == b""
-        await trio.testing.wait_all_tasks_blocked()
         nursery.cancel_scope.cancel()
-    assert len(spare_pipes._pipes) == 1  # left empty, so kept for the next connection
+    assert spare_buffers._buffers == [idle]  # the same one, reused
 
 
-async def test_an_empty_pipe_is_reused_and_a_full_one_is_not(
-    spare_pipes: _linux_splice._SparePipes,
+async def test_a_buffer_is_held_only_while_its_bytes_wait_for_a_full_peer(
+    spare_buffers: pump._SpareBuffers,
 ) -> None:
-    kept_after: list[_linux_splice._Pipe] = []
-    for _ in range(2):
-        async with one_way(unix_pair, unix_pair) as (writer, reader, _nursery):
-            await writer.send(b"x")
-            assert await reader.recv(1) == b"x"
-            writer.shutdown(socket.SHUT_WR)
-            assert await reader.recv(1) == b""
-        kept_after.extend(spare_pipes._pipes)
-    first, second = kept_after
-    assert second is first  # the second connection used the first one's pipe
-    kept = spare_pipes._pipes.pop()
-    kept.pending = 5  # as if a transfer broke with bytes still in the pipe
-    spare_pipes.give_back(kept)
-    assert spare_pipes._pipes == []
-    with pytest.raises(OSError, match="Bad file descriptor"):  # closed, not kept
-        os.fstat(kept.read_fd)
+    data = os.urandom(1024 * 1024)
+    async with one_way(unix_pair, unix_pair) as (writer, reader, nursery):
+        nursery.start_soon(send_then_eof, writer, data)
+        await trio.testing.wait_all_tasks_blocked()
+        assert spare_buffers._buffers == []  # the reader reads nothing: one buffer is held
+        with trio.fail_after(30):
+            assert await read_to_eof(reader) == data
+        await trio.testing.wait_all_tasks_blocked()
+        assert len(spare_buffers._buffers) == 1  # and given back when the copy ends

@@ -435,8 +435,9 @@ async def test_slow_reader_keeps_memory_bounded(chain: Chain) -> None:
 
 HELD_CONNECTIONS = 1000
 OPENING_CONCURRENCY = 100
-# pump.py keeps up to 64 empty splice pipes (two descriptors each) for reuse.
-SPARE_PIPE_FDS = 2 * 64
+# The WSL2 half's parked warm links (warm.py, four) are closed and reopened as
+# they are used, so its count may differ by that much from one moment to the next.
+FD_SLACK = 8
 
 
 async def hold_connections(chain: Chain, halves: list[Half]) -> dict[str, int]:
@@ -484,9 +485,8 @@ async def test_a_thousand_connections_held_at_once_leak_nothing(chain: Chain) ->
     halves = [half(chain, "wsl"), half(chain, "windows")]
     assert (await get(chain)).status == 200
     baseline = {h.name: await steady_fds(h) for h in halves}
-    # The first round may leave the halves' pools of spare splice pipes filled;
-    # the second must come back to exactly where the first left off.
-    limits = {name: count + SPARE_PIPE_FDS for name, count in baseline.items()}
+    # The second round must come back to where the first left off.
+    limits = {name: count + FD_SLACK for name, count in baseline.items()}
     rounds = []
     for _ in range(2):
         peak = await hold_connections(chain, halves)
@@ -504,7 +504,7 @@ async def test_a_thousand_connections_held_at_once_leak_nothing(chain: Chain) ->
         # Each held connection is a client socket and an upstream socket in each half.
         assert peak1[name] >= count + 2 * HELD_CONNECTIONS, name
         assert peak2[name] >= count + 2 * HELD_CONNECTIONS, name
-        assert after1[name] <= count + SPARE_PIPE_FDS, name
+        assert after1[name] <= count + FD_SLACK, name
         assert after2[name] <= after1[name], name
         grown = rss2[name] - rss1[name]
         assert grown < 8 * MiB, f"the {name} half grew by {grown / MiB:.1f} MiB in round 2"
