@@ -501,9 +501,10 @@ async def test_a_thousand_connections_held_at_once_leak_nothing(chain: Chain) ->
         print(f"round {index}: fds at peak {peak}, after {after}; RSS {rss}")
     (peak1, after1, rss1), (peak2, after2, rss2) = rounds
     for name, count in baseline.items():
-        # Each held connection is a client socket and an upstream socket in each half.
-        assert peak1[name] >= count + 2 * HELD_CONNECTIONS, name
-        assert peak2[name] >= count + 2 * HELD_CONNECTIONS, name
+        # Each held connection is a client socket and an upstream socket in each
+        # half (less the WSL2 half's parked links, which become upstream sockets).
+        assert peak1[name] >= count + 2 * HELD_CONNECTIONS - FD_SLACK, name
+        assert peak2[name] >= count + 2 * HELD_CONNECTIONS - FD_SLACK, name
         assert after1[name] <= count + FD_SLACK, name
         assert after2[name] <= after1[name], name
         grown = rss2[name] - rss1[name]
