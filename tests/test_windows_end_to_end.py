@@ -28,16 +28,14 @@ from pathlib import Path
 import pytest
 
 from tests import localapi_standin
-from tests.chain import in_ci
 from tests.conftest import require
 from tests.http_client import parse_answer, request
 from tests.wine_chain import (
-    EXIT_NO_WINE,
     WINDOWS_EXE_PROGRAM,
     WINDOWS_MODULE_PROGRAM,
-    WINE_ENV,
     WINE_TEST_EXE,
     WineChain,
+    prepare_wine,
     unique_pipe_name,
 )
 
@@ -52,27 +50,12 @@ UPLOAD_MIB = 128
 DOWNLOAD_BYTES = 64 << 20
 # watch-ipn-bus messages come every 20 ms: 150 of them keep one relayed stream open ~3 s.
 STREAM_MESSAGES = 150
-# A cold tools/wine-env installs Wine and downloads CPython and ~30 wheels.
-SETUP_TIMEOUT = 1800.0
 
 
 @pytest.fixture(scope="session")
 def wine() -> None:
     """Wine and the Windows Python are ready (tools/wine-env), or the test skips/fails."""
-    setup = subprocess.run(
-        [str(WINE_ENV)],
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        text=True,
-        timeout=SETUP_TIMEOUT,
-        check=False,
-    )
-    if setup.returncode == EXIT_NO_WINE:
-        reason = f"Wine is unavailable: {setup.stderr.strip()}"
-        if in_ci():
-            pytest.fail(f"{reason} (CI must run the Windows half under Wine)")
-        pytest.skip(reason)
-    assert setup.returncode == 0, f"tools/wine-env failed:\n{setup.stdout}{setup.stderr}"
+    prepare_wine("run the Windows half")
 
 
 @pytest.fixture(scope="module", params=["module", pytest.param("exe", marks=pytest.mark.frozen)])

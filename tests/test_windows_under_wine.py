@@ -18,16 +18,11 @@ import time
 
 import pytest
 
-from tests.chain import ROOT, in_ci
+from tests.chain import ROOT
+from tests.wine_chain import WINPY, prepare_wine
 
 pytestmark = pytest.mark.wine
 
-WINE_ENV = ROOT / "tools" / "wine-env"
-WINPY = ROOT / "tools" / "winpy"
-# tools/wine-env's exit status for "Wine is missing and cannot be installed here".
-EXIT_NO_WINE = 3
-# A cold set-up installs Wine and downloads CPython and ~30 wheels.
-SETUP_TIMEOUT = 1800.0
 SUITE_TIMEOUT = 600.0
 
 
@@ -56,22 +51,7 @@ def test_windows_suite_passes_under_wine() -> None:
     if sys.platform == "win32":
         pytest.skip("on Windows, tests/windows runs natively: pytest tests/windows")
 
-    setup_started = time.monotonic()
-    setup = subprocess.run(
-        [str(WINE_ENV)],
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        text=True,
-        timeout=SETUP_TIMEOUT,
-        check=False,
-    )
-    setup_seconds = time.monotonic() - setup_started
-    if setup.returncode == EXIT_NO_WINE:
-        reason = f"Wine is unavailable: {setup.stderr.strip()}"
-        if in_ci():
-            pytest.fail(f"{reason} (CI must run the Windows suite under Wine)")
-        pytest.skip(reason)
-    assert setup.returncode == 0, f"tools/wine-env failed:\n{setup.stdout}{setup.stderr}"
+    setup_seconds = prepare_wine("run the Windows suite")
 
     # The inner pytest takes its options from the command line only.
     env = {name: value for name, value in os.environ.items() if not name.startswith("PYTEST_")}

@@ -29,11 +29,14 @@ from contextlib import suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import pytest
+
 from tests.chain import (
     ROOT,
     Process,
     connectable,
     free_tcp_port,
+    in_ci,
     module_program,
     start_process,
     wait_for_process,
@@ -123,6 +126,30 @@ class WineProcess:
         self._copier.join(timeout)
         assert self.popen.stdout is not None
         self.popen.stdout.close()
+
+
+# A cold tools/wine-env installs Wine and downloads CPython and ~30 wheels.
+WINE_SETUP_TIMEOUT = 1800.0
+
+
+def prepare_wine(purpose: str) -> float:
+    """Run tools/wine-env; return how long it took. No Wine: fail in CI, else skip."""
+    started = time.monotonic()
+    setup = subprocess.run(
+        [str(WINE_ENV)],
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=WINE_SETUP_TIMEOUT,
+        check=False,
+    )
+    if setup.returncode == EXIT_NO_WINE:
+        reason = f"Wine is unavailable: {setup.stderr.strip()}"
+        if in_ci():
+            pytest.fail(f"{reason} (CI must {purpose} under Wine)")
+        pytest.skip(reason)
+    assert setup.returncode == 0, f"tools/wine-env failed:\n{setup.stdout}{setup.stderr}"
+    return time.monotonic() - started
 
 
 def start_wine_process(argv: Sequence[str], log: Path) -> WineProcess:

@@ -8,19 +8,6 @@ patch does nothing on Linux or on real Windows.
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
+from tests.windows.wine_main import apply_wine_trio_patch
 
-_PATCH_PATH = Path(__file__).resolve().parents[2] / "tools" / "wine_trio_patch.py"
-
-
-def _apply_wine_trio_patch() -> None:
-    spec = importlib.util.spec_from_file_location("wine_trio_patch", _PATCH_PATH)
-    assert spec is not None
-    assert spec.loader is not None
-    patch = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(patch)
-    patch.patch_trio_for_wine()
-
-
-_apply_wine_trio_patch()
+apply_wine_trio_patch()
