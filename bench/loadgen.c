@@ -31,6 +31,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "io.h"
+
 #define IO_CHUNK (256 * 1024)
 #define HEADER_MAX 8192
 
@@ -57,19 +59,6 @@ static int open_connection(void) {
         return -1;
     }
     return fd;
-}
-
-static int write_all(int fd, const char *buf, size_t len) {
-    while (len > 0) {
-        ssize_t n = write(fd, buf, len);
-        if (n < 0) {
-            if (errno == EINTR) continue;
-            return -1;
-        }
-        buf += n;
-        len -= (size_t)n;
-    }
-    return 0;
 }
 
 /* Read one answer: headers, then Content-Length bytes of body (or to EOF when

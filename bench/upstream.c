@@ -28,6 +28,8 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include "io.h"
+
 #define HEADER_MAX 8192
 #define IO_CHUNK (256 * 1024)
 
@@ -37,19 +39,6 @@ static char payload[IO_CHUNK];
 static const char STATUS_BODY[] =
     "{\"Version\":\"1.0.0-bench\",\"BackendState\":\"Running\",\"Self\":"
     "{\"HostName\":\"bench\",\"Online\":true}}\n";
-
-static int write_all(int fd, const char *buf, size_t len) {
-    while (len > 0) {
-        ssize_t n = write(fd, buf, len);
-        if (n < 0) {
-            if (errno == EINTR) continue;
-            return -1;
-        }
-        buf += n;
-        len -= (size_t)n;
-    }
-    return 0;
-}
 
 static int answer(int fd, const char *status, const char *body, size_t body_len) {
     char head[256];

@@ -1,0 +1,23 @@
+/* Blocking-socket helpers shared by the benchmark's load generator and upstream. */
+#ifndef BENCH_IO_H
+#define BENCH_IO_H
+
+#include <errno.h>
+#include <stddef.h>
+#include <unistd.h>
+
+/* Write all of buf, retrying on EINTR and short writes; 0, or -1 on error. */
+static int write_all(int fd, const char *buf, size_t len) {
+    while (len > 0) {
+        ssize_t n = write(fd, buf, len);
+        if (n < 0) {
+            if (errno == EINTR) continue;
+            return -1;
+        }
+        buf += n;
+        len -= (size_t)n;
+    }
+    return 0;
+}
+
+#endif
