@@ -6,9 +6,9 @@ accepts on TCP and connects to Tailscale's LocalAPI.
 
 Per connection the relay first asks the half whether to admit it (the Windows
 half checks the peer's subnet and the link handshake, `link.py`), then opens
-the upstream (for the WSL2 half that includes proving the link key), then
-copies both directions
-concurrently. The relay never looks inside the bytes, so HTTP upgrades
+the upstream (the WSL2 half takes a ready, authenticated link, `warm.py`; the
+Windows half waits for the client's first byte), then copies both directions
+concurrently (`pump.py`). The relay never looks inside the bytes, so HTTP upgrades
 (`tailscale nc`), endless streams (`watch-ipn-bus`) and large uploads (Taildrop)
 pass untouched. An EOF in one direction is passed on as a half-close (a client
 that shuts its write side still receives its whole answer); an error in either
