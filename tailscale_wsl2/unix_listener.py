@@ -129,5 +129,7 @@ async def open_unix_listener(path: Path, *, mode: int, group: int | None) -> Uni
                 f"socket path is too long for a Unix socket: {path}",
                 "pick a shorter path with --socket",
             ) from exc
-        raise ActionableError(f"cannot listen on {path}: {exc.strerror or exc}") from exc
+        raise ActionableError(
+            f"cannot listen on {path}: {exc.strerror or exc}", "pick another path with --socket"
+        ) from exc
     return UnixSocketListener(RawSocketListener(sock), path, _identity(path))

@@ -105,3 +105,12 @@ async def test_port_in_use_is_one_clear_line() -> None:
 async def test_an_address_no_adapter_has_is_explained() -> None:
     with pytest.raises(ActionableError, match="no network adapter has that address"):
         open_tcp_listener(TcpEndpoint("192.0.2.1", 41113))
+
+
+async def test_a_path_that_cannot_exist_says_to_pick_another(tmp_path: Path) -> None:
+    blocker = tmp_path / "not-a-directory"
+    blocker.write_text("")
+    with pytest.raises(ActionableError) as caught:
+        await open_unix_listener(blocker / "s.sock", mode=0o660, group=None)
+    assert caught.value.what.startswith(f"cannot listen on {blocker / 's.sock'}: ")
+    assert caught.value.fix == "pick another path with --socket"
