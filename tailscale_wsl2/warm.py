@@ -52,7 +52,10 @@ class WarmLinks:
         self._connect = connect
         self._size = size
         self._parked: deque[RawSocketStream] = deque()
-        self._taken = trio.Event()
+        self._opening = 0
+        self._failures = 0
+        self._backing_off = False
+        self._changed = trio.Event()
         self._running = trio.CancelScope()
 
     def close(self) -> None:
@@ -61,7 +64,7 @@ class WarmLinks:
 
     async def take(self) -> trio.abc.Stream:
         """A live parked link if there is one, else a new one (which may raise)."""
-        self._taken.set()
+        self._changed.set()
         while self._parked:
             stream = self._parked.popleft()
             if not _is_dead(stream):
@@ -80,19 +83,32 @@ class WarmLinks:
                 self._parked.clear()
 
     async def _refill_forever(self) -> None:
-        failures = 0
-        while True:
-            while len(self._parked) >= self._size:
-                self._taken = trio.Event()
-                await self._taken.wait()
-            try:
-                stream = await self._connect()
-            except UpstreamUnavailable as exc:
-                delay = RETRY_DELAYS[min(failures, len(RETRY_DELAYS) - 1)]
-                log.debug("could not warm a link (%s); retrying in %gs", exc, delay)
-                failures += 1
-                await trio.sleep(delay)
-                continue
-            failures = 0
+        # Links are opened side by side: one at a time, a burst of clients would
+        # empty the pool faster than it refills, and each client after that
+        # would wait for a connect and a handshake of its own.
+        async with trio.open_nursery() as openers:
+            while True:
+                while not self._backing_off and len(self._parked) + self._opening < self._size:
+                    self._opening += 1
+                    openers.start_soon(self._open_one)
+                self._changed = trio.Event()
+                await self._changed.wait()
+
+    async def _open_one(self) -> None:
+        try:
+            stream = await self._connect()
+        except UpstreamUnavailable as exc:
+            # The Windows half is down: stop opening until a retry delay has passed.
+            delay = RETRY_DELAYS[min(self._failures, len(RETRY_DELAYS) - 1)]
+            log.debug("could not warm a link (%s); retrying in %gs", exc, delay)
+            self._failures += 1
+            self._backing_off = True
+            await trio.sleep(delay)
+            self._backing_off = False
+        else:
+            self._failures = 0
             assert isinstance(stream, RawSocketStream)
             self._parked.append(stream)
+        finally:
+            self._opening -= 1
+            self._changed.set()
