@@ -31,7 +31,7 @@ from .discovery import LOOPBACK, Discovered
 from .endpoints import Endpoint, TcpEndpoint, parse_endpoint, parse_ip
 from .errors import ActionableError
 from .ipconfig import WslAdapter
-from .link import IPNetwork, authenticated_connector, windows_admission
+from .link import IPNetwork, admit_windows_peer, authenticated_connector
 from .linkkey import load_key, load_or_create_key
 from .listeners import open_tcp_listener
 from .relay import Relay
@@ -368,7 +368,7 @@ class _CurrentSubnetAdmission:
     async def __call__(self, stream: trio.abc.Stream) -> str | None:
         if self.allowed_peers is None:
             return "accepted after the WSL adapter went away"
-        return await windows_admission(self.allowed_peers, self._key)(stream)
+        return await admit_windows_peer(stream, self.allowed_peers, self._key)
 
 
 def _windows_connector(

@@ -13,11 +13,10 @@ import trio
 
 from .handshake import HandshakeFailed, challenge_client, prove_key
 from .pump import PEER_GONE
-from .relay import Admission
 from .sockets import RawSocketStream
 from .upstream import Connector, Hop, UpstreamUnavailable, hop_connector
 
-__all__ = ["IPNetwork", "authenticated_connector", "windows_admission"]
+__all__ = ["IPNetwork", "admit_windows_peer", "authenticated_connector"]
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -27,17 +26,17 @@ def _peer_address(stream: trio.abc.Stream) -> ipaddress.IPv4Address | ipaddress.
     return ipaddress.ip_address(stream.socket.getpeername()[0])
 
 
-def windows_admission(allowed_peers: IPNetwork, key: bytes | None) -> Admission:
-    async def admit(stream: trio.abc.Stream) -> str | None:
-        peer = _peer_address(stream)
-        if peer not in allowed_peers:
-            return f"{peer} is outside {allowed_peers}"
-        if key is None:
-            return None
-        reason = await challenge_client(stream, key)
-        return f"{peer}: {reason}" if reason else None
-
-    return admit
+async def admit_windows_peer(
+    stream: trio.abc.Stream, allowed_peers: IPNetwork, key: bytes | None
+) -> str | None:
+    """The Windows half's admission: None for a peer it may serve, else why not."""
+    peer = _peer_address(stream)
+    if peer not in allowed_peers:
+        return f"{peer} is outside {allowed_peers}"
+    if key is None:
+        return None
+    reason = await challenge_client(stream, key)
+    return f"{peer}: {reason}" if reason else None
 
 
 def authenticated_connector(hop: Hop, key: bytes) -> Connector:

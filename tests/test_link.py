@@ -3,7 +3,7 @@
 import ipaddress
 import socket
 
-from tailscale_wsl2.link import windows_admission
+from tailscale_wsl2.link import admit_windows_peer
 from tailscale_wsl2.sockets import RawSocketListener, listening_socket
 
 
@@ -13,7 +13,7 @@ async def admitted(allowed: str) -> str | None:
     async with listener:
         with socket.create_connection(listener.socket.getsockname()):
             async with await listener.accept() as server_side:
-                return await windows_admission(ipaddress.ip_network(allowed), None)(server_side)
+                return await admit_windows_peer(server_side, ipaddress.ip_network(allowed), None)
 
 
 async def test_a_peer_outside_the_subnet_is_refused_before_any_handshake() -> None:
