@@ -269,12 +269,7 @@ int main(int argc, char **argv) {
         fprintf(stderr, "usage: %s latency|rate|upload|download|hold SOCK ARGS...\n", argv[0]);
         return 2;
     }
-    signal(SIGPIPE, SIG_IGN);
-    struct rlimit rl;
-    if (getrlimit(RLIMIT_NOFILE, &rl) == 0) {
-        rl.rlim_cur = rl.rlim_max;
-        setrlimit(RLIMIT_NOFILE, &rl);
-    }
+    prepare_process();
     target.sun_family = AF_UNIX;
     strncpy(target.sun_path, argv[2], sizeof target.sun_path - 1);
     const char *mode = argv[1];

@@ -131,12 +131,7 @@ int main(int argc, char **argv) {
         fprintf(stderr, "usage: %s SOCKET_PATH\n", argv[0]);
         return 2;
     }
-    signal(SIGPIPE, SIG_IGN);
-    struct rlimit rl;
-    if (getrlimit(RLIMIT_NOFILE, &rl) == 0) {
-        rl.rlim_cur = rl.rlim_max;
-        setrlimit(RLIMIT_NOFILE, &rl);
-    }
+    prepare_process();
     memset(payload, 'x', sizeof payload);
 
     int lfd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
