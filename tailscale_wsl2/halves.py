@@ -35,6 +35,7 @@ from .link import IPNetwork, admit_windows_peer, authenticated_connector
 from .linkkey import load_key, load_or_create_key
 from .listeners import open_tcp_listener
 from .relay import Relay
+from .sessions import link_sessions, session_connector, start_session_mode
 from .side import Side
 from .sockets import RawSocketListener
 from .upstream import Connector, Hop, hop_connector
@@ -328,8 +329,8 @@ async def _run_wsl_half(half: WslHalf, max_connections: int) -> None:
         if half.key_file
         else hop_connector(half.upstream)
     )
-    warm = WarmLinks(connect)
-    relay = Relay(warm.take, max_connections=max_connections)
+    warm = WarmLinks(start_session_mode(connect))
+    relay = Relay(session_connector(warm.take, warm.park), max_connections=max_connections)
     listener, remove_socket_file = await _open_wsl_socket(half)
     log.info("listening on %s (mode %03o)", half.socket, half.socket_mode)
     log.info(
@@ -437,7 +438,13 @@ async def _run_windows_half(
     key = load_or_create_key(half.key_file) if half.key_file else None
     admission = _CurrentSubnetAdmission(half.allowed_peers, key)
     connect, helpers = _windows_connector(half.upstream)
-    relay = Relay(connect, admit=admission, lazy_upstream=True, max_connections=max_connections)
+    relay = Relay(
+        connect,
+        admit=admission,
+        sessions=link_sessions,
+        lazy_upstream=True,
+        max_connections=max_connections,
+    )
     listening = _WindowsListening(half, admission, lookups)
     helpers.append(listening.warn_if_firewalled)
     if half.follow_adapter:

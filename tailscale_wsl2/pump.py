@@ -10,6 +10,10 @@ The relay spends its life here, so there are two ways to do it:
   an idle connection (a `watch-ipn-bus` stream between messages, or one of a
   thousand waiting clients) holds none, and a single-threaded relay that is
   never stuck on a full peer needs only one.
+- Between a raw socket and a session on a link between the halves
+  (`sessions.py`), the same, with the frame header written into four bytes
+  of room kept at the front of the buffer, or the frame read off in front
+  of the payload.
 - Anything else (a Windows named pipe, a test's memory stream) goes through
   the portable trio loop, chunk by chunk.
 
@@ -23,10 +27,12 @@ one of the exceptions in `PEER_GONE`.
 """
 
 import socket
+from collections.abc import Awaitable, Callable
 
 import trio
 
-from .sockets import RawSocketStream
+from .sessions import HEADER, LinkSession
+from .sockets import RawSocketStream, send_all_when_ready
 
 __all__ = ["CHUNK_SIZE", "PEER_GONE", "SPARE_BUFFERS", "copy_one_way"]
 
@@ -58,7 +64,14 @@ class _SpareBuffers:
 SPARE_BUFFERS = _SpareBuffers(keep=16)
 
 
-async def _receive_into_spare(src: socket.socket) -> tuple[bytearray, int]:
+# Reads what is ready into a buffer without waiting; raises BlockingIOError when
+# nothing is, as a non-blocking socket does.
+Receive = Callable[[bytearray], int]
+# Sends a buffer's first bytes on: (buffer, count of payload bytes).
+Send = Callable[[memoryview, int], Awaitable[None]]
+
+
+async def _receive_into_spare(src: socket.socket, receive: Receive) -> tuple[bytearray, int]:
     """A spare buffer with the next bytes from `src` in it, and their count (0: EOF).
 
     While nothing has arrived the buffer goes back to the spares, so that
@@ -67,7 +80,7 @@ async def _receive_into_spare(src: socket.socket) -> tuple[bytearray, int]:
     while True:
         buffer = SPARE_BUFFERS.take()
         try:
-            return buffer, src.recv_into(buffer)
+            return buffer, receive(buffer)
         except BlockingIOError:
             SPARE_BUFFERS.give_back(buffer)
         except BaseException:
@@ -76,31 +89,54 @@ async def _receive_into_spare(src: socket.socket) -> tuple[bytearray, int]:
         await trio.lowlevel.wait_readable(src)
 
 
-async def _send_all(dst: socket.socket, data: memoryview) -> None:
-    sent = 0
-    while sent < len(data):
-        try:
-            sent += dst.send(data[sent:])
-        except BlockingIOError:
-            await trio.lowlevel.wait_writable(dst)
-
-
-async def _copy_between_sockets(src: socket.socket, dst: socket.socket) -> None:
+async def _copy_chunks(
+    src: socket.socket, receive: Receive, send: Send, end: Callable[[], Awaitable[None]]
+) -> None:
     moved_since_yield = 0
     while True:
-        buffer, received = await _receive_into_spare(src)
+        buffer, received = await _receive_into_spare(src, receive)
         try:
             if not received:
                 break
             with memoryview(buffer) as view:
-                await _send_all(dst, view[:received])
+                await send(view, received)
         finally:
             SPARE_BUFFERS.give_back(buffer)
         moved_since_yield += received
         if moved_since_yield >= FAIRNESS_BYTES:
             moved_since_yield = 0
             await trio.lowlevel.checkpoint()
-    dst.shutdown(socket.SHUT_WR)
+    await end()
+
+
+def _socket_sender(sock: socket.socket) -> tuple[Send, Callable[[], Awaitable[None]]]:
+    async def send(view: memoryview, length: int) -> None:
+        await send_all_when_ready(sock, view[:length])
+
+    async def end() -> None:
+        sock.shutdown(socket.SHUT_WR)
+
+    return send, end
+
+
+def _fast_path(
+    src: trio.abc.Stream, dst: trio.abc.Stream
+) -> tuple[Receive, Send, Callable[[], Awaitable[None]]] | None:
+    """How to copy src to dst through spare buffers, if both ends allow it."""
+    if isinstance(dst, LinkSession) and isinstance(src, RawSocketStream):
+        # Into a session: payload after the frame header's room (sessions.py).
+        sock = src.socket
+        return (
+            lambda buffer: sock.recv_into(memoryview(buffer)[HEADER.size :]),
+            dst.send_framed,
+            dst.send_eof,
+        )
+    if isinstance(dst, RawSocketStream):
+        if isinstance(src, RawSocketStream):
+            return src.socket.recv_into, *_socket_sender(dst.socket)
+        if isinstance(src, LinkSession):
+            return src.try_receive_into, *_socket_sender(dst.socket)
+    return None
 
 
 async def _copy_portably(src: trio.abc.Stream, dst: trio.abc.Stream) -> None:
@@ -114,12 +150,15 @@ async def _copy_portably(src: trio.abc.Stream, dst: trio.abc.Stream) -> None:
 
 async def copy_one_way(src: trio.abc.Stream, dst: trio.abc.Stream) -> None:
     """Copy until `src` ends, then pass the EOF on where `dst` can half-close."""
-    if isinstance(src, RawSocketStream) and isinstance(dst, RawSocketStream):
-        try:
-            await _copy_between_sockets(src.socket, dst.socket)
-        except OSError as exc:
-            if src.socket.fileno() == -1 or dst.socket.fileno() == -1:
-                raise trio.ClosedResourceError from exc  # closed under us
-            raise trio.BrokenResourceError(f"copy: {exc}") from exc
-    else:
+    fast = _fast_path(src, dst)
+    if fast is None:
         await _copy_portably(src, dst)
+        return
+    assert isinstance(src, RawSocketStream | LinkSession)
+    assert isinstance(dst, RawSocketStream | LinkSession)
+    try:
+        await _copy_chunks(src.socket, *fast)
+    except OSError as exc:
+        if src.socket.fileno() == -1 or dst.socket.fileno() == -1:
+            raise trio.ClosedResourceError from exc  # closed under us
+        raise trio.BrokenResourceError(f"copy: {exc}") from exc

@@ -24,7 +24,8 @@ flight a grace period before cancelling them.
 
 import errno
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
+from contextlib import aclosing
 
 import trio
 
@@ -33,7 +34,7 @@ from .pump import PEER_GONE, copy_one_way
 from .sockets import RawSocketStream
 from .upstream import Connector, UpstreamUnavailable
 
-__all__ = ["Admission", "Relay", "copy_both_ways"]
+__all__ = ["Admission", "Relay", "Sessions", "copy_both_ways", "whole_connection"]
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +63,22 @@ async def copy_both_ways(a: trio.abc.Stream, b: trio.abc.Stream) -> None:
 # Decides whether an accepted connection may be relayed (None) or why not.
 Admission = Callable[[trio.abc.Stream], Awaitable[str | None]]
 
+# The client connections an accepted connection carries, one after another:
+# itself, or the sessions on a link between the halves (`sessions.py`). The
+# second argument waits for the next bytes, as `Relay` is configured to.
+Sessions = Callable[
+    [trio.abc.Stream, Callable[[trio.abc.Stream], Awaitable[bool]]],
+    AsyncGenerator[trio.abc.Stream, None],
+]
+
+
+async def whole_connection(
+    client: trio.abc.Stream, first_byte: Callable[[trio.abc.Stream], Awaitable[bool]]
+) -> AsyncGenerator[trio.abc.Stream, None]:
+    """An accepted connection that carries one client connection: itself."""
+    if await first_byte(client):
+        yield client
+
 
 async def _first_bytes(client: trio.abc.Stream) -> None:
     """Wait until the client speaks (or leaves) before opening the upstream.
@@ -83,12 +100,14 @@ class Relay:
         connect_upstream: Connector,
         *,
         admit: Admission | None = None,
+        sessions: Sessions = whole_connection,
         lazy_upstream: bool = False,
         max_connections: int = 1024,
         grace_period: float = 2.0,
     ) -> None:
         self._connect_upstream = connect_upstream
         self._admit = admit
+        self._sessions = sessions
         self._lazy_upstream = lazy_upstream
         self._free_slots = trio.Semaphore(max_connections)
         self._grace_period = grace_period
@@ -107,7 +126,10 @@ class Relay:
             waiting.cancel()
 
     async def _client_spoke(self, client: trio.abc.Stream) -> bool:
-        """Wait for the client's first byte (or EOF); False if shutdown came first."""
+        """Wait for the client's first byte (or EOF) if the upstream is opened lazily;
+        False if shutdown came first."""
+        if not self._lazy_upstream:
+            return True
         with trio.CancelScope() as waiting:
             self._silent.add(waiting)
             try:
@@ -168,19 +190,22 @@ class Relay:
                 if self._admit is not None and (refusal := await self._admit(client)):
                     log.warning("refused a connection: %s", refusal)
                     return
-                if self._lazy_upstream and not await self._client_spoke(client):
-                    return
-                try:
-                    upstream = await self._connect_upstream()
-                except UpstreamUnavailable as exc:
-                    log.warning("%s", exc)
-                    await answer_bad_gateway(client, str(exc))
-                    return
-                async with upstream:
-                    log.debug("relaying a new connection")
-                    await copy_both_ways(client, upstream)
+                async with aclosing(self._sessions(client, self._client_spoke)) as sessions:
+                    async for session in sessions:
+                        await self._relay_session(session)
         except PEER_GONE as exc:
             log.debug("connection closed with %r", exc)
         finally:
             self.active_connections -= 1
             self._free_slots.release()
+
+    async def _relay_session(self, client: trio.abc.Stream) -> None:
+        try:
+            upstream = await self._connect_upstream()
+        except UpstreamUnavailable as exc:
+            log.warning("%s", exc)
+            await answer_bad_gateway(client, str(exc))
+            return
+        async with upstream:
+            log.debug("relaying a new connection")
+            await copy_both_ways(client, upstream)

@@ -25,7 +25,14 @@ from contextlib import contextmanager
 
 import trio
 
-__all__ = ["RawSocketListener", "RawSocketStream", "connect_socket", "listening_socket"]
+__all__ = [
+    "RawSocketListener",
+    "RawSocketStream",
+    "connect_socket",
+    "listening_socket",
+    "peer_errors_as_broken",
+    "send_all_when_ready",
+]
 
 DEFAULT_RECEIVE_SIZE = 65536
 
@@ -35,13 +42,25 @@ ACCEPT_SKIPPABLE = {errno.ECONNABORTED, errno.EPROTO, errno.EPERM, errno.ENETDOW
 
 
 @contextmanager
-def _peer_errors_as_broken(sock: socket.socket) -> Iterator[None]:
+def peer_errors_as_broken(sock: socket.socket) -> Iterator[None]:
+    """OS errors on `sock` as trio's: closed by us, or broken by the peer."""
     try:
         yield
     except OSError as exc:
         if sock.fileno() == -1:
             raise trio.ClosedResourceError("the socket was closed") from exc
         raise trio.BrokenResourceError(f"socket connection broken: {exc}") from exc
+
+
+async def send_all_when_ready(sock: socket.socket, data: bytes | bytearray | memoryview) -> None:
+    """Send all of `data`, trying first and waiting on trio only while `sock` is full."""
+    with memoryview(data) as whole:
+        sent = 0
+        while sent < len(whole):
+            try:
+                sent += sock.send(whole[sent:])
+            except BlockingIOError:
+                await trio.lowlevel.wait_writable(sock)
 
 
 class RawSocketStream(trio.abc.HalfCloseableStream):
@@ -58,7 +77,7 @@ class RawSocketStream(trio.abc.HalfCloseableStream):
         return self.socket.fileno()
 
     async def receive_some(self, max_bytes: int | None = None) -> bytes:
-        with _peer_errors_as_broken(self.socket):
+        with peer_errors_as_broken(self.socket):
             while True:
                 try:
                     return self.socket.recv(max_bytes or DEFAULT_RECEIVE_SIZE)
@@ -66,20 +85,15 @@ class RawSocketStream(trio.abc.HalfCloseableStream):
                     await trio.lowlevel.wait_readable(self.socket)
 
     async def send_all(self, data: bytes | bytearray | memoryview) -> None:
-        with _peer_errors_as_broken(self.socket), memoryview(data) as whole:
-            sent = 0
-            while sent < len(whole):
-                try:
-                    sent += self.socket.send(whole[sent:])
-                except BlockingIOError:
-                    await trio.lowlevel.wait_writable(self.socket)
+        with peer_errors_as_broken(self.socket):
+            await send_all_when_ready(self.socket, data)
 
     async def wait_send_all_might_not_block(self) -> None:
-        with _peer_errors_as_broken(self.socket):
+        with peer_errors_as_broken(self.socket):
             await trio.lowlevel.wait_writable(self.socket)
 
     async def send_eof(self) -> None:
-        with _peer_errors_as_broken(self.socket):
+        with peer_errors_as_broken(self.socket):
             self.socket.shutdown(socket.SHUT_WR)
 
     def close(self) -> None:

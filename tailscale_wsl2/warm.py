@@ -33,6 +33,12 @@ __all__ = ["WarmLinks"]
 log = logging.getLogger(__name__)
 
 RETRY_DELAYS = (0.1, 0.5, 1.0, 2.0)  # seconds; the last one repeats
+# Links given back after a session (`park`) are kept up to this many, enough
+# for hundreds of clients at once to reuse links instead of opening them; the
+# rest are closed as they come back.
+MAX_PARKED = 256
+# Parked links beyond `size` (left by a burst) are closed once unused this long.
+SPARE_IDLE_SECONDS = 5.0
 
 
 def _is_dead(stream: RawSocketStream) -> bool:
@@ -51,7 +57,8 @@ class WarmLinks:
     def __init__(self, connect: Connector, *, size: int = 4) -> None:
         self._connect = connect
         self._size = size
-        self._parked: deque[RawSocketStream] = deque()
+        # Oldest first, each with the trio time it was parked at.
+        self._parked: deque[tuple[RawSocketStream, float]] = deque()
         self._opening = 0
         self._failures = 0
         self._backing_off = False
@@ -64,13 +71,25 @@ class WarmLinks:
 
     async def take(self) -> trio.abc.Stream:
         """A live parked link if there is one, else a new one (which may raise)."""
-        self._changed.set()
-        while self._parked:
-            stream = self._parked.popleft()
-            if not _is_dead(stream):
-                return stream
-            stream.close()
-        return await self._connect()
+        live = None
+        while self._parked and live is None:
+            link, _ = self._parked.popleft()
+            if _is_dead(link):
+                link.close()
+            else:
+                live = link
+        if len(self._parked) + self._opening < self._size:
+            self._changed.set()
+        return live or await self._connect()
+
+    def park(self, link: RawSocketStream) -> None:
+        """Take back a link whose session ended cleanly, for the next client."""
+        if self._running.cancel_called or len(self._parked) >= MAX_PARKED:
+            link.close()
+            return
+        self._parked.append((link, trio.current_time()))
+        if len(self._parked) == self._size + 1:
+            self._changed.set()  # spares now: start timing them out
 
     async def keep_warm(self) -> None:
         """Refill the pool whenever a link is taken, until `close`."""
@@ -78,8 +97,8 @@ class WarmLinks:
             try:
                 await self._refill_forever()
             finally:
-                for stream in self._parked:
-                    stream.close()
+                for link, _ in self._parked:
+                    link.close()
                 self._parked.clear()
 
     async def _refill_forever(self) -> None:
@@ -92,11 +111,23 @@ class WarmLinks:
                     self._opening += 1
                     openers.start_soon(self._open_one)
                 self._changed = trio.Event()
-                await self._changed.wait()
+                if len(self._parked) > self._size:
+                    with trio.move_on_after(SPARE_IDLE_SECONDS):
+                        await self._changed.wait()
+                    self._close_idle_spares()
+                else:
+                    await self._changed.wait()
+
+    def _close_idle_spares(self) -> None:
+        """Close links beyond `size` that no client has needed for a while (after a burst)."""
+        idle_since = trio.current_time() - SPARE_IDLE_SECONDS
+        while len(self._parked) > self._size and self._parked[0][1] <= idle_since:
+            link, _ = self._parked.popleft()
+            link.close()
 
     async def _open_one(self) -> None:
         try:
-            stream = await self._connect()
+            link = await self._connect()
         except UpstreamUnavailable as exc:
             # The Windows half is down: stop opening until a retry delay has passed.
             delay = RETRY_DELAYS[min(self._failures, len(RETRY_DELAYS) - 1)]
@@ -107,8 +138,8 @@ class WarmLinks:
             self._backing_off = False
         else:
             self._failures = 0
-            assert isinstance(stream, RawSocketStream)
-            self._parked.append(stream)
+            assert isinstance(link, RawSocketStream)
+            self._parked.append((link, trio.current_time()))
         finally:
             self._opening -= 1
             self._changed.set()

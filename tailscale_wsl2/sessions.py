@@ -1,0 +1,217 @@
+"""Sessions: one link between the halves carries client connections one after another.
+
+A new link costs both halves a TCP connect and accept, the handshake, and a TCP
+teardown at the end; on the short connections every `tailscale` command opens,
+that was most of the relay's CPU (docs/benchmarks.md). So the WSL2 half keeps
+its links and reuses them: each client connection becomes a *session* on a link,
+and when it is over the link goes back to the pool for the next one.
+
+A link in session mode starts with the byte `SESSION_MODE` (no HTTP request
+starts with NUL), sent by the WSL2 half right after the handshake. From then on
+each direction is a series of frames:
+
+    frame = length (4 bytes, big-endian) + that many bytes of the client connection
+    length 0 = this direction of the session has ended (the half-close)
+
+A session is over when each half has both sent and received its length-0 frame;
+the link is then idle, and the WSL2 half's next frame begins the next session
+(the Windows half never speaks first). Anything else (an error on either side,
+a connection that ends mid-session, a shutdown) closes the link, and the other
+half sees the session end with it. A link that does not start with
+`SESSION_MODE` carries one client connection, unframed: that is how a person
+debugging with curl (`--insecure-no-auth`) or an older WSL2 half talks to the
+Windows half.
+
+Framing costs the bulk path nothing extra: the pump reads into a buffer after
+four bytes of headroom and sends header and payload with one call
+(`pump.py`); reading takes one more small `recv` per frame.
+"""
+
+import socket
+import struct
+from collections.abc import AsyncGenerator, Awaitable, Callable
+
+import trio
+
+from .sockets import RawSocketStream, peer_errors_as_broken, send_all_when_ready
+from .upstream import Connector
+
+__all__ = [
+    "HEADER",
+    "SESSION_MODE",
+    "LinkSession",
+    "link_sessions",
+    "session_connector",
+    "start_session_mode",
+]
+
+SESSION_MODE = b"\x00"
+HEADER = struct.Struct(">I")
+# The largest portable chunk; the pump's frames are at most its buffer size.
+RECEIVE_SIZE = 65536
+
+
+class LinkSession(trio.abc.HalfCloseableStream):
+    """One client connection carried on a link in session mode.
+
+    `recycle` is called with the link when the session ended cleanly on both
+    sides and the session is closed; otherwise closing the session closes the
+    link. With no `recycle` the link is left to its owner.
+    """
+
+    def __init__(
+        self, link: RawSocketStream, recycle: Callable[[RawSocketStream], None] | None = None
+    ) -> None:
+        self.link = link
+        self.socket = link.socket
+        self._recycle = recycle
+        self._header = bytearray(HEADER.size)
+        self._header_received = 0
+        self._unread = 0  # payload bytes of the current incoming frame not yet read
+        self._received_eof = False
+        self._sent_eof = False
+        self._link_ended = False
+
+    @property
+    def reusable(self) -> bool:
+        """Both halves ended the session cleanly: the link may carry another."""
+        return self._sent_eof and self._received_eof and not self._link_ended
+
+    def try_receive_into(self, buffer: bytearray | memoryview) -> int:
+        """Payload bytes of this session into `buffer`, without waiting; 0 at its end.
+
+        Raises BlockingIOError when none are ready, as a non-blocking socket does.
+        """
+        while not self._unread:
+            if self._received_eof:
+                return 0
+            self._receive_header()
+        received = self.socket.recv_into(buffer, min(self._unread, len(buffer)))
+        if not received:
+            raise trio.BrokenResourceError("the link closed in the middle of a frame")
+        self._unread -= received
+        return received
+
+    def _receive_header(self) -> None:
+        with memoryview(self._header) as header:
+            received = self.socket.recv_into(header[self._header_received :])
+        if not received:
+            if self._header_received:
+                raise trio.BrokenResourceError("the link closed in the middle of a frame")
+            # The other half closed the link between frames (a 502 answered and
+            # hung up, or a Windows half of an older kind): the session's end,
+            # and the link's.
+            self._received_eof = self._link_ended = True
+            return
+        self._header_received += received
+        if self._header_received == HEADER.size:
+            self._header_received = 0
+            (self._unread,) = HEADER.unpack(self._header)
+            self._received_eof = not self._unread
+
+    async def receive_some(self, max_bytes: int | None = None) -> bytes:
+        buffer = bytearray(max_bytes or RECEIVE_SIZE)
+        with peer_errors_as_broken(self.socket):
+            while True:
+                try:
+                    return bytes(buffer[: self.try_receive_into(buffer)])
+                except BlockingIOError:
+                    await trio.lowlevel.wait_readable(self.socket)
+
+    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
+        if self._sent_eof:
+            raise trio.ClosedResourceError("this direction of the session has ended")
+        if data:  # a length-0 frame would end the session
+            with peer_errors_as_broken(self.socket):
+                await send_all_when_ready(self.socket, HEADER.pack(len(data)) + data)
+
+    async def send_framed(self, buffer: memoryview, length: int) -> None:
+        """Send the `length` payload bytes at `buffer[HEADER.size:]` as one frame.
+
+        The pump's fast path: the header goes into the buffer's headroom, so
+        header and payload leave in one call, without a copy.
+        """
+        HEADER.pack_into(buffer, 0, length)
+        await send_all_when_ready(self.socket, buffer[: HEADER.size + length])
+
+    async def wait_send_all_might_not_block(self) -> None:
+        with peer_errors_as_broken(self.socket):
+            await trio.lowlevel.wait_writable(self.socket)
+
+    async def send_eof(self) -> None:
+        if not self._sent_eof:
+            with peer_errors_as_broken(self.socket):
+                await send_all_when_ready(self.socket, HEADER.pack(0))
+            self._sent_eof = True
+
+    async def aclose(self) -> None:
+        if not self.reusable:
+            self.link.close()
+        elif self._recycle is not None:
+            self._recycle(self.link)
+
+
+def start_session_mode(connect: Connector) -> Connector:
+    """`connect` (a link to the Windows half), then announce session mode on it."""
+
+    async def connect_in_session_mode() -> trio.abc.Stream:
+        link = await connect()
+        try:
+            assert isinstance(link, RawSocketStream)  # links are TCP
+            await link.send_all(SESSION_MODE)
+        except BaseException:
+            await link.aclose()
+            raise
+        return link
+
+    return connect_in_session_mode
+
+
+def session_connector(
+    take_link: Callable[[], Awaitable[trio.abc.Stream]],
+    recycle: Callable[[RawSocketStream], None],
+) -> Connector:
+    """The WSL2 half's upstream: a session on a link that goes back to `recycle` after it."""
+
+    async def open_session() -> trio.abc.Stream:
+        link = await take_link()
+        assert isinstance(link, RawSocketStream)
+        return LinkSession(link, recycle)
+
+    return open_session
+
+
+async def _peek_byte(link: RawSocketStream) -> bytes:
+    """The next byte on `link` without consuming it; b"" once the peer closed it."""
+    with peer_errors_as_broken(link.socket):
+        while True:
+            try:
+                return link.socket.recv(1, socket.MSG_PEEK)
+            except BlockingIOError:
+                await trio.lowlevel.wait_readable(link.socket)
+
+
+FirstByte = Callable[[trio.abc.Stream], Awaitable[bool]]
+
+
+async def link_sessions(
+    link: trio.abc.Stream, first_byte: FirstByte
+) -> AsyncGenerator[trio.abc.Stream, None]:
+    """The Windows half's view of a link: the client connections it carries, in turn.
+
+    `first_byte` waits until the link has something to read (False: the relay
+    is shutting down). A link that closes without a byte carries nothing, so
+    it costs the LocalAPI no connection.
+    """
+    assert isinstance(link, RawSocketStream)  # the Windows half listens on TCP
+    if not await first_byte(link) or not (mode := await _peek_byte(link)):
+        return
+    if mode != SESSION_MODE:
+        yield link
+        return
+    await link.receive_some(1)  # SESSION_MODE itself, already here
+    while await first_byte(link) and await _peek_byte(link):
+        session = LinkSession(link)
+        yield session
+        if not session.reusable:
+            return

@@ -1,0 +1,435 @@
+"""Sessions on a link: framing, both copy paths, the end of a session, and links reused."""
+
+import os
+import socket
+import struct
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import pytest
+import trio
+import trio.testing
+
+from tailscale_wsl2.endpoints import TcpEndpoint, UnixEndpoint
+from tailscale_wsl2.pump import PEER_GONE, copy_one_way
+from tailscale_wsl2.relay import Relay
+from tailscale_wsl2.sessions import (
+    HEADER,
+    SESSION_MODE,
+    LinkSession,
+    link_sessions,
+    session_connector,
+    start_session_mode,
+)
+from tailscale_wsl2.sockets import RawSocketListener, RawSocketStream, listening_socket
+from tailscale_wsl2.upstream import Hop, hop_connector, open_stream
+from tailscale_wsl2.warm import SPARE_IDLE_SECONDS, WarmLinks
+from tests.test_pump import read_to_eof, send_then_eof, shrink_buffers, tcp_pair, unix_pair
+
+
+def frame(payload: bytes) -> bytes:
+    return HEADER.pack(len(payload)) + payload
+
+
+@pytest.fixture
+def link_pair() -> Iterator[tuple[LinkSession, socket.socket]]:
+    """A session on one end of a link; the other end is the test's, blocking."""
+    near, far = unix_pair()
+    yield LinkSession(RawSocketStream(near)), far
+    near.close()
+    far.close()
+
+
+def read_frames(sock: socket.socket) -> list[bytes]:
+    """Frames from a blocking socket up to and including the length-0 one."""
+    frames = []
+    while True:
+        header = sock.recv(HEADER.size, socket.MSG_WAITALL)
+        (length,) = HEADER.unpack(header)
+        frames.append(sock.recv(length, socket.MSG_WAITALL) if length else b"")
+        if not length:
+            return frames
+
+
+async def test_frames_out_and_in_end_the_session_cleanly(
+    link_pair: tuple[LinkSession, socket.socket],
+) -> None:
+    session, far = link_pair
+    await session.send_all(b"hello")
+    await session.send_all(b"")  # nothing to send is not the end
+    await session.send_eof()
+    assert read_frames(far) == [b"hello", b""]
+    assert not session.reusable  # the other direction has not ended
+    far.sendall(frame(b"answer") + frame(b""))
+    assert await session.receive_some() == b"answer"
+    assert await session.receive_some() == b""
+    assert session.reusable
+
+
+async def test_a_header_split_across_reads_is_put_together(
+    link_pair: tuple[LinkSession, socket.socket],
+) -> None:
+    session, far = link_pair
+    buffer = bytearray(64)
+    wire = frame(b"split") + frame(b"")
+    for byte in wire[: HEADER.size]:
+        far.send(bytes([byte]))
+        with pytest.raises(BlockingIOError):
+            session.try_receive_into(buffer)
+    far.sendall(wire[HEADER.size :])
+    assert session.try_receive_into(buffer) == 5
+    assert buffer[:5] == b"split"
+    assert session.try_receive_into(buffer) == 0
+    assert session.try_receive_into(buffer) == 0  # stays ended
+
+
+async def test_a_read_stops_at_the_end_of_its_frame(
+    link_pair: tuple[LinkSession, socket.socket],
+) -> None:
+    session, far = link_pair
+    far.sendall(frame(b"first") + frame(b"second"))
+    buffer = bytearray(64)
+    assert buffer[: session.try_receive_into(buffer)] == b"first"
+    assert buffer[: session.try_receive_into(buffer)] == b"second"
+
+
+async def test_a_link_closed_inside_a_frame_is_a_broken_session(
+    link_pair: tuple[LinkSession, socket.socket],
+) -> None:
+    session, far = link_pair
+    far.sendall(frame(b"complete")[:-3])
+    far.close()
+    assert await session.receive_some(5) == b"compl"
+    with pytest.raises(trio.BrokenResourceError, match="middle of a frame"):
+        await session.receive_some()
+
+
+async def test_a_link_closed_inside_a_header_is_a_broken_session(
+    link_pair: tuple[LinkSession, socket.socket],
+) -> None:
+    session, far = link_pair
+    far.sendall(b"\x00\x00")
+    far.close()
+    with pytest.raises(trio.BrokenResourceError, match="middle of a frame"):
+        await session.receive_some()
+
+
+async def test_a_link_closed_between_frames_ends_the_session_and_the_link(
+    link_pair: tuple[LinkSession, socket.socket],
+) -> None:
+    session, far = link_pair
+    far.sendall(frame(b"502 and goodbye"))
+    far.close()
+    assert await session.receive_some() == b"502 and goodbye"
+    assert await session.receive_some() == b""
+    with pytest.raises(trio.BrokenResourceError):
+        await session.send_eof()  # nobody is left to hear it
+    assert not session.reusable
+
+
+async def test_closing_a_finished_session_recycles_the_link() -> None:
+    near, far = unix_pair()
+    recycled: list[RawSocketStream] = []
+    link = RawSocketStream(near)
+    session = LinkSession(link, recycled.append)
+    far.sendall(frame(b""))
+    assert await session.receive_some() == b""
+    await session.send_eof()
+    await session.aclose()
+    assert recycled == [link]
+    assert near.fileno() != -1
+    far.close()
+    near.close()
+
+
+async def test_closing_an_unfinished_session_closes_the_link() -> None:
+    near, far = unix_pair()
+    recycled: list[RawSocketStream] = []
+    session = LinkSession(RawSocketStream(near), recycled.append)
+    await session.send_eof()  # the other direction never ended
+    await session.aclose()
+    assert recycled == []
+    assert near.fileno() == -1
+    assert read_frames(far) == [b""]
+    assert far.recv(1) == b""
+    far.close()
+
+
+# --- the pump's paths into and out of a session -----------------------------------------------
+
+
+@pytest.mark.parametrize("pair", [unix_pair, tcp_pair], ids=["unix", "tcp"])
+async def test_fast_path_frames_a_socket_into_a_session(pair: object) -> None:
+    """raw socket -> session: payload in the buffer's headroom, EOF as a length-0 frame."""
+    assert callable(pair)
+    writer, relay_in = pair()
+    near, far = unix_pair()
+    shrink_buffers(near, far)  # partial sends and EAGAIN on the link side
+    data = os.urandom(2 * 1024 * 1024 + 3)
+    writer_t = trio.socket.from_stdlib_socket(writer)
+    far_t = trio.socket.from_stdlib_socket(far)
+    session = LinkSession(RawSocketStream(near))
+    received = bytearray()
+
+    async def read_frames_to_end() -> None:
+        pending = bytearray()
+        while True:
+            pending += await far_t.recv(65536)
+            while len(pending) >= HEADER.size:
+                (length,) = HEADER.unpack_from(pending)
+                if len(pending) < HEADER.size + length:
+                    break
+                if not length:
+                    return
+                received.extend(pending[HEADER.size : HEADER.size + length])
+                del pending[: HEADER.size + length]
+
+    with trio.fail_after(30):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(copy_one_way, RawSocketStream(relay_in), session)
+            nursery.start_soon(send_then_eof, writer_t, data)
+            await read_frames_to_end()
+    assert bytes(received) == data
+    for sock in (writer_t, far_t, relay_in, near):
+        sock.close()
+
+
+@pytest.mark.parametrize("pair", [unix_pair, tcp_pair], ids=["unix", "tcp"])
+async def test_fast_path_unframes_a_session_into_a_socket(pair: object) -> None:
+    """session -> raw socket: frames of any size, split anywhere, then the half-close."""
+    assert callable(pair)
+    relay_out, reader = pair()
+    near, far = unix_pair()
+    shrink_buffers(near, far)
+    chunks = [os.urandom(size) for size in (1, 70_000, 5, 300_000, 65536)]
+    wire = b"".join(frame(chunk) for chunk in chunks) + frame(b"")
+    far_t = trio.socket.from_stdlib_socket(far)
+    reader_t = trio.socket.from_stdlib_socket(reader)
+    session = LinkSession(RawSocketStream(near))
+
+    async def dribble() -> None:
+        for start in range(0, len(wire), 7777):  # splits headers and payloads alike
+            piece = memoryview(wire)[start : start + 7777]
+            while piece:
+                piece = piece[await far_t.send(piece) :]
+
+    with trio.fail_after(30):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(copy_one_way, session, RawSocketStream(relay_out))
+            nursery.start_soon(dribble)
+            assert await read_to_eof(reader_t) == b"".join(chunks)
+    assert not session.reusable  # only the incoming direction has ended
+    await session.send_eof()
+    assert read_frames(far) == [b""]
+    assert session.reusable
+    for sock in (far_t, reader_t, relay_out, near):
+        sock.close()
+
+
+async def test_portable_path_goes_through_a_session() -> None:
+    """session <-> a stream without a fast path (the Windows named pipe's case)."""
+    near, far = unix_pair()
+    session = LinkSession(RawSocketStream(near))
+    pipe_end, test_end = trio.testing.memory_stream_pair()
+    far.sendall(frame(b"GET / HTTP/1.1\r\n\r\n") + frame(b""))
+    with trio.fail_after(10):
+        await copy_one_way(session, pipe_end)
+        assert await test_end.receive_some() == b"GET / HTTP/1.1\r\n\r\n"
+        await test_end.send_all(b"HTTP/1.1 200 OK\r\n\r\n")
+        await test_end.send_eof()
+        await copy_one_way(pipe_end, session)
+    assert read_frames(far) == [b"HTTP/1.1 200 OK\r\n\r\n", b""]
+    assert session.reusable
+    far.close()
+    near.close()
+
+
+async def test_a_reset_link_ends_the_copy_as_peer_gone() -> None:
+    near, far = tcp_pair()
+    writer, relay_in = unix_pair()
+    far.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    far.close()  # RST
+    writer.sendall(b"x" * 65536)
+    with pytest.raises(PEER_GONE), trio.fail_after(10):
+        await copy_one_way(RawSocketStream(relay_in), LinkSession(RawSocketStream(near)))
+    for sock in (writer, relay_in, near):
+        sock.close()
+
+
+# --- the Windows half's view of a link -------------------------------------------------------
+
+
+async def always(_: trio.abc.Stream) -> bool:
+    return True
+
+
+async def test_a_link_without_session_mode_is_one_raw_connection() -> None:
+    near, far = unix_pair()
+    far.sendall(b"GET / HTTP/1.1\r\n\r\n")
+    link = RawSocketStream(near)
+    seen = [stream async for stream in link_sessions(link, always)]
+    assert seen == [link]
+    assert near.recv(3) == b"GET"  # nothing consumed
+    near.close()
+    far.close()
+
+
+async def test_a_link_closed_before_any_byte_carries_nothing() -> None:
+    near, far = unix_pair()
+    far.close()
+    assert [stream async for stream in link_sessions(RawSocketStream(near), always)] == []
+    near.close()
+
+
+async def test_a_session_mode_link_carries_sessions_until_one_ends_unclean() -> None:
+    near, far = unix_pair()
+    far.sendall(SESSION_MODE + frame(b"one") + frame(b""))
+    served = []
+    async for session in link_sessions(RawSocketStream(near), always):
+        assert isinstance(session, LinkSession)
+        served.append(await session.receive_some())
+        assert await session.receive_some() == b""
+        if len(served) == 1:
+            await session.send_eof()  # ends cleanly: the next session may start
+            assert read_frames(far) == [b""]
+            far.sendall(frame(b"two") + frame(b""))
+        # the second session is left with its answer unsent: the link ends
+    assert served == [b"one", b"two"]
+    near.close()
+    far.close()
+
+
+# --- both halves in-process: links are reused -----------------------------------------------
+
+
+async def echo_until_eof(stream: trio.abc.Stream) -> None:
+    async with stream:
+        while chunk := await stream.receive_some():
+            await stream.send_all(chunk)
+        assert isinstance(stream, trio.abc.HalfCloseableStream)
+        await stream.send_eof()
+
+
+@asynccontextmanager
+async def two_halves(tmp_path: Path) -> AsyncIterator[tuple[UnixEndpoint, list[object]]]:
+    """front socket -> WSL2-style relay -> TCP link -> Windows-style relay -> echo upstream.
+
+    Yields the front endpoint and a list that grows by one per link the
+    Windows-style relay accepts.
+    """
+    links: list[object] = []
+
+    async def count_link(stream: trio.abc.Stream) -> None:
+        links.append(stream)
+
+    up_path = tmp_path / "up.sock"
+    up_listener = RawSocketListener(listening_socket(socket.AF_UNIX, str(up_path), 64))
+    windows_listener = RawSocketListener(listening_socket(socket.AF_INET, ("127.0.0.1", 0), 64))
+    port = windows_listener.socket.getsockname()[1]
+    upstream = Hop(UnixEndpoint(str(up_path)), "the upstream", "start it")
+    windows_half = Hop(TcpEndpoint("127.0.0.1", port), "the Windows half", "start it")
+    windows = Relay(
+        hop_connector(upstream), admit=count_link, sessions=link_sessions, lazy_upstream=True
+    )
+    warm = WarmLinks(start_session_mode(hop_connector(windows_half)), size=1)
+    wsl = Relay(session_connector(warm.take, warm.park))
+    front = tmp_path / "front.sock"
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(trio.serve_listeners, echo_until_eof, [up_listener])
+        await nursery.start(windows.serve, [windows_listener])
+        nursery.start_soon(warm.keep_warm)
+        front_listener = RawSocketListener(listening_socket(socket.AF_UNIX, str(front), 64))
+        await nursery.start(wsl.serve, [front_listener])
+        yield UnixEndpoint(str(front)), links
+        warm.close()
+        nursery.cancel_scope.cancel()
+
+
+async def ask(front: UnixEndpoint, payload: bytes) -> bytes:
+    async with await open_stream(front) as client:
+        assert isinstance(client, trio.abc.HalfCloseableStream)
+        await client.send_all(payload)
+        await client.send_eof()
+        received = bytearray()
+        while chunk := await client.receive_some():
+            received += chunk
+        return bytes(received)
+
+
+async def test_one_link_carries_one_client_connection_after_another(tmp_path: Path) -> None:
+    async with two_halves(tmp_path) as (front, links):
+        with trio.fail_after(30):
+            for index in range(20):
+                payload = os.urandom(index * 10_000 + 1)
+                assert await ask(front, payload) == payload
+                await trio.testing.wait_all_tasks_blocked(0.01)
+        # The pool keeps one link warm; each client's session hands it back.
+        assert len(links) == 2  # the warm link, and at most one refill racing it
+
+
+async def test_a_client_that_resets_costs_its_link_and_nothing_else(tmp_path: Path) -> None:
+    async with two_halves(tmp_path) as (front, links):
+        with trio.fail_after(30):
+            assert await ask(front, b"before") == b"before"
+            await trio.testing.wait_all_tasks_blocked(0.05)
+            assert len(links) == 2  # the warm link and its refill, both parked now
+            rude = socket.socket(socket.AF_UNIX)
+            rude.connect(front.path)
+            rude.sendall(b"half a request")
+            rude.close()  # gone mid-session: the answer cannot be delivered
+            await trio.testing.wait_all_tasks_blocked(0.05)
+            assert await ask(front, b"after") == b"after"  # on the other parked link
+            await trio.testing.wait_all_tasks_blocked(0.05)
+        assert len(links) == 3  # the rude session's link was closed; one refill replaced it
+
+
+async def test_spare_links_left_by_a_burst_are_closed_once_idle(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    far_ends: list[socket.socket] = []
+    opened: list[RawSocketStream] = []
+
+    async def connect() -> trio.abc.Stream:
+        await trio.lowlevel.checkpoint()
+        near, far = socket.socketpair()
+        far_ends.append(far)
+        opened.append(RawSocketStream(near))
+        return opened[-1]
+
+    def still_open() -> int:
+        return sum(link.socket.fileno() != -1 for link in opened)
+
+    warm = WarmLinks(connect, size=2)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(warm.keep_warm)
+        await trio.testing.wait_all_tasks_blocked()
+        taken = [await warm.take() for _ in range(6)]  # a burst: 2 parked, 4 on demand
+        for link in taken:
+            assert isinstance(link, RawSocketStream)
+            warm.park(link)
+        await trio.testing.wait_all_tasks_blocked()
+        after_burst = still_open()
+        assert after_burst >= 6 + 1  # all given back, and the refills the burst set off
+        await trio.sleep(SPARE_IDLE_SECONDS / 2)
+        assert still_open() == after_burst  # not idle long enough yet
+        await trio.sleep(SPARE_IDLE_SECONDS)
+        assert still_open() == 2  # back to the pool's size
+        warm.close()
+    assert still_open() == 0  # closing the pool closes what it parked
+    for far in far_ends:
+        far.close()
+
+
+async def test_a_link_given_back_after_close_is_closed() -> None:
+    near, far = socket.socketpair()
+
+    async def never_called() -> trio.abc.Stream:
+        raise AssertionError("no link should be opened")
+
+    warm = WarmLinks(never_called, size=0)
+    warm.close()
+    link = RawSocketStream(near)
+    warm.park(link)
+    assert near.fileno() == -1
+    far.close()
