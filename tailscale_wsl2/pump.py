@@ -28,6 +28,7 @@ one of the exceptions in `PEER_GONE`.
 
 import socket
 from collections.abc import Awaitable, Callable
+from functools import partial
 
 import trio
 
@@ -109,14 +110,24 @@ async def _copy_chunks(
     await end()
 
 
-def _socket_sender(sock: socket.socket) -> tuple[Send, Callable[[], Awaitable[None]]]:
+def _socket_sender(
+    sock: socket.socket, src: trio.abc.Stream
+) -> tuple[Send, Callable[[], Awaitable[None]]]:
     async def send(view: memoryview, length: int) -> None:
         await send_all_when_ready(sock, view[:length])
 
     async def end() -> None:
-        sock.shutdown(socket.SHUT_WR)
+        # After GONE, both directions: our own reads from `sock` then end too,
+        # so the other copy finishes at once instead of waiting on a peer that
+        # was told nothing.
+        sock.shutdown(socket.SHUT_RDWR if _abandoned(src) else socket.SHUT_WR)
 
     return send, end
+
+
+def _abandoned(src: trio.abc.Stream) -> bool:
+    """Whether `src` is a session whose other end hung up entirely (sessions.py)."""
+    return isinstance(src, LinkSession) and src.abandoned
 
 
 def _fast_path(
@@ -129,22 +140,24 @@ def _fast_path(
         return (
             lambda buffer: sock.recv_into(memoryview(buffer)[HEADER.size :]),
             dst.send_framed,
-            dst.send_eof,
+            partial(dst.send_eof_after, sock),
         )
     if isinstance(dst, RawSocketStream):
         if isinstance(src, RawSocketStream):
-            return src.socket.recv_into, *_socket_sender(dst.socket)
+            return src.socket.recv_into, *_socket_sender(dst.socket, src)
         if isinstance(src, LinkSession):
-            return src.try_receive_into, *_socket_sender(dst.socket)
+            return src.try_receive_into, *_socket_sender(dst.socket, src)
     return None
 
 
 async def _copy_portably(src: trio.abc.Stream, dst: trio.abc.Stream) -> None:
     while chunk := await src.receive_some(CHUNK_SIZE):
         await dst.send_all(chunk)
+    if _abandoned(src):
+        await dst.aclose()  # the copy the other way ends on the closed stream
     # A stream without half-close (a Windows named pipe) simply gets no more
     # bytes; the LocalAPI knows where a request ends from its HTTP framing.
-    if isinstance(dst, trio.abc.HalfCloseableStream):
+    elif isinstance(dst, trio.abc.HalfCloseableStream):
         await dst.send_eof()
 
 

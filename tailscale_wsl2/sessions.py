@@ -12,12 +12,23 @@ each direction is a series of frames:
 
     frame = length (4 bytes, big-endian) + that many bytes of the client connection
     length 0 = this direction of the session has ended (the half-close)
+    length GONE (0xFFFFFFFF) = it has ended, and the sender's end closed its
+        connection entirely: the receiver ends its own end entirely too (both
+        directions, not a half-close), which ends its other direction
 
-A session is over when each half has both sent and received its length-0 frame;
+A session is over when each half has both sent and received its end frame;
 the link is then idle, and the WSL2 half's next frame begins the next session
-(the Windows half never speaks first). Anything else (an error on either side,
-a connection that ends mid-session, a shutdown) closes the link, and the other
-half sees the session end with it. A link that does not start with
+(the Windows half never speaks first).
+
+GONE exists for the named pipe. A client of the WSL2 half that exits closes its
+Unix socket; the Windows half cannot pass a half-close on to a pipe, and
+tailscaled keeps an HTTP connection open for the next request as long as its
+client does. Without GONE each `tailscale` command would leave a pipe
+connection, a link and two relayed connections open for good.
+
+Anything else (an error on either side, a connection that ends mid-session, a
+shutdown) closes the link, and the other half sees the session end with it.
+A link that does not start with
 `SESSION_MODE` carries one client connection, unframed: that is how a person
 debugging with curl (`--insecure-no-auth`) or an older WSL2 half talks to the
 Windows half.
@@ -33,10 +44,16 @@ from collections.abc import AsyncGenerator, Awaitable, Callable
 
 import trio
 
-from .sockets import RawSocketStream, peer_errors_as_broken, send_all_when_ready
+from .sockets import (
+    RawSocketStream,
+    peer_closed_entirely,
+    peer_errors_as_broken,
+    send_all_when_ready,
+)
 from .upstream import Connector
 
 __all__ = [
+    "GONE",
     "HEADER",
     "SESSION_MODE",
     "LinkSession",
@@ -47,6 +64,7 @@ __all__ = [
 
 SESSION_MODE = b"\x00"
 HEADER = struct.Struct(">I")
+GONE = 0xFFFF_FFFF
 # The largest portable chunk; the pump's frames are at most its buffer size.
 RECEIVE_SIZE = 65536
 
@@ -71,11 +89,13 @@ class LinkSession(trio.abc.HalfCloseableStream):
         self._received_eof = False
         self._sent_eof = False
         self._link_ended = False
+        self.abandoned = False  # GONE received: the other half's end hung up
+        self._sending = False  # a frame is partly sent: cut off now, the link is out of step
 
     @property
     def reusable(self) -> bool:
         """Both halves ended the session cleanly: the link may carry another."""
-        return self._sent_eof and self._received_eof and not self._link_ended
+        return self._sent_eof and self._received_eof and not self._link_ended and not self._sending
 
     def try_receive_into(self, buffer: bytearray | memoryview) -> int:
         """Payload bytes of this session into `buffer`, without waiting; 0 at its end.
@@ -104,10 +124,15 @@ class LinkSession(trio.abc.HalfCloseableStream):
             self._received_eof = self._link_ended = True
             return
         self._header_received += received
-        if self._header_received == HEADER.size:
-            self._header_received = 0
-            (self._unread,) = HEADER.unpack(self._header)
-            self._received_eof = not self._unread
+        if self._header_received < HEADER.size:
+            return
+        self._header_received = 0
+        (length,) = HEADER.unpack(self._header)
+        if length == GONE:
+            self._received_eof = self.abandoned = True
+            return
+        self._unread = length
+        self._received_eof = not length
 
     async def receive_some(self, max_bytes: int | None = None) -> bytes:
         buffer = bytearray(max_bytes or RECEIVE_SIZE)
@@ -118,12 +143,17 @@ class LinkSession(trio.abc.HalfCloseableStream):
                 except BlockingIOError:
                     await trio.lowlevel.wait_readable(self.socket)
 
+    async def _send_frame(self, frame: bytes | bytearray | memoryview) -> None:
+        self._sending = True
+        await send_all_when_ready(self.socket, frame)
+        self._sending = False
+
     async def send_all(self, data: bytes | bytearray | memoryview) -> None:
         if self._sent_eof:
             raise trio.ClosedResourceError("this direction of the session has ended")
         if data:  # a length-0 frame would end the session
             with peer_errors_as_broken(self.socket):
-                await send_all_when_ready(self.socket, HEADER.pack(len(data)) + data)
+                await self._send_frame(HEADER.pack(len(data)) + data)
 
     async def send_framed(self, buffer: memoryview, length: int) -> None:
         """Send the `length` payload bytes at `buffer[HEADER.size:]` as one frame.
@@ -132,23 +162,41 @@ class LinkSession(trio.abc.HalfCloseableStream):
         header and payload leave in one call, without a copy.
         """
         HEADER.pack_into(buffer, 0, length)
-        await send_all_when_ready(self.socket, buffer[: HEADER.size + length])
+        await self._send_frame(buffer[: HEADER.size + length])
 
     async def wait_send_all_might_not_block(self) -> None:
         with peer_errors_as_broken(self.socket):
             await trio.lowlevel.wait_writable(self.socket)
 
-    async def send_eof(self) -> None:
+    async def send_eof(self, *, gone: bool = False) -> None:
+        """End this direction: a half-close, or with `gone` the end of the whole connection."""
         if not self._sent_eof:
             with peer_errors_as_broken(self.socket):
-                await send_all_when_ready(self.socket, HEADER.pack(0))
+                await self._send_frame(HEADER.pack(GONE if gone else 0))
             self._sent_eof = True
 
+    async def send_eof_after(self, source: socket.socket) -> None:
+        """End this direction after `source` (a raw socket) ended, saying whether it
+        hung up entirely (GONE) or only half-closed."""
+        await self.send_eof(gone=peer_closed_entirely(source))
+
+    async def finish(self) -> None:
+        """After the other half abandoned the session (GONE), make sure this
+        direction has ended too (a copy cut short by the closing never sent its
+        end), so that the link can carry the next session."""
+        if self.abandoned and not self._sending:
+            await self.send_eof()
+
     async def aclose(self) -> None:
-        if not self.reusable:
-            self.link.close()
-        elif self._recycle is not None:
-            self._recycle(self.link)
+        try:
+            await self.finish()
+        except trio.BrokenResourceError:
+            pass  # the link is gone too: closed below
+        finally:
+            if not self.reusable:
+                self.link.close()
+            elif self._recycle is not None:
+                self._recycle(self.link)
 
 
 def start_session_mode(connect: Connector) -> Connector:
@@ -213,5 +261,6 @@ async def link_sessions(
     while await first_byte(link) and await _peek_byte(link):
         session = LinkSession(link)
         yield session
+        await session.finish()
         if not session.reusable:
             return

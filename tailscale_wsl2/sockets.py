@@ -18,6 +18,7 @@ or `ClosedResourceError` (we closed it), as trio's own streams do.
 
 import errno
 import os
+import select
 import socket
 import sys
 from collections.abc import Iterator
@@ -30,6 +31,7 @@ __all__ = [
     "RawSocketStream",
     "connect_socket",
     "listening_socket",
+    "peer_closed_entirely",
     "peer_errors_as_broken",
     "send_all_when_ready",
 ]
@@ -50,6 +52,21 @@ def peer_errors_as_broken(sock: socket.socket) -> Iterator[None]:
         if sock.fileno() == -1:
             raise trio.ClosedResourceError("the socket was closed") from exc
         raise trio.BrokenResourceError(f"socket connection broken: {exc}") from exc
+
+
+def peer_closed_entirely(sock: socket.socket) -> bool:
+    """Whether the peer of `sock`, whose EOF was just read, closed its whole connection.
+
+    A peer that only shut its sending side may still read an answer; one that
+    closed never will. Linux tells them apart on a Unix socket (POLLHUP comes
+    only once both directions are shut); on TCP, and on Windows, an EOF is
+    always taken for a half-close, the safe reading.
+    """
+    if sys.platform == "win32":
+        return False
+    poller = select.poll()
+    poller.register(sock, select.POLLIN)  # POLLHUP is reported whatever is asked for
+    return any(events & select.POLLHUP for _, events in poller.poll(0))
 
 
 async def send_all_when_ready(sock: socket.socket, data: bytes | bytearray | memoryview) -> None:

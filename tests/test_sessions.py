@@ -5,6 +5,8 @@ import socket
 import struct
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from enum import Enum
 from pathlib import Path
 
 import pytest
@@ -15,6 +17,7 @@ from tailscale_wsl2.endpoints import TcpEndpoint, UnixEndpoint
 from tailscale_wsl2.pump import PEER_GONE, copy_one_way
 from tailscale_wsl2.relay import Relay
 from tailscale_wsl2.sessions import (
+    GONE,
     HEADER,
     SESSION_MODE,
     LinkSession,
@@ -153,6 +156,55 @@ async def test_closing_an_unfinished_session_closes_the_link() -> None:
     assert near.fileno() == -1
     assert read_frames(far) == [b""]
     assert far.recv(1) == b""
+    far.close()
+
+
+async def test_gone_ends_the_session_and_finish_answers_it(
+    link_pair: tuple[LinkSession, socket.socket],
+) -> None:
+    session, far = link_pair
+    far.sendall(frame(b"last words") + HEADER.pack(GONE))
+    assert await session.receive_some() == b"last words"
+    assert not session.abandoned
+    assert await session.receive_some() == b""
+    assert session.abandoned
+    assert await session.receive_some() == b""  # stays ended
+    assert not session.reusable
+    await session.finish()
+    assert read_frames(far) == [b""]
+    assert session.reusable
+
+
+async def test_gone_is_sent_when_the_source_hung_up_and_not_after_a_half_close(
+    link_pair: tuple[LinkSession, socket.socket],
+) -> None:
+    session, far = link_pair
+    half_closing, source = unix_pair()
+    half_closing.shutdown(socket.SHUT_WR)
+    await session.send_eof_after(source)
+    assert far.recv(HEADER.size) == HEADER.pack(0)
+    second = LinkSession(session.link)
+    hanging_up, other_source = unix_pair()
+    hanging_up.close()
+    await second.send_eof_after(other_source)
+    assert far.recv(HEADER.size) == HEADER.pack(GONE)
+    for sock in (half_closing, source, other_source):
+        sock.close()
+
+
+async def test_a_frame_cut_off_midway_leaves_the_link_unusable() -> None:
+    near, far = unix_pair()
+    shrink_buffers(near, far)
+    far.sendall(HEADER.pack(GONE))
+    recycled: list[RawSocketStream] = []
+    session = LinkSession(RawSocketStream(near), recycled.append)
+    with trio.move_on_after(0.2):
+        await session.send_all(b"x" * 1024 * 1024)  # nobody reads: stuck midway
+    assert await session.receive_some() == b""
+    assert session.abandoned
+    await session.aclose()  # no end frame can follow half a frame
+    assert recycled == []
+    assert near.fileno() == -1
     far.close()
 
 
@@ -303,85 +355,168 @@ async def test_a_session_mode_link_carries_sessions_until_one_ends_unclean() -> 
 # --- both halves in-process: links are reused -----------------------------------------------
 
 
-async def echo_until_eof(stream: trio.abc.Stream) -> None:
-    async with stream:
-        while chunk := await stream.receive_some():
-            await stream.send_all(chunk)
-        assert isinstance(stream, trio.abc.HalfCloseableStream)
-        await stream.send_eof()
+class NoHalfClose(trio.abc.Stream):
+    """A stream without half-close over a socket: the Windows half's named pipe, as it
+    looks to the relay (so the portable path carries it)."""
+
+    def __init__(self, stream: trio.abc.HalfCloseableStream) -> None:
+        self._stream = stream
+
+    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
+        await self._stream.send_all(data)
+
+    async def wait_send_all_might_not_block(self) -> None:
+        await self._stream.wait_send_all_might_not_block()
+
+    async def receive_some(self, max_bytes: int | None = None) -> bytes | bytearray:
+        return await self._stream.receive_some(max_bytes)
+
+    async def aclose(self) -> None:
+        await self._stream.aclose()
+
+
+@dataclass
+class TwoHalves:
+    front: UnixEndpoint
+    links: list[object] = field(default_factory=list)  # one per link the Windows side accepted
+    upstream_connections: int = 0  # open now
+
+
+class Upstream(Enum):
+    # Answers each chunk at once, closes after the client's EOF (a socket LocalAPI).
+    ECHO = "echo"
+    # The same, but the relay reaches it without half-close, and it keeps the
+    # connection open until the relay closes it (tailscaled over its named pipe).
+    KEEP_ALIVE_PIPE = "pipe"
 
 
 @asynccontextmanager
-async def two_halves(tmp_path: Path) -> AsyncIterator[tuple[UnixEndpoint, list[object]]]:
-    """front socket -> WSL2-style relay -> TCP link -> Windows-style relay -> echo upstream.
-
-    Yields the front endpoint and a list that grows by one per link the
-    Windows-style relay accepts.
-    """
-    links: list[object] = []
+async def two_halves(tmp_path: Path, upstream_kind: Upstream) -> AsyncIterator[TwoHalves]:
+    """front socket -> WSL2-style relay -> TCP link -> Windows-style relay -> upstream."""
+    up_path = tmp_path / "up.sock"
+    front = tmp_path / "front.sock"
+    halves = TwoHalves(UnixEndpoint(str(front)))
 
     async def count_link(stream: trio.abc.Stream) -> None:
-        links.append(stream)
+        halves.links.append(stream)
 
-    up_path = tmp_path / "up.sock"
-    up_listener = RawSocketListener(listening_socket(socket.AF_UNIX, str(up_path), 64))
+    async def serve_upstream(stream: trio.abc.Stream) -> None:
+        halves.upstream_connections += 1
+        try:
+            async with stream:
+                while chunk := await stream.receive_some():
+                    await stream.send_all(chunk)
+                if upstream_kind is Upstream.ECHO:
+                    assert isinstance(stream, trio.abc.HalfCloseableStream)
+                    await stream.send_eof()
+        except trio.BrokenResourceError:
+            pass  # the relay went first
+        finally:
+            halves.upstream_connections -= 1
+
+    upstream = Hop(UnixEndpoint(str(up_path)), "the upstream", "start it")
+    connect_upstream = hop_connector(upstream)
+
+    async def connect_without_half_close() -> trio.abc.Stream:
+        stream = await connect_upstream()
+        assert isinstance(stream, trio.abc.HalfCloseableStream)
+        return NoHalfClose(stream)
+
     windows_listener = RawSocketListener(listening_socket(socket.AF_INET, ("127.0.0.1", 0), 64))
     port = windows_listener.socket.getsockname()[1]
-    upstream = Hop(UnixEndpoint(str(up_path)), "the upstream", "start it")
-    windows_half = Hop(TcpEndpoint("127.0.0.1", port), "the Windows half", "start it")
     windows = Relay(
-        hop_connector(upstream), admit=count_link, sessions=link_sessions, lazy_upstream=True
+        connect_without_half_close
+        if upstream_kind is Upstream.KEEP_ALIVE_PIPE
+        else connect_upstream,
+        admit=count_link,
+        sessions=link_sessions,
+        lazy_upstream=True,
     )
+    windows_half = Hop(TcpEndpoint("127.0.0.1", port), "the Windows half", "start it")
     warm = WarmLinks(start_session_mode(hop_connector(windows_half)), size=1)
     wsl = Relay(session_connector(warm.take, warm.park))
-    front = tmp_path / "front.sock"
+    up_listener = RawSocketListener(listening_socket(socket.AF_UNIX, str(up_path), 64))
     async with trio.open_nursery() as nursery:
-        nursery.start_soon(trio.serve_listeners, echo_until_eof, [up_listener])
+        nursery.start_soon(trio.serve_listeners, serve_upstream, [up_listener])
         await nursery.start(windows.serve, [windows_listener])
         nursery.start_soon(warm.keep_warm)
         front_listener = RawSocketListener(listening_socket(socket.AF_UNIX, str(front), 64))
         await nursery.start(wsl.serve, [front_listener])
-        yield UnixEndpoint(str(front)), links
+        yield halves
         warm.close()
         nursery.cancel_scope.cancel()
 
 
-async def ask(front: UnixEndpoint, payload: bytes) -> bytes:
+async def ask(front: UnixEndpoint, payload: bytes, *, half_close: bool) -> bytes:
+    """Send `payload`, read as many bytes back, close; half-close first if asked to."""
     async with await open_stream(front) as client:
         assert isinstance(client, trio.abc.HalfCloseableStream)
         await client.send_all(payload)
-        await client.send_eof()
+        if half_close:
+            await client.send_eof()
         received = bytearray()
-        while chunk := await client.receive_some():
-            received += chunk
+        while len(received) < len(payload):
+            received += await client.receive_some()
         return bytes(received)
 
 
-async def test_one_link_carries_one_client_connection_after_another(tmp_path: Path) -> None:
-    async with two_halves(tmp_path) as (front, links):
+async def settled() -> None:
+    await trio.testing.wait_all_tasks_blocked(0.05)
+
+
+@pytest.mark.parametrize("half_close", [True, False], ids=["half-close", "close"])
+async def test_one_link_carries_one_client_connection_after_another(
+    tmp_path: Path, half_close: bool
+) -> None:
+    async with two_halves(tmp_path, Upstream.ECHO) as halves:
         with trio.fail_after(30):
             for index in range(20):
                 payload = os.urandom(index * 10_000 + 1)
-                assert await ask(front, payload) == payload
-                await trio.testing.wait_all_tasks_blocked(0.01)
+                assert await ask(halves.front, payload, half_close=half_close) == payload
+                await settled()
+                assert halves.upstream_connections == 0
         # The pool keeps one link warm; each client's session hands it back.
-        assert len(links) == 2  # the warm link, and at most one refill racing it
+        assert len(halves.links) == 2  # the warm link, and the refill the first take set off
 
 
-async def test_a_client_that_resets_costs_its_link_and_nothing_else(tmp_path: Path) -> None:
-    async with two_halves(tmp_path) as (front, links):
+async def test_a_client_that_exits_closes_a_pipe_that_would_stay_open(tmp_path: Path) -> None:
+    """tailscaled keeps a pipe connection open for the next request; the `tailscale` CLI
+    exits without a half-close. GONE closes the pipe, and the link carries on."""
+    async with two_halves(tmp_path, Upstream.KEEP_ALIVE_PIPE) as halves:
         with trio.fail_after(30):
-            assert await ask(front, b"before") == b"before"
-            await trio.testing.wait_all_tasks_blocked(0.05)
-            assert len(links) == 2  # the warm link and its refill, both parked now
+            for _ in range(5):
+                assert await ask(halves.front, b"GET / HTTP/1.1", half_close=False) == (
+                    b"GET / HTTP/1.1"
+                )
+                await settled()
+                assert halves.upstream_connections == 0  # closed, not lingering
+        assert len(halves.links) == 2  # and every session ended cleanly: links reused
+
+
+async def test_a_half_closed_client_still_gets_its_answer_over_a_pipe(tmp_path: Path) -> None:
+    async with two_halves(tmp_path, Upstream.KEEP_ALIVE_PIPE) as halves:
+        with trio.fail_after(30):
+            async with await open_stream(halves.front) as client:
+                assert isinstance(client, trio.abc.HalfCloseableStream)
+                await client.send_all(b"request")
+                await client.send_eof()  # a half-close: the pipe is kept
+                await settled()
+                assert halves.upstream_connections == 1
+                assert await client.receive_some() == b"request"
+
+
+async def test_a_client_gone_mid_answer_costs_nothing_else(tmp_path: Path) -> None:
+    async with two_halves(tmp_path, Upstream.ECHO) as halves:
+        with trio.fail_after(30):
             rude = socket.socket(socket.AF_UNIX)
-            rude.connect(front.path)
-            rude.sendall(b"half a request")
-            rude.close()  # gone mid-session: the answer cannot be delivered
-            await trio.testing.wait_all_tasks_blocked(0.05)
-            assert await ask(front, b"after") == b"after"  # on the other parked link
-            await trio.testing.wait_all_tasks_blocked(0.05)
-        assert len(links) == 3  # the rude session's link was closed; one refill replaced it
+            rude.connect(halves.front.path)
+            rude.sendall(os.urandom(65536))  # echoed back to nobody (small: never blocks)
+            rude.close()
+            await settled()
+            payload = os.urandom(100_000)
+            assert await ask(halves.front, payload, half_close=True) == payload
+            await settled()
+        assert halves.upstream_connections == 0
 
 
 async def test_spare_links_left_by_a_burst_are_closed_once_idle(

@@ -30,6 +30,7 @@ import pytest
 from tests import localapi_standin
 from tests.conftest import require
 from tests.http_client import parse_answer, request
+from tests.procstats import fd_count
 from tests.wine_chain import (
     WINDOWS_EXE_PROGRAM,
     WINDOWS_MODULE_PROGRAM,
@@ -50,6 +51,9 @@ UPLOAD_MIB = 128
 DOWNLOAD_BYTES = 64 << 20
 # watch-ipn-bus messages come every 20 ms: 150 of them keep one relayed stream open ~3 s.
 STREAM_MESSAGES = 150
+# Keep-alive clients that exit: each would leave two descriptors behind if its path lingered.
+CLI_COMMANDS = 40
+FD_SLACK = 4
 
 
 @pytest.fixture(scope="session")
@@ -171,6 +175,41 @@ def test_a_download_left_early_then_the_next_request_works(chain: WineChain) -> 
         answer = request(chain.socket, "GET", "/localapi/v0/status")
         assert answer.status == 200, chain.logs()
         assert answer.body == json.dumps(localapi_standin.STATUS).encode()
+
+
+def keep_alive_status_then_exit(socket_path: Path) -> None:
+    """What the `tailscale` CLI does: an HTTP/1.1 keep-alive request, the answer read by its
+    Content-Length, then the process exits, closing the socket without a half-close."""
+    with socket.socket(socket.AF_UNIX) as sock:
+        sock.settimeout(10)
+        sock.connect(str(socket_path))
+        sock.sendall(b"GET /localapi/v0/status HTTP/1.1\r\nHost: local-tailscaled.sock\r\n\r\n")
+        received = b""
+        while b"\r\n\r\n" not in received:
+            received += sock.recv(65536)
+        head, _, body = received.partition(b"\r\n\r\n")
+        length = int(head.lower().split(b"content-length:")[1].split(b"\r\n")[0])
+        while len(body) < length:
+            body += sock.recv(65536)
+        assert b"connection: close" not in head.lower()  # the daemon keeps the pipe open
+        assert json.loads(body) == localapi_standin.STATUS
+
+
+def test_clients_that_exit_leave_nothing_open_along_the_pipe(chain: WineChain) -> None:
+    """tailscaled keeps a pipe connection open for the next request for as long as its client
+    does, and a pipe cannot be half-closed. Each client that exits must still end its whole
+    path (the GONE frame, tailscale_wsl2/sessions.py): otherwise its link stays busy for good
+    and the WSL2 half's descriptors pile up, two per `tailscale` command."""
+    wsl_half = chain.linux_processes["wsl"].popen.pid
+    keep_alive_status_then_exit(chain.socket)
+    time.sleep(0.5)
+    before = fd_count(wsl_half)
+    for _ in range(CLI_COMMANDS):
+        keep_alive_status_then_exit(chain.socket)
+    deadline = time.monotonic() + 10
+    while (after := fd_count(wsl_half)) > before + FD_SLACK and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert after <= before + FD_SLACK, f"{after - before} descriptors more:\n{chain.logs()}"
 
 
 def test_missing_pipe_gets_a_502_naming_the_localapi_pipe(
