@@ -5,10 +5,12 @@ on a Unix socket and connects over TCP to the Windows half; the Windows half
 accepts on TCP and connects to Tailscale's LocalAPI.
 
 Per connection the relay first asks the half whether to admit it (the Windows
-half checks the peer's subnet and the link handshake, `link.py`), then opens
-the upstream (the WSL2 half takes a ready, authenticated link, `warm.py`; the
-Windows half waits for the client's first byte), then copies both directions
-concurrently (`pump.py`). The relay never looks inside the bytes, so HTTP upgrades
+half checks the peer's subnet and the link handshake, `link.py`). An admitted
+connection carries one client connection, or, on the Windows half, one after
+another: the sessions of a link (`sessions.py`). For each, the relay opens the
+upstream (the WSL2 half takes a ready, authenticated link, `warm.py`, as a
+session; the Windows half waits for the client's first byte), then copies both
+directions concurrently (`pump.py`). The relay never looks inside the bytes, so HTTP upgrades
 (`tailscale nc`), endless streams (`watch-ipn-bus`) and large uploads (Taildrop)
 pass untouched. An EOF in one direction is passed on as a half-close (a client
 that shuts its write side still receives its whole answer); an error in either
