@@ -28,10 +28,9 @@ connection, a link and two relayed connections open for good.
 
 Anything else (an error on either side, a connection that ends mid-session, a
 shutdown) closes the link, and the other half sees the session end with it.
-A link that does not start with
-`SESSION_MODE` carries one client connection, unframed: that is how a person
-debugging with curl (`--insecure-no-auth`) or an older WSL2 half talks to the
-Windows half.
+A link that does not start with `SESSION_MODE` carries one client connection,
+unframed, so that a person debugging with curl (`--insecure-no-auth`) can still
+talk HTTP to the Windows half.
 
 Framing costs the bulk path nothing extra: the pump reads into a buffer after
 four bytes of headroom and sends header and payload with one call
@@ -118,9 +117,9 @@ class LinkSession(trio.abc.HalfCloseableStream):
         if not received:
             if self._header_received:
                 raise trio.BrokenResourceError("the link closed in the middle of a frame")
-            # The other half closed the link between frames (a 502 answered and
-            # hung up, or a Windows half of an older kind): the session's end,
-            # and the link's.
+            # The other half closed the link between frames (it shut down, or
+            # gave the session up after an error on its side): the session's
+            # end, and the link's.
             self._received_eof = self._link_ended = True
             return
         self._header_received += received
