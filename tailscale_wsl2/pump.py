@@ -96,17 +96,27 @@ async def _copy_chunks(
     moved_since_yield = 0
     while True:
         buffer, received = await _receive_into_spare(src, receive)
+        if not received:
+            SPARE_BUFFERS.give_back(buffer)
+            break
         try:
-            if not received:
-                break
             with memoryview(buffer) as view:
-                await send(view, received)
+                # While bytes keep coming, keep the buffer and read again at once.
+                while received:
+                    await send(view, received)
+                    moved_since_yield += received
+                    if moved_since_yield >= FAIRNESS_BYTES:
+                        moved_since_yield = 0
+                        await trio.lowlevel.checkpoint()
+                    try:
+                        received = receive(buffer)
+                    except BlockingIOError:
+                        break
         finally:
             SPARE_BUFFERS.give_back(buffer)
-        moved_since_yield += received
-        if moved_since_yield >= FAIRNESS_BYTES:
-            moved_since_yield = 0
-            await trio.lowlevel.checkpoint()
+        if not received:
+            break
+        await trio.lowlevel.wait_readable(src)  # it would block: no use trying again first
     await end()
 
 

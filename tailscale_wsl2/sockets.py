@@ -71,13 +71,18 @@ def peer_closed_entirely(sock: socket.socket) -> bool:
 
 async def send_all_when_ready(sock: socket.socket, data: bytes | bytearray | memoryview) -> None:
     """Send all of `data`, trying first and waiting on trio only while `sock` is full."""
-    with memoryview(data) as whole:
+    try:
+        sent = sock.send(data)
+    except BlockingIOError:
         sent = 0
-        while sent < len(whole):
-            try:
-                sent += sock.send(whole[sent:])
-            except BlockingIOError:
+    if sent < len(data):  # the socket was full: rare, so no memoryview until now
+        with memoryview(data) as rest:
+            while sent < len(rest):
                 await trio.lowlevel.wait_writable(sock)
+                try:
+                    sent += sock.send(rest[sent:])
+                except BlockingIOError:
+                    pass
 
 
 class RawSocketStream(trio.abc.HalfCloseableStream):
