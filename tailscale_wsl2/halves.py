@@ -18,7 +18,7 @@ import logging
 import math
 import signal
 import sys
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from ipaddress import IPv4Network
 from pathlib import Path
@@ -272,11 +272,14 @@ def raise_open_file_limit() -> None:
         resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
 
 
-async def _wait_for_shutdown_signal() -> None:
-    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-        async for signum in signals:
-            log.info("%s received: shutting down", signal.Signals(signum).name)
-            return
+# SIGINT and SIGTERM as they arrive, from `run_half` on (see there).
+ShutdownSignals = AsyncIterator[int]
+
+
+async def _wait_for_shutdown_signal(signals: ShutdownSignals) -> None:
+    async for signum in signals:
+        log.info("%s received: shutting down", signal.Signals(signum).name)
+        return
 
 
 WARN_INSECURE = (
@@ -296,6 +299,7 @@ async def _relay_until_signal(
     relay: Relay,
     listener: trio.abc.Listener[trio.abc.Stream],
     helpers: list[Callable[[], Awaitable[object]]],
+    signals: ShutdownSignals,
 ) -> None:
     """Serve until SIGINT or SIGTERM, with `helpers` running alongside until then."""
     async with trio.open_nursery() as nursery:
@@ -304,7 +308,7 @@ async def _relay_until_signal(
         async with trio.open_nursery() as helping:
             for helper in helpers:
                 helping.start_soon(helper)
-            await _wait_for_shutdown_signal()
+            await _wait_for_shutdown_signal(signals)
             helping.cancel_scope.cancel()
         relay.stop_accepting()
 
@@ -325,7 +329,7 @@ async def _open_wsl_socket(half: WslHalf) -> tuple[RawSocketListener, Callable[[
     )
 
 
-async def _run_wsl_half(half: WslHalf, max_connections: int) -> None:
+async def _run_wsl_half(half: WslHalf, max_connections: int, signals: ShutdownSignals) -> None:
     connect: Connector = (
         authenticated_connector(half.upstream, load_key(half.key_file))
         if half.key_file
@@ -343,7 +347,7 @@ async def _run_wsl_half(half: WslHalf, max_connections: int) -> None:
     )
     _describe_security(half.key_file, half.upstream.endpoint)
     try:
-        await _relay_until_signal(relay, listener, [warm.keep_warm])
+        await _relay_until_signal(relay, listener, [warm.keep_warm], signals)
     finally:
         remove_socket_file()
 
@@ -435,7 +439,10 @@ class _WindowsListening:
 
 
 async def _run_windows_half(
-    half: WindowsHalf, max_connections: int, lookups: WindowsLookups | None
+    half: WindowsHalf,
+    max_connections: int,
+    lookups: WindowsLookups | None,
+    signals: ShutdownSignals,
 ) -> None:
     key = load_or_create_key(half.key_file) if half.key_file else None
     admission = _CurrentSubnetAdmission(half.allowed_peers, key)
@@ -458,7 +465,7 @@ async def _run_windows_half(
         fixed = Discovered(half.listen.host, half.listen_found_by)
         await listening.bind(fixed, half.allowed_peers)
     _describe_security(half.key_file, f"TCP port {half.port}")
-    await _relay_until_signal(relay, listening.listener, helpers)
+    await _relay_until_signal(relay, listening.listener, helpers, signals)
 
 
 async def run_half(
@@ -470,8 +477,12 @@ async def run_half(
     half on the WSL subnet its firewall check.
     """
     raise_open_file_limit()
-    if isinstance(half, WindowsHalf):
-        await _run_windows_half(half, max_connections, windows)
-    else:
-        await _run_wsl_half(half, max_connections)
+    # Caught from before the listener exists: a signal that comes while it is being set
+    # up (a client may already connect) still ends the half cleanly, socket file removed,
+    # instead of Python's default (SIGTERM kills at once; SIGINT raises mid-start-up).
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        if isinstance(half, WindowsHalf):
+            await _run_windows_half(half, max_connections, windows, signals)
+        else:
+            await _run_wsl_half(half, max_connections, signals)
     log.info("stopped")

@@ -11,15 +11,19 @@ import signal
 import socket
 import subprocess
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from tests import localapi_standin
-from tests.chain import Chain, running_chain
+from tests.chain import Chain, running_chain, start_process
 from tests.conftest import require
 from tests.http_client import parse_answer, receive_until_closed, request
+
+# Starts, each stopped by a signal the moment its socket file appears.
+SIGNAL_RACE_ATTEMPTS = 5
 
 
 @pytest.fixture
@@ -189,6 +193,24 @@ def test_socket_mode_is_0660_by_default(chain: Chain) -> None:
 def test_sigint_is_a_clean_stop_too(chain: Chain) -> None:
     assert chain.processes.pop("wsl").stop(signal.SIGINT) == 0
     assert not chain.socket.exists()
+
+
+@pytest.mark.parametrize("stop_signal", [signal.SIGTERM, signal.SIGINT], ids=["sigterm", "sigint"])
+def test_a_signal_the_moment_the_socket_appears_is_a_clean_stop(
+    chain: Chain, stop_signal: signal.Signals
+) -> None:
+    """A service manager, or an impatient Ctrl+C, may stop the half the moment it starts:
+    the signal must still be a clean stop (exit 0, socket file removed), not Python's
+    default (SIGTERM kills at once and leaves the socket file; SIGINT raises)."""
+    chain.stop("wsl")
+    for attempt in range(SIGNAL_RACE_ATTEMPTS):
+        process = start_process(chain.wsl_half_argv(), chain.workdir / f"wsl-{attempt}.log")
+        deadline = time.monotonic() + 15
+        while not chain.socket.exists() and process.popen.poll() is None:
+            assert time.monotonic() < deadline, process.output()
+            time.sleep(0.0005)
+        assert process.stop(stop_signal) == 0, process.output()
+        assert not chain.socket.exists(), process.output()
 
 
 def test_wrong_link_key_gets_a_502_naming_the_cause(chain: Chain, tmp_path: Path) -> None:
