@@ -70,6 +70,8 @@ SPARE_BUFFERS = _SpareBuffers(keep=16)
 Receive = Callable[[bytearray], int]
 # Sends a buffer's first bytes on: (buffer, count of payload bytes).
 Send = Callable[[memoryview, int], Awaitable[None]]
+# Passes the source's EOF on.
+End = Callable[[], Awaitable[None]]
 
 
 async def _receive_into_spare(src: socket.socket, receive: Receive) -> tuple[bytearray, int]:
@@ -90,9 +92,7 @@ async def _receive_into_spare(src: socket.socket, receive: Receive) -> tuple[byt
         await trio.lowlevel.wait_readable(src)
 
 
-async def _copy_chunks(
-    src: socket.socket, receive: Receive, send: Send, end: Callable[[], Awaitable[None]]
-) -> None:
+async def _copy_chunks(src: socket.socket, receive: Receive, send: Send, end: End) -> None:
     moved_since_yield = 0
     while True:
         buffer, received = await _receive_into_spare(src, receive)
@@ -120,9 +120,7 @@ async def _copy_chunks(
     await end()
 
 
-def _socket_sender(
-    sock: socket.socket, src: trio.abc.Stream
-) -> tuple[Send, Callable[[], Awaitable[None]]]:
+def _socket_sender(sock: socket.socket, src: trio.abc.Stream) -> tuple[Send, End]:
     async def send(view: memoryview, length: int) -> None:
         await send_all_when_ready(sock, view[:length])
 
@@ -140,9 +138,7 @@ def _abandoned(src: trio.abc.Stream) -> bool:
     return isinstance(src, LinkSession) and src.abandoned
 
 
-def _fast_path(
-    src: trio.abc.Stream, dst: trio.abc.Stream
-) -> tuple[Receive, Send, Callable[[], Awaitable[None]]] | None:
+def _fast_path(src: trio.abc.Stream, dst: trio.abc.Stream) -> tuple[Receive, Send, End] | None:
     """How to copy src to dst through spare buffers, if both ends allow it."""
     if isinstance(dst, LinkSession) and isinstance(src, RawSocketStream):
         # Into a session: payload after the frame header's room (sessions.py).
