@@ -89,7 +89,8 @@ class RawSocketStream(trio.abc.HalfCloseableStream):
     """A connected non-blocking stdlib socket as a trio stream."""
 
     def __init__(self, sock: socket.socket) -> None:
-        sock.setblocking(False)
+        if sock.getblocking():  # accepted sockets are; connected ones are already not
+            sock.setblocking(False)
         if sock.family in (socket.AF_INET, socket.AF_INET6):
             # Requests and answers are small and latency-bound: no Nagle.
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
