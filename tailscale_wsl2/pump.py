@@ -21,19 +21,24 @@ Linux's `splice` (socket to pipe to socket inside the kernel) was the first
 fast path; measured on this relay's shapes it cost more CPU per GB than this
 copy and moved less, so it went (docs/benchmarks.md).
 
-Both paths end the same way: EOF from the source is passed on as a
-half-close where the destination supports one, and a dead peer surfaces as
-one of the exceptions in `PEER_GONE`.
+Both paths end the same way (`_pass_end_on`): EOF from the source is passed
+on as a half-close where the destination supports one, a source whose far
+end hung up entirely ends the destination entirely, and a dead peer surfaces
+as one of the exceptions in `PEER_GONE`.
 """
 
 import socket
 from collections.abc import Awaitable, Callable
-from functools import partial
 
 import trio
 
 from .sessions import HEADER, LinkSession
-from .sockets import RawSocketStream, send_all_when_ready
+from .sockets import (
+    RawSocketStream,
+    peer_closed_entirely,
+    peer_errors_as_broken,
+    send_all_when_ready,
+)
 
 __all__ = ["CHUNK_SIZE", "PEER_GONE", "SPARE_BUFFERS", "copy_one_way"]
 
@@ -70,8 +75,6 @@ SPARE_BUFFERS = _SpareBuffers(keep=16)
 Receive = Callable[[bytearray], int]
 # Sends a buffer's first bytes on: (buffer, count of payload bytes).
 Send = Callable[[memoryview, int], Awaitable[None]]
-# Passes the source's EOF on.
-End = Callable[[], Awaitable[None]]
 
 
 async def _receive_into_spare(src: socket.socket, receive: Receive) -> tuple[bytearray, int]:
@@ -92,13 +95,13 @@ async def _receive_into_spare(src: socket.socket, receive: Receive) -> tuple[byt
         await trio.lowlevel.wait_readable(src)
 
 
-async def _copy_chunks(src: socket.socket, receive: Receive, send: Send, end: End) -> None:
+async def _copy_chunks(src: socket.socket, receive: Receive, send: Send) -> None:
     moved_since_yield = 0
     while True:
         buffer, received = await _receive_into_spare(src, receive)
         if not received:
             SPARE_BUFFERS.give_back(buffer)
-            break
+            return
         try:
             with memoryview(buffer) as view:
                 # While bytes keep coming, keep the buffer and read again at once.
@@ -115,52 +118,58 @@ async def _copy_chunks(src: socket.socket, receive: Receive, send: Send, end: En
         finally:
             SPARE_BUFFERS.give_back(buffer)
         if not received:
-            break
+            return
         await trio.lowlevel.wait_readable(src)  # it would block: no use trying again first
-    await end()
 
 
-def _socket_sender(sock: socket.socket, src: trio.abc.Stream) -> tuple[Send, End]:
+def _socket_send(sock: socket.socket) -> Send:
     async def send(view: memoryview, length: int) -> None:
         await send_all_when_ready(sock, view[:length])
 
-    async def end() -> None:
-        # After GONE, both directions: our own reads from `sock` then end too,
-        # so the other copy finishes at once instead of waiting on a peer that
-        # was told nothing.
-        sock.shutdown(socket.SHUT_RDWR if _abandoned(src) else socket.SHUT_WR)
-
-    return send, end
+    return send
 
 
-def _abandoned(src: trio.abc.Stream) -> bool:
-    """Whether `src` is a session whose other end hung up entirely (sessions.py)."""
-    return isinstance(src, LinkSession) and src.abandoned
-
-
-def _fast_path(src: trio.abc.Stream, dst: trio.abc.Stream) -> tuple[Receive, Send, End] | None:
+def _fast_path(src: trio.abc.Stream, dst: trio.abc.Stream) -> tuple[Receive, Send] | None:
     """How to copy src to dst through spare buffers, if both ends allow it."""
     if isinstance(dst, LinkSession) and isinstance(src, RawSocketStream):
         # Into a session: payload after the frame header's room (sessions.py).
         sock = src.socket
-        return (
-            lambda buffer: sock.recv_into(memoryview(buffer)[HEADER.size :]),
-            dst.send_framed,
-            partial(dst.send_eof_after, sock),
-        )
+        return lambda buffer: sock.recv_into(memoryview(buffer)[HEADER.size :]), dst.send_framed
     if isinstance(dst, RawSocketStream):
         if isinstance(src, RawSocketStream):
-            return src.socket.recv_into, *_socket_sender(dst.socket, src)
+            return src.socket.recv_into, _socket_send(dst.socket)
         if isinstance(src, LinkSession):
-            return src.try_receive_into, *_socket_sender(dst.socket, src)
+            return src.try_receive_into, _socket_send(dst.socket)
     return None
 
 
 async def _copy_portably(src: trio.abc.Stream, dst: trio.abc.Stream) -> None:
     while chunk := await src.receive_some(CHUNK_SIZE):
         await dst.send_all(chunk)
-    if _abandoned(src):
-        await dst.aclose()  # the copy the other way ends on the closed stream
+
+
+def _hung_up(src: trio.abc.Stream) -> bool:
+    """Whether `src`, which has just ended, ended because its far end closed the
+    whole connection rather than only its sending side."""
+    if isinstance(src, LinkSession):
+        return src.abandoned  # GONE (sessions.py)
+    if isinstance(src, RawSocketStream):
+        return peer_closed_entirely(src.socket)
+    return False
+
+
+async def _pass_end_on(src: trio.abc.Stream, dst: trio.abc.Stream) -> None:
+    """Pass the end of `src` on to `dst`: a half-close, or after a hang-up the end of
+    both directions, so that the copy the other way ends at once instead of waiting
+    on a peer that was told nothing (a named pipe, which cannot be half-closed)."""
+    hung_up = _hung_up(src)
+    if isinstance(dst, LinkSession):
+        await dst.send_eof(gone=hung_up)
+    elif isinstance(dst, RawSocketStream):
+        with peer_errors_as_broken(dst.socket):
+            dst.socket.shutdown(socket.SHUT_RDWR if hung_up else socket.SHUT_WR)
+    elif hung_up:
+        await dst.aclose()
     # A stream without half-close (a Windows named pipe) simply gets no more
     # bytes; the LocalAPI knows where a request ends from its HTTP framing.
     elif isinstance(dst, trio.abc.HalfCloseableStream):
@@ -168,16 +177,17 @@ async def _copy_portably(src: trio.abc.Stream, dst: trio.abc.Stream) -> None:
 
 
 async def copy_one_way(src: trio.abc.Stream, dst: trio.abc.Stream) -> None:
-    """Copy until `src` ends, then pass the EOF on where `dst` can half-close."""
+    """Copy until `src` ends, then pass its end on to `dst` (`_pass_end_on`)."""
     fast = _fast_path(src, dst)
     if fast is None:
         await _copy_portably(src, dst)
-        return
-    assert isinstance(src, RawSocketStream | LinkSession)
-    assert isinstance(dst, RawSocketStream | LinkSession)
-    try:
-        await _copy_chunks(src.socket, *fast)
-    except OSError as exc:
-        if src.socket.fileno() == -1 or dst.socket.fileno() == -1:
-            raise trio.ClosedResourceError from exc  # closed under us
-        raise trio.BrokenResourceError(f"copy: {exc}") from exc
+    else:
+        assert isinstance(src, RawSocketStream | LinkSession)
+        assert isinstance(dst, RawSocketStream | LinkSession)
+        try:
+            await _copy_chunks(src.socket, *fast)
+        except OSError as exc:
+            if src.socket.fileno() == -1 or dst.socket.fileno() == -1:
+                raise trio.ClosedResourceError from exc  # closed under us
+            raise trio.BrokenResourceError(f"copy: {exc}") from exc
+    await _pass_end_on(src, dst)

@@ -43,12 +43,7 @@ from collections.abc import AsyncGenerator, Awaitable, Callable
 
 import trio
 
-from .sockets import (
-    RawSocketStream,
-    peer_closed_entirely,
-    peer_errors_as_broken,
-    send_all_when_ready,
-)
+from .sockets import RawSocketStream, peer_errors_as_broken, send_all_when_ready
 from .upstream import Connector
 
 __all__ = [
@@ -173,11 +168,6 @@ class LinkSession(trio.abc.HalfCloseableStream):
             with peer_errors_as_broken(self.socket):
                 await self._send_frame(HEADER.pack(GONE if gone else 0))
             self._sent_eof = True
-
-    async def send_eof_after(self, source: socket.socket) -> None:
-        """End this direction after `source` (a raw socket) ended, saying whether it
-        hung up entirely (GONE) or only half-closed."""
-        await self.send_eof(gone=peer_closed_entirely(source))
 
     async def finish(self) -> None:
         """After the other half abandoned the session (GONE), make sure this

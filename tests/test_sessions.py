@@ -178,21 +178,26 @@ async def test_gone_ends_the_session_and_finish_answers_it(
     assert session.reusable
 
 
-async def test_gone_is_sent_when_the_source_hung_up_and_not_after_a_half_close(
-    link_pair: tuple[LinkSession, socket.socket],
+@pytest.mark.parametrize(
+    ("hang_up", "end"), [(True, GONE), (False, 0)], ids=["hung-up", "half-closed"]
+)
+async def test_a_source_that_hung_up_ends_its_session_with_gone(
+    link_pair: tuple[LinkSession, socket.socket], hang_up: bool, end: int
 ) -> None:
+    """GONE after a client that closed its connection; a plain end after a half-close."""
     session, far = link_pair
-    half_closing, source = unix_pair()
-    half_closing.shutdown(socket.SHUT_WR)
-    await session.send_eof_after(source)
-    assert far.recv(HEADER.size) == HEADER.pack(0)
-    second = LinkSession(session.link)
-    hanging_up, other_source = unix_pair()
-    hanging_up.close()
-    await second.send_eof_after(other_source)
-    assert far.recv(HEADER.size) == HEADER.pack(GONE)
-    for sock in (half_closing, source, other_source):
-        sock.close()
+    client, relay_end = unix_pair()
+    client.sendall(b"request")
+    if hang_up:
+        client.close()
+    else:
+        client.shutdown(socket.SHUT_WR)
+    with trio.fail_after(10):
+        await copy_one_way(RawSocketStream(relay_end), session)
+    assert far.recv(64) == frame(b"request") + HEADER.pack(end)
+    relay_end.close()
+    if not hang_up:
+        client.close()
 
 
 async def test_a_frame_cut_off_midway_leaves_the_link_unusable() -> None:
