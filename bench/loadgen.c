@@ -205,46 +205,54 @@ static int mode_rate(int clients, double seconds) {
 
 static char io_buf[IO_CHUNK];
 
+/* Connect and send a request head; the connection, or -1 after saying why. */
+static int send_head(const char *head, int length) {
+    int fd = open_connection();
+    if (fd < 0) return perror("loadgen: connect"), -1;
+    if (write_all(fd, head, (size_t)length) < 0) return perror("loadgen: write"), close(fd), -1;
+    return fd;
+}
+
+/* One transfer's JSON line; its exit status. */
+static int report_transfer(long long bytes, int ok, double start) {
+    double elapsed = now() - start;
+    printf("{\"bytes\":%lld,\"ok\":%s,\"seconds\":%.4f,\"mb_per_s\":%.1f}\n", bytes,
+           ok ? "true" : "false", elapsed, (double)bytes / 1e6 / elapsed);
+    return ok ? 0 : 1;
+}
+
 static int mode_upload(long long bytes) {
     memset(io_buf, 'u', sizeof io_buf);
     double start = now();
-    int fd = open_connection();
-    if (fd < 0) return perror("loadgen: connect"), 1;
     char head[256];
     int n = snprintf(head, sizeof head,
                      "PUT /localapi/v0/file-put/bench HTTP/1.1\r\nHost: local-tailscaled.sock\r\n"
                      "Content-Length: %lld\r\nConnection: close\r\n\r\n",
                      bytes);
-    if (write_all(fd, head, (size_t)n) < 0) return perror("loadgen: write"), 1;
+    int fd = send_head(head, n);
+    if (fd < 0) return 1;
     for (long long left = bytes; left > 0;) {
         size_t chunk = left < IO_CHUNK ? (size_t)left : IO_CHUNK;
         if (write_all(fd, io_buf, chunk) < 0) return perror("loadgen: write"), 1;
         left -= (long long)chunk;
     }
     long long answer = read_answer(fd, io_buf, sizeof io_buf - 1);
-    double elapsed = now() - start;
     close(fd);
-    printf("{\"bytes\":%lld,\"ok\":%s,\"seconds\":%.4f,\"mb_per_s\":%.1f}\n", bytes,
-           answer > 0 ? "true" : "false", elapsed, (double)bytes / 1e6 / elapsed);
-    return answer > 0 ? 0 : 1;
+    return report_transfer(bytes, answer > 0, start);
 }
 
 static int mode_download(long long bytes) {
     double start = now();
-    int fd = open_connection();
-    if (fd < 0) return perror("loadgen: connect"), 1;
     char head[256];
     int n = snprintf(head, sizeof head,
                      "GET /download?bytes=%lld HTTP/1.1\r\nHost: local-tailscaled.sock\r\n"
                      "Connection: close\r\n\r\n",
                      bytes);
-    if (write_all(fd, head, (size_t)n) < 0) return perror("loadgen: write"), 1;
+    int fd = send_head(head, n);
+    if (fd < 0) return 1;
     long long got = read_answer(fd, io_buf, sizeof io_buf);
-    double elapsed = now() - start;
     close(fd);
-    printf("{\"bytes\":%lld,\"ok\":%s,\"seconds\":%.4f,\"mb_per_s\":%.1f}\n", got,
-           got == bytes ? "true" : "false", elapsed, (double)bytes / 1e6 / elapsed);
-    return got == bytes ? 0 : 1;
+    return report_transfer(got, got == bytes, start);
 }
 
 static int mode_hold(long count) {

@@ -61,7 +61,6 @@ BENCH = ROOT / "bench"
 BUILD = BENCH / ".build"
 FROZEN_BINARY = ROOT / "dist" / "tailscale-wsl2"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
-PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
 MB = 1_000_000
 GB = 1_000_000_000
 START_TIMEOUT = 20.0
@@ -92,7 +91,6 @@ QUICK = Sizes(300, 64 << 20, 32 << 20, 200, 1.5, 1000, 5, 1)
 
 # --- the table: rows as data -----------------------------------------------------------------
 
-Column = Literal["direct", "tool", "socat"]
 Op = Literal["<=", ">="]
 
 

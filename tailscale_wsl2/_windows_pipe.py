@@ -224,6 +224,11 @@ class NamedPipeStream(trio.abc.Stream):
             raise trio.ClosedResourceError(f"named pipe {self._pipe_name} is closed")
         return self._handle
 
+    def _raise_if_closed(self) -> None:
+        """After an I/O error: if another task closed the pipe meanwhile, say that instead."""
+        if self._handle is None:
+            raise trio.ClosedResourceError(f"another task closed named pipe {self._pipe_name}")
+
     async def send_all(self, data: bytes | bytearray | memoryview) -> None:
         with self._send_guard:
             handle = self._open_handle()
@@ -236,10 +241,7 @@ class NamedPipeStream(trio.abc.Stream):
                     try:
                         written = await trio.lowlevel.write_overlapped(handle, octets[sent:])
                     except OSError as exc:
-                        if self._handle is None:
-                            raise trio.ClosedResourceError(
-                                f"another task closed named pipe {self._pipe_name}"
-                            ) from None
+                        self._raise_if_closed()
                         if exc.winerror in _PEER_GONE_ERRORS:
                             raise trio.BrokenResourceError(
                                 f"the other end of named pipe {self._pipe_name} is closed"
@@ -272,10 +274,7 @@ class NamedPipeStream(trio.abc.Stream):
                 try:
                     count = await trio.lowlevel.readinto_overlapped(handle, window)
                 except OSError as exc:
-                    if self._handle is None:
-                        raise trio.ClosedResourceError(
-                            f"another task closed named pipe {self._pipe_name}"
-                        ) from None
+                    self._raise_if_closed()
                     if exc.winerror in _PEER_GONE_ERRORS:
                         # readinto_overlapped raised rather than returned, so it may not
                         # have checkpointed; a trio receive must.

@@ -33,6 +33,7 @@ from termios import FIONREAD
 import pytest
 import trio
 
+from tailscale_wsl2.halves import raise_open_file_limit
 from tailscale_wsl2.handshake import (
     ACCEPTED,
     ANSWER_SIZE,
@@ -66,8 +67,7 @@ CLOSING_STATUS = b"GET /localapi/v0/status HTTP/1.1\r\nHost: x\r\nConnection: cl
 def _many_descriptors() -> Iterator[None]:
     """The load tests hold a thousand connections in this process too."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    wanted = 65536 if hard == resource.RLIM_INFINITY else min(hard, 65536)
-    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, wanted), hard))
+    raise_open_file_limit()  # as the halves do
     yield
     resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
 
