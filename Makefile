@@ -45,7 +45,7 @@ lint: $(INSTALLED)
 build: dist/tailscale-wsl2
 
 dist/tailscale-wsl2: $(INSTALLED) $(SOURCES)
-	$(BIN)/pyinstaller --noconfirm --log-level WARN --distpath dist --workpath build build.spec
+	PYTHONNODEBUGRANGES=1 $(BIN)/pyinstaller --noconfirm --log-level WARN --distpath dist --workpath build build.spec
 	$(BIN)/python tools/glibc_needs.py dist/tailscale-wsl2
 
 build-windows: dist/tailscale-wsl2.exe

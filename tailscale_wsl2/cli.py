@@ -28,6 +28,7 @@ __all__ = ["app", "main"]
 PROGRAM = "tailscale-wsl2"
 T = TypeVar("T")
 
+# Help text goes in `help=`, never in docstrings: the frozen build strips docstrings (-OO).
 app = typer.Typer(
     name=PROGRAM,
     help="Use the Windows host's Tailscale from inside WSL2.",
@@ -147,16 +148,16 @@ def main_options(
         ),
     ] = False,
 ) -> None:
-    """Use the Windows host's Tailscale from inside WSL2."""
+    # Only here to give the program its eager --version option; the commands do the work.
+    pass
 
 
-@app.command()
+@app.command(help="Print the program's version and the platform it detected.")
 def version() -> None:
-    """Print the program's version and the platform it detected."""
     typer.echo(_version_line())
 
 
-@app.command()
+@app.command(help="Run the relay half for this side in the foreground (Ctrl+C stops it).")
 def up(
     side: SideOption = None,
     port: PortOption = 41113,
@@ -174,7 +175,6 @@ def up(
     ] = 1024,
     verbose: VerboseOption = False,
 ) -> None:
-    """Run the relay half for this side in the foreground (Ctrl+C stops it)."""
     _configure_logging(verbose)
     from .up import start  # noqa: PLC0415 (imports trio)
 
@@ -198,7 +198,9 @@ def up(
     )
 
 
-@app.command()
+@app.command(
+    help="Find the broken hop between `tailscale` in WSL2 and Tailscale on Windows, and its fix."
+)
 def doctor(
     side: SideOption = None,
     port: PortOption = 41113,
@@ -216,7 +218,6 @@ def doctor(
     ] = False,
     verbose: VerboseOption = False,
 ) -> None:
-    """Find the broken hop between `tailscale` in WSL2 and Tailscale on Windows, and its fix."""
     from .doctor import run_doctor  # noqa: PLC0415 (imports trio)
 
     status = run_reporting_errors(

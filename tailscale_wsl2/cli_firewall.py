@@ -20,6 +20,7 @@ if TYPE_CHECKING:
 
 __all__ = ["firewall_app"]
 
+# Help text in `help=`, as in cli.py: the frozen build strips docstrings.
 firewall_app = typer.Typer(
     name="firewall",
     help="Windows: the firewall rule that lets WSL2 reach the Windows half.",
@@ -74,7 +75,9 @@ def _report(verbose: bool, action: Callable[["FirewallSystem"], str]) -> None:
     typer.echo(run_reporting_errors(verbose, on_windows))
 
 
-@firewall_app.command()
+@firewall_app.command(
+    help="Allow TCP PORT in from the WSL subnet (adds the rule, or updates it in place)."
+)
 def add(
     port: PortOption = 41113,
     subnet: Annotated[
@@ -83,7 +86,6 @@ def add(
     ] = None,
     verbose: VerboseOption = False,
 ) -> None:
-    """Allow TCP PORT in from the WSL subnet (adds the rule, or updates it in place)."""
 
     def add_rule(system: "FirewallSystem") -> str:
         from .firewall import RuleSpec, add_or_update_rule, this_program  # noqa: PLC0415
@@ -93,17 +95,15 @@ def add(
     _report(verbose, add_rule)
 
 
-@firewall_app.command()
+@firewall_app.command(help="Delete the rule.")
 def remove(verbose: VerboseOption = False) -> None:
-    """Delete the rule."""
     from .firewall import remove_rule  # noqa: PLC0415
 
     _report(verbose, remove_rule)
 
 
-@firewall_app.command()
+@firewall_app.command(help="Print the rule as netsh shows it.")
 def show(verbose: VerboseOption = False) -> None:
-    """Print the rule as netsh shows it."""
     from .firewall import show_rule  # noqa: PLC0415
 
     _report(verbose, show_rule)

@@ -1,10 +1,14 @@
 """The command line: exit codes and the one line a user sees, with the system patched out."""
 
+import re
+import subprocess
+
 import pytest
 from typer.testing import CliRunner
 
 from tailscale_wsl2 import __version__, side
 from tailscale_wsl2.cli import app
+from tailscale_wsl2.cli_firewall import firewall_app
 from tailscale_wsl2.side import Side
 
 runner = CliRunner()
@@ -69,3 +73,16 @@ def test_no_arguments_shows_help() -> None:
     result = runner.invoke(app, [])
     assert "up" in result.output
     assert "Usage:" in result.output
+
+
+def test_every_command_keeps_its_help_text(program: list[str]) -> None:
+    # The frozen build strips docstrings (optimize=2): help text must not come from them.
+    for group, typer_app in (([], app), (["firewall"], firewall_app)):
+        listing = subprocess.run(
+            [*program, *group, "--help"], capture_output=True, text=True, check=True
+        ).stdout
+        for command in typer_app.registered_commands:
+            assert command.callback is not None
+            assert command.help
+            name, summary = command.callback.__name__, " ".join(command.help.split()[:3])
+            assert re.search(rf"^  {name} +{re.escape(summary)}", listing, re.M), listing
