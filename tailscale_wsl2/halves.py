@@ -30,7 +30,7 @@ from .adapter_watch import ListAdapters, RebindingListener, follow_wsl_adapter
 from .discovery import LOOPBACK, Discovered
 from .endpoints import Endpoint, TcpEndpoint, parse_endpoint, parse_ip
 from .errors import ActionableError
-from .heap import release_freed_heap
+from .heap import settle_after_start_up
 from .ipconfig import WslAdapter
 from .link import IPNetwork, admit_windows_peer, authenticated_connector
 from .linkkey import load_key, load_or_create_key
@@ -304,7 +304,7 @@ async def _relay_until_signal(
     """Serve until SIGINT or SIGTERM, with `helpers` running alongside until then."""
     async with trio.open_nursery() as nursery:
         await nursery.start(relay.serve, [listener])
-        release_freed_heap()  # start-up is over: what it freed goes back to the system
+        settle_after_start_up()  # its garbage goes back to the system (heap.py)
         async with trio.open_nursery() as helping:
             for helper in helpers:
                 helping.start_soon(helper)
