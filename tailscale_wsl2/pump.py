@@ -27,6 +27,7 @@ end hung up entirely ends the destination entirely, and a dead peer surfaces
 as one of the exceptions in `PEER_GONE`.
 """
 
+import mmap
 import socket
 from collections.abc import Awaitable, Callable
 
@@ -53,16 +54,22 @@ PEER_GONE = (trio.BrokenResourceError, trio.ClosedResourceError, OSError)
 
 
 class _SpareBuffers:
-    """Copy buffers between uses: only directions with bytes in flight hold one."""
+    """Copy buffers between uses: only directions with bytes in flight hold one.
+
+    A buffer is an anonymous memory map, not a bytearray: a bytearray is zeroed
+    when made, so all of its 256 KiB are resident from the start, while a map's
+    pages become resident only as bytes land in them. A half that has relayed
+    a few requests then holds a page or two of buffer, not 256 KiB.
+    """
 
     def __init__(self, keep: int) -> None:
         self._keep = keep
-        self._buffers: list[bytearray] = []
+        self._buffers: list[mmap.mmap] = []
 
-    def take(self) -> bytearray:
-        return self._buffers.pop() if self._buffers else bytearray(BUFFER_SIZE)
+    def take(self) -> mmap.mmap:
+        return self._buffers.pop() if self._buffers else mmap.mmap(-1, BUFFER_SIZE)
 
-    def give_back(self, buffer: bytearray) -> None:
+    def give_back(self, buffer: mmap.mmap) -> None:
         if len(self._buffers) < self._keep:
             self._buffers.append(buffer)
 
@@ -72,12 +79,12 @@ SPARE_BUFFERS = _SpareBuffers(keep=16)
 
 # Reads what is ready into a buffer without waiting; raises BlockingIOError when
 # nothing is, as a non-blocking socket does.
-Receive = Callable[[bytearray], int]
+Receive = Callable[[mmap.mmap], int]
 # Sends a buffer's first bytes on: (buffer, count of payload bytes).
 Send = Callable[[memoryview, int], Awaitable[None]]
 
 
-async def _receive_into_spare(src: socket.socket, receive: Receive) -> tuple[bytearray, int]:
+async def _receive_into_spare(src: socket.socket, receive: Receive) -> tuple[mmap.mmap, int]:
     """A spare buffer with the next bytes from `src` in it, and their count (0: EOF).
 
     While nothing has arrived the buffer goes back to the spares, so that

@@ -37,6 +37,7 @@ four bytes of headroom and sends header and payload with one call
 (`pump.py`); reading takes one more small `recv` per frame.
 """
 
+import mmap
 import socket
 import struct
 from collections.abc import AsyncGenerator, Awaitable, Callable
@@ -91,7 +92,7 @@ class LinkSession(trio.abc.HalfCloseableStream):
         """Both halves ended the session cleanly: the link may carry another."""
         return self._sent_eof and self._received_eof and not self._link_ended and not self._sending
 
-    def try_receive_into(self, buffer: bytearray | memoryview) -> int:
+    def try_receive_into(self, buffer: bytearray | memoryview | mmap.mmap) -> int:
         """Payload bytes of this session into `buffer`, without waiting; 0 at its end.
 
         Raises BlockingIOError when none are ready, as a non-blocking socket does.

@@ -1,8 +1,11 @@
 """Both copy paths (raw sockets and portable), with Unix and TCP sockets in each position."""
 
+import ctypes
+import mmap
 import os
 import socket
 import struct
+import sys
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
@@ -169,3 +172,28 @@ async def test_a_buffer_is_held_only_while_its_bytes_wait_for_a_full_peer(
             assert await read_to_eof(reader) == data
         await trio.testing.wait_all_tasks_blocked()
         assert len(spare_buffers._buffers) == 1  # and given back when the copy ends
+
+
+def resident_pages(buffer: object) -> int:
+    """How many of `buffer`'s pages are in RAM (Linux `mincore`)."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.mincore.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_char_p]
+    page = mmap.PAGESIZE
+    start = ctypes.addressof(ctypes.c_char.from_buffer(buffer))  # type: ignore[arg-type]
+    aligned = start - start % page
+    length = start + len(buffer) - aligned  # type: ignore[arg-type]
+    flags = ctypes.create_string_buffer((length + page - 1) // page)
+    assert libc.mincore(aligned, length, flags) == 0, os.strerror(ctypes.get_errno())
+    return sum(flag & 1 for flag in flags.raw)
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="mincore is Linux's")
+async def test_a_buffer_holds_memory_only_where_bytes_landed() -> None:
+    # A half that relayed a few small requests keeps a spare buffer: it should not
+    # cost the whole 256 KiB of RAM (the idle memory target, docs/benchmarks.md).
+    buffer = pump._SpareBuffers(keep=1).take()
+    writer, relay_in = unix_pair()
+    with writer, relay_in:
+        writer.send(b"GET /localapi/v0/status HTTP/1.1\r\n\r\n")
+        assert relay_in.recv_into(buffer) == 36
+    assert resident_pages(buffer) <= 2
