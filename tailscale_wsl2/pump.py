@@ -35,9 +35,9 @@ import trio
 
 from .sessions import HEADER, LinkSession
 from .sockets import (
+    PeerErrorsAsBroken,
     RawSocketStream,
     peer_closed_entirely,
-    peer_errors_as_broken,
     send_all_when_ready,
 )
 
@@ -173,7 +173,7 @@ async def _pass_end_on(src: trio.abc.Stream, dst: trio.abc.Stream) -> None:
     if isinstance(dst, LinkSession):
         await dst.send_eof(gone=hung_up)
     elif isinstance(dst, RawSocketStream):
-        with peer_errors_as_broken(dst.socket):
+        with PeerErrorsAsBroken(dst.socket):
             dst.socket.shutdown(socket.SHUT_RDWR if hung_up else socket.SHUT_WR)
     elif hung_up:
         await dst.aclose()

@@ -28,11 +28,13 @@ import errno
 import logging
 from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
 from contextlib import aclosing
+from functools import partial
 
 import trio
 
 from .bad_gateway import answer_bad_gateway
 from .pump import PEER_GONE, copy_one_way
+from .sessions import FirstByte
 from .sockets import RawSocketStream
 from .upstream import Connector, UpstreamUnavailable
 
@@ -68,18 +70,20 @@ Admission = Callable[[trio.abc.Stream], Awaitable[str | None]]
 # The client connections an accepted connection carries, one after another:
 # itself, or the sessions on a link between the halves (`sessions.py`). The
 # second argument waits for the next bytes, as `Relay` is configured to.
-Sessions = Callable[
-    [trio.abc.Stream, Callable[[trio.abc.Stream], Awaitable[bool]]],
-    AsyncGenerator[trio.abc.Stream, None],
-]
+Sessions = Callable[[trio.abc.Stream, FirstByte], AsyncGenerator[trio.abc.Stream, None]]
 
 
 async def whole_connection(
-    client: trio.abc.Stream, first_byte: Callable[[trio.abc.Stream], Awaitable[bool]]
+    client: trio.abc.Stream, first_byte: FirstByte
 ) -> AsyncGenerator[trio.abc.Stream, None]:
     """An accepted connection that carries one client connection: itself."""
-    if await first_byte(client):
-        yield client
+    await first_byte(client)
+    yield client
+
+
+async def _at_once(client: trio.abc.Stream) -> None:
+    """The WSL2 half's first-byte wait: none, its next hop is a warm link, which
+    costs nothing to take."""
 
 
 async def _first_bytes(client: trio.abc.Stream) -> None:
@@ -87,8 +91,7 @@ async def _first_bytes(client: trio.abc.Stream) -> None:
 
     Every client of this relay speaks first (HTTP), so nothing is lost by
     waiting, and a connection that is opened and left idle (a warm link, a
-    port scan) costs the next hop nothing. The Windows half does this; the
-    WSL2 half's next hop is a warm link, which costs nothing to take.
+    port scan) costs the next hop nothing. The Windows half does this.
     """
     if isinstance(client, RawSocketStream):
         await trio.lowlevel.wait_readable(client.socket)
@@ -115,8 +118,8 @@ class Relay:
         self._grace_period = grace_period
         self._accepting = trio.CancelScope()
         self.active_connections = 0
-        # Connections still waiting for their client's first byte: nothing is
-        # in flight on them, so shutdown closes them at once instead of
+        # The scopes of connections waiting for their client's next byte: nothing
+        # is in flight on them, so shutdown closes them at once instead of
         # letting them (the WSL2 half's warm links, say) hold up the grace period.
         self._silent: set[trio.CancelScope] = set()
 
@@ -127,18 +130,13 @@ class Relay:
         for waiting in self._silent:
             waiting.cancel()
 
-    async def _client_spoke(self, client: trio.abc.Stream) -> bool:
-        """Wait for the client's first byte (or EOF) if the upstream is opened lazily;
-        False if shutdown came first."""
-        if not self._lazy_upstream:
-            return True
-        with trio.CancelScope() as waiting:
-            self._silent.add(waiting)
-            try:
-                await _first_bytes(client)
-            finally:
-                self._silent.discard(waiting)
-        return not waiting.cancelled_caught
+    async def _client_spoke(self, connection: trio.CancelScope, client: trio.abc.Stream) -> None:
+        """Wait for the client's next byte (or EOF); shutdown meanwhile cancels `connection`."""
+        self._silent.add(connection)
+        try:
+            await _first_bytes(client)
+        finally:
+            self._silent.discard(connection)
 
     async def serve(
         self,
@@ -192,14 +190,22 @@ class Relay:
                 if self._admit is not None and (refusal := await self._admit(client)):
                     log.warning("refused a connection: %s", refusal)
                     return
-                async with aclosing(self._sessions(client, self._client_spoke)) as sessions:
-                    async for session in sessions:
-                        await self._relay_session(session)
+                if not self._lazy_upstream:
+                    await self._relay_sessions(client, _at_once)
+                    return
+                # One scope per connection, not per session (a link carries many).
+                with trio.CancelScope() as connection:
+                    await self._relay_sessions(client, partial(self._client_spoke, connection))
         except PEER_GONE as exc:
             log.debug("connection closed with %r", exc)
         finally:
             self.active_connections -= 1
             self._free_slots.release()
+
+    async def _relay_sessions(self, client: trio.abc.Stream, first_byte: FirstByte) -> None:
+        async with aclosing(self._sessions(client, first_byte)) as sessions:
+            async for session in sessions:
+                await self._relay_session(session)
 
     async def _relay_session(self, client: trio.abc.Stream) -> None:
         try:

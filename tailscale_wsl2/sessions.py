@@ -44,13 +44,14 @@ from collections.abc import AsyncGenerator, Awaitable, Callable
 
 import trio
 
-from .sockets import RawSocketStream, peer_errors_as_broken, send_all_when_ready
+from .sockets import PeerErrorsAsBroken, RawSocketStream, send_all_when_ready
 from .upstream import Connector
 
 __all__ = [
     "GONE",
     "HEADER",
     "SESSION_MODE",
+    "FirstByte",
     "LinkSession",
     "link_sessions",
     "session_connector",
@@ -131,7 +132,7 @@ class LinkSession(trio.abc.HalfCloseableStream):
 
     async def receive_some(self, max_bytes: int | None = None) -> bytes:
         buffer = bytearray(max_bytes or RECEIVE_SIZE)
-        with peer_errors_as_broken(self.socket):
+        with PeerErrorsAsBroken(self.socket):
             while True:
                 try:
                     return bytes(buffer[: self.try_receive_into(buffer)])
@@ -147,7 +148,7 @@ class LinkSession(trio.abc.HalfCloseableStream):
         if self._sent_eof:
             raise trio.ClosedResourceError("this direction of the session has ended")
         if data:  # a length-0 frame would end the session
-            with peer_errors_as_broken(self.socket):
+            with PeerErrorsAsBroken(self.socket):
                 await self._send_frame(HEADER.pack(len(data)) + data)
 
     async def send_framed(self, buffer: memoryview, length: int) -> None:
@@ -160,13 +161,13 @@ class LinkSession(trio.abc.HalfCloseableStream):
         await self._send_frame(buffer[: HEADER.size + length])
 
     async def wait_send_all_might_not_block(self) -> None:
-        with peer_errors_as_broken(self.socket):
+        with PeerErrorsAsBroken(self.socket):
             await trio.lowlevel.wait_writable(self.socket)
 
     async def send_eof(self, *, gone: bool = False) -> None:
         """End this direction: a half-close, or with `gone` the end of the whole connection."""
         if not self._sent_eof:
-            with peer_errors_as_broken(self.socket):
+            with PeerErrorsAsBroken(self.socket):
                 await self._send_frame(HEADER.pack(GONE if gone else 0))
             self._sent_eof = True
 
@@ -221,7 +222,7 @@ def session_connector(
 
 async def _peek_byte(link: RawSocketStream) -> bytes:
     """The next byte on `link` without consuming it; b"" once the peer closed it."""
-    with peer_errors_as_broken(link.socket):
+    with PeerErrorsAsBroken(link.socket):
         while True:
             try:
                 return link.socket.recv(1, socket.MSG_PEEK)
@@ -229,7 +230,8 @@ async def _peek_byte(link: RawSocketStream) -> bytes:
                 await trio.lowlevel.wait_readable(link.socket)
 
 
-FirstByte = Callable[[trio.abc.Stream], Awaitable[bool]]
+# Waits until a connection has something to read (shutdown cancels the wait).
+FirstByte = Callable[[trio.abc.Stream], Awaitable[None]]
 
 
 async def link_sessions(
@@ -237,18 +239,21 @@ async def link_sessions(
 ) -> AsyncGenerator[trio.abc.Stream, None]:
     """The Windows half's view of a link: the client connections it carries, in turn.
 
-    `first_byte` waits until the link has something to read (False: the relay
-    is shutting down). A link that closes without a byte carries nothing, so
-    it costs the LocalAPI no connection.
+    `first_byte` waits until the link has something to read. A link that
+    closes without a byte carries nothing, so it costs the LocalAPI no connection.
     """
     assert isinstance(link, RawSocketStream)  # the Windows half listens on TCP
-    if not await first_byte(link) or not (mode := await _peek_byte(link)):
+    await first_byte(link)
+    if not (mode := await _peek_byte(link)):
         return
     if mode != SESSION_MODE:
         yield link
         return
     await link.receive_some(1)  # SESSION_MODE itself, already here
-    while await first_byte(link) and await _peek_byte(link):
+    while True:
+        await first_byte(link)
+        if not await _peek_byte(link):
+            return
         session = LinkSession(link)
         yield session
         await session.finish()

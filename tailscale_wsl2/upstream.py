@@ -41,18 +41,22 @@ class Hop:
     fix: str
 
 
-async def open_stream(endpoint: Endpoint) -> trio.abc.Stream:
-    """Connect to `endpoint`; raise OSError as the operating system reports it."""
+async def open_stream(
+    endpoint: Endpoint, *, timeout: float = DEFAULT_CONNECT_TIMEOUT
+) -> trio.abc.Stream:
+    """Connect to `endpoint`; raise OSError as the operating system reports it, or
+    trio.TooSlowError when the connect has waited `timeout` seconds."""
     if isinstance(endpoint, NamedPipeEndpoint):
         from ._windows_pipe import open_named_pipe  # noqa: PLC0415 (Windows only)
 
-        return await open_named_pipe(endpoint.name)
+        with trio.fail_after(timeout):
+            return await open_named_pipe(endpoint.name)
     if isinstance(endpoint, UnixEndpoint):
         if sys.platform == "win32":  # CPython has no AF_UNIX on Windows
             raise OSError(errno.EAFNOSUPPORT, "Unix sockets are not available on Windows")
-        return await connect_socket(socket.AF_UNIX, endpoint.path)
+        return await connect_socket(socket.AF_UNIX, endpoint.path, timeout=timeout)
     family = socket.AF_INET6 if ":" in endpoint.host else socket.AF_INET
-    return await connect_socket(family, (endpoint.host, endpoint.port))
+    return await connect_socket(family, (endpoint.host, endpoint.port), timeout=timeout)
 
 
 def describe_connect_error(exc: OSError) -> str:
@@ -73,8 +77,7 @@ def hop_connector(hop: Hop, *, timeout: float = DEFAULT_CONNECT_TIMEOUT) -> Conn
 
     async def connect() -> trio.abc.Stream:
         try:
-            with trio.fail_after(timeout):
-                return await open_stream(hop.endpoint)
+            return await open_stream(hop.endpoint, timeout=timeout)
         except trio.TooSlowError:
             reason = describe_connect_error(TimeoutError())
         except OSError as exc:

@@ -141,7 +141,7 @@ async def exchange(stream: trio.abc.Stream, data: bytes) -> bytes | bytearray:
 
 
 async def connect(host: str, port: int) -> trio.abc.Stream:
-    return await connect_socket(socket.AF_INET, (host, port))
+    return await connect_socket(socket.AF_INET, (host, port), timeout=5)
 
 
 async def test_rebinding_keeps_relayed_connections_and_moves_new_ones() -> None:

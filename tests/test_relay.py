@@ -220,3 +220,23 @@ async def test_shutdown_closes_silent_connections_at_once(tmp_path: Path) -> Non
                     assert relay.active_connections == 1
                     relay.stop_accepting()
                     assert await silent.receive_some() == b""  # closed, not kept waiting
+
+
+async def test_shutdown_spares_a_connection_that_has_spoken(tmp_path: Path) -> None:
+    # The wait for the first byte shares the connection's cancel scope; once the
+    # client spoke, shutdown must leave the connection to its grace period.
+    hop = Hop(UnixEndpoint(str(tmp_path / "up.sock")), "the test upstream", "start it")
+    relay = Relay(hop_connector(hop), lazy_upstream=True, grace_period=60)
+    async with upstream_server(tmp_path / "up.sock", echo):
+        front = tmp_path / "front.sock"
+        with trio.fail_after(10):
+            async with trio.open_nursery() as nursery:
+                await nursery.start(relay.serve, [await unix_listener(front)])
+                async with await open_stream(UnixEndpoint(str(front))) as client:
+                    await trio.testing.wait_all_tasks_blocked(0.05)  # silent first
+                    await client.send_all(b"ping")
+                    assert await client.receive_some() == b"ping"
+                    relay.stop_accepting()
+                    await trio.testing.wait_all_tasks_blocked(0.05)
+                    await client.send_all(b"still here")
+                    assert await client.receive_some() == b"still here"

@@ -320,15 +320,15 @@ async def test_a_reset_link_ends_the_copy_as_peer_gone() -> None:
 # --- the Windows half's view of a link -------------------------------------------------------
 
 
-async def always(_: trio.abc.Stream) -> bool:
-    return True
+async def at_once(_: trio.abc.Stream) -> None:
+    """A first-byte wait that returns at once: the bytes are already there."""
 
 
 async def test_a_link_without_session_mode_is_one_raw_connection() -> None:
     near, far = unix_pair()
     far.sendall(b"GET / HTTP/1.1\r\n\r\n")
     link = RawSocketStream(near)
-    seen = [stream async for stream in link_sessions(link, always)]
+    seen = [stream async for stream in link_sessions(link, at_once)]
     assert seen == [link]
     assert near.recv(3) == b"GET"  # nothing consumed
     near.close()
@@ -338,7 +338,7 @@ async def test_a_link_without_session_mode_is_one_raw_connection() -> None:
 async def test_a_link_closed_before_any_byte_carries_nothing() -> None:
     near, far = unix_pair()
     far.close()
-    assert [stream async for stream in link_sessions(RawSocketStream(near), always)] == []
+    assert [stream async for stream in link_sessions(RawSocketStream(near), at_once)] == []
     near.close()
 
 
@@ -346,7 +346,7 @@ async def test_a_session_mode_link_carries_sessions_until_one_ends_unclean() -> 
     near, far = unix_pair()
     far.sendall(SESSION_MODE + frame(b"one") + frame(b""))
     served = []
-    async for session in link_sessions(RawSocketStream(near), always):
+    async for session in link_sessions(RawSocketStream(near), at_once):
         assert isinstance(session, LinkSession)
         served.append(await session.receive_some())
         assert await session.receive_some() == b""

@@ -37,7 +37,7 @@ async def connected(host: str, port: int) -> trio.abc.Stream:
     """A connection to host:port once something listens there (the half polls to bind)."""
     while True:
         try:
-            return await connect_socket(socket.AF_INET, (host, port))
+            return await connect_socket(socket.AF_INET, (host, port), timeout=5)
         except ConnectionRefusedError:
             await trio.sleep(0.5)
 
@@ -86,7 +86,7 @@ async def test_waits_binds_and_rebinds_without_dropping_connections(
         assert await talk(second, b"moved") == b"moved"
         assert await talk(first, b"still here") == b"still here"
         with pytest.raises(ConnectionRefusedError):
-            await connect_socket(socket.AF_INET, ("127.0.0.2", port))
+            await connect_socket(socket.AF_INET, ("127.0.0.2", port), timeout=5)
         await first.aclose()
         await second.aclose()
         nursery.cancel_scope.cancel()

@@ -42,7 +42,7 @@ async def test_http_through_the_relay_to_a_pipe_when_the_client_half_closes() ->
         await nursery.start(serve_named_pipe, answer_once, name)
         await nursery.start(relay.serve, [listener])
         with trio.fail_after(10):
-            client = await connect_socket(socket.AF_INET, ("127.0.0.1", port))
+            client = await connect_socket(socket.AF_INET, ("127.0.0.1", port), timeout=5)
             async with client:
                 await client.send_all(
                     b"GET /localapi/v0/status HTTP/1.1\r\nHost: local-tailscaled.sock\r\n\r\n"
