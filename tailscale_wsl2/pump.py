@@ -35,6 +35,7 @@ import trio
 
 from .sessions import HEADER, LinkSession
 from .sockets import (
+    COPY_CHUNK_SIZE,
     PeerErrorsAsBroken,
     RawSocketStream,
     peer_closed_entirely,
@@ -45,7 +46,6 @@ __all__ = ["CHUNK_SIZE", "PEER_GONE", "SPARE_BUFFERS", "copy_one_way"]
 
 # Large enough for any request head; larger reads buy little on the portable path.
 CHUNK_SIZE = 65536
-BUFFER_SIZE = 256 * 1024
 # Yield to other tasks after this many bytes moved without waiting, so one
 # bulk transfer cannot starve every other connection.
 FAIRNESS_BYTES = 4 * 1024 * 1024
@@ -67,7 +67,7 @@ class _SpareBuffers:
         self._buffers: list[mmap.mmap] = []
 
     def take(self) -> mmap.mmap:
-        return self._buffers.pop() if self._buffers else mmap.mmap(-1, BUFFER_SIZE)
+        return self._buffers.pop() if self._buffers else mmap.mmap(-1, COPY_CHUNK_SIZE)
 
     def give_back(self, buffer: mmap.mmap) -> None:
         if len(self._buffers) < self._keep:

@@ -26,6 +26,7 @@ from types import TracebackType
 import trio
 
 __all__ = [
+    "COPY_CHUNK_SIZE",
     "PeerErrorsAsBroken",
     "RawSocketListener",
     "RawSocketStream",
@@ -36,6 +37,9 @@ __all__ = [
 ]
 
 DEFAULT_RECEIVE_SIZE = 65536
+# The pump's copy buffer: as much as a busy socket hands over at once. A Unix
+# socket's send buffer is asked for as much, so that one such chunk fits.
+COPY_CHUNK_SIZE = 256 * 1024
 
 # accept() errors that concern only the connection being accepted (it was
 # reset while it waited in the backlog): skip it and accept the next one.
@@ -104,9 +108,15 @@ class RawSocketStream(trio.abc.HalfCloseableStream):
     def __init__(self, sock: socket.socket) -> None:
         if sock.getblocking():  # accepted sockets are; connected ones are already not
             sock.setblocking(False)
-        if sock.family in (socket.AF_INET, socket.AF_INET6):
+        family = sock.family
+        if family in (socket.AF_INET, socket.AF_INET6):
             # Requests and answers are small and latency-bound: no Nagle.
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        elif sys.platform != "win32" and family == socket.AF_UNIX:
+            # Linux's default (wmem_default, 208 KiB) takes a 256 KiB chunk of
+            # the pump's in two sends and a wait; asking for 256 KiB gets twice
+            # that (the kernel doubles it, within wmem_max, 208 KiB by default).
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, COPY_CHUNK_SIZE)
         self.socket = sock
 
     def fileno(self) -> int:
