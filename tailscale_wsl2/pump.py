@@ -136,17 +136,25 @@ def _socket_send(sock: socket.socket) -> Send:
     return send
 
 
-def _fast_path(src: trio.abc.Stream, dst: trio.abc.Stream) -> tuple[Receive, Send] | None:
+# The two ends' sockets, and how to receive from one and send to the other.
+FastPath = tuple[socket.socket, socket.socket, Receive, Send]
+
+
+def _fast_path(src: trio.abc.Stream, dst: trio.abc.Stream) -> FastPath | None:
     """How to copy src to dst through spare buffers, if both ends allow it."""
     if isinstance(dst, LinkSession) and isinstance(src, RawSocketStream):
         # Into a session: payload after the frame header's room (sessions.py).
         sock = src.socket
-        return lambda buffer: sock.recv_into(memoryview(buffer)[HEADER.size :]), dst.send_framed
+
+        def receive_after_header_room(buffer: mmap.mmap) -> int:
+            return sock.recv_into(memoryview(buffer)[HEADER.size :])
+
+        return sock, dst.socket, receive_after_header_room, dst.send_framed
     if isinstance(dst, RawSocketStream):
         if isinstance(src, RawSocketStream):
-            return src.socket.recv_into, _socket_send(dst.socket)
+            return src.socket, dst.socket, src.socket.recv_into, _socket_send(dst.socket)
         if isinstance(src, LinkSession):
-            return src.try_receive_into, _socket_send(dst.socket)
+            return src.socket, dst.socket, src.try_receive_into, _socket_send(dst.socket)
     return None
 
 
@@ -189,12 +197,11 @@ async def copy_one_way(src: trio.abc.Stream, dst: trio.abc.Stream) -> None:
     if fast is None:
         await _copy_portably(src, dst)
     else:
-        assert isinstance(src, RawSocketStream | LinkSession)
-        assert isinstance(dst, RawSocketStream | LinkSession)
+        src_socket, dst_socket, receive, send = fast
         try:
-            await _copy_chunks(src.socket, *fast)
+            await _copy_chunks(src_socket, receive, send)
         except OSError as exc:
-            if src.socket.fileno() == -1 or dst.socket.fileno() == -1:
+            if src_socket.fileno() == -1 or dst_socket.fileno() == -1:
                 raise trio.ClosedResourceError from exc  # closed under us
             raise trio.BrokenResourceError(f"copy: {exc}") from exc
     await _pass_end_on(src, dst)
