@@ -62,6 +62,7 @@ class WarmLinks:
         self._opening = 0
         self._failures = 0
         self._backing_off = False
+        self._timing_spares = False  # the refill task waits for the oldest spare to idle out
         self._changed = trio.Event()
         self._running = trio.CancelScope()
 
@@ -88,7 +89,7 @@ class WarmLinks:
             link.close()
             return
         self._parked.append((link, trio.current_time()))
-        if len(self._parked) == self._size + 1:
+        if len(self._parked) > self._size and not self._timing_spares:
             self._changed.set()  # spares now: start timing them out
 
     async def keep_warm(self) -> None:
@@ -111,8 +112,11 @@ class WarmLinks:
                     self._opening += 1
                     openers.start_soon(self._open_one)
                 self._changed = trio.Event()
-                if len(self._parked) > self._size:
-                    with trio.move_on_after(SPARE_IDLE_SECONDS):
+                self._timing_spares = len(self._parked) > self._size
+                if self._timing_spares:
+                    # Until the oldest parked link has idled long enough; links parked
+                    # meanwhile need no wake-up (on a busy half that is every session).
+                    with trio.move_on_at(self._parked[0][1] + SPARE_IDLE_SECONDS):
                         await self._changed.wait()
                     self._close_idle_spares()
                 else:

@@ -564,6 +564,48 @@ async def test_spare_links_left_by_a_burst_are_closed_once_idle(
         far.close()
 
 
+async def test_a_steady_stream_of_sessions_does_not_wake_the_refill_task(
+    autojump_clock: trio.testing.MockClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # One client after another leaves the pool one over its size after each
+    # session: the spares' timer must not be re-armed every time.
+    checks = 0
+    close_idle_spares = WarmLinks._close_idle_spares
+
+    def counted(self: WarmLinks) -> None:
+        nonlocal checks
+        checks += 1
+        close_idle_spares(self)
+
+    monkeypatch.setattr(WarmLinks, "_close_idle_spares", counted)
+    pairs: list[tuple[socket.socket, socket.socket]] = []
+
+    def new_link() -> RawSocketStream:
+        pairs.append(socket.socketpair())
+        return RawSocketStream(pairs[-1][0])
+
+    async def connect() -> trio.abc.Stream:
+        return new_link()
+
+    warm = WarmLinks(connect, size=2)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(warm.keep_warm)
+        await trio.testing.wait_all_tasks_blocked()
+        warm.park(new_link())  # one spare: the timer starts
+        await trio.testing.wait_all_tasks_blocked()
+        for _ in range(100):
+            link = await warm.take()
+            await trio.testing.wait_all_tasks_blocked()
+            assert isinstance(link, RawSocketStream)
+            warm.park(link)
+            await trio.testing.wait_all_tasks_blocked()
+        assert checks == 0  # no time has passed: the timer has not fired, nor been re-armed
+        warm.close()
+    for near, far in pairs:
+        near.close()
+        far.close()
+
+
 async def test_a_link_given_back_after_close_is_closed() -> None:
     near, far = socket.socketpair()
 
