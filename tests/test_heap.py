@@ -46,7 +46,6 @@ def test_start_up_objects_are_frozen_and_young_collections_are_rarer() -> None:
     settle_after_start_up()
     assert not _watched_by_the_collector(survivor)  # frozen: no collection walks it again
     assert gc.get_threshold() == GC_THRESHOLDS
-    assert GC_THRESHOLDS[0] > 700  # Python's default, which a busy half crosses constantly
     garbage_cycle: list[object] = []
     garbage_cycle.append(garbage_cycle)
     del garbage_cycle
