@@ -21,6 +21,11 @@ Linux's `splice` (socket to pipe to socket inside the kernel) was the first
 fast path; measured on this relay's shapes it cost more CPU per GB than this
 copy and moved less, so it went (docs/benchmarks.md).
 
+A new connection's first bytes (its request, already waiting when the relay
+gets to it) are sent on by `forward_ready` before the second direction's task
+is started (`relay.copy_both_ways`), so that starting it is not part of every
+request's latency.
+
 Both paths end the same way (`_pass_end_on`): EOF from the source is passed
 on as a half-close where the destination supports one, a source whose far
 end hung up entirely ends the destination entirely, and a dead peer surfaces
@@ -30,6 +35,8 @@ as one of the exceptions in `PEER_GONE`.
 import mmap
 import socket
 from collections.abc import Awaitable, Callable
+from functools import partial
+from typing import NamedTuple
 
 import trio
 
@@ -40,9 +47,10 @@ from .sockets import (
     RawSocketStream,
     peer_closed_entirely,
     send_all_when_ready,
+    send_now,
 )
 
-__all__ = ["CHUNK_SIZE", "PEER_GONE", "SPARE_BUFFERS", "copy_one_way"]
+__all__ = ["CHUNK_SIZE", "PEER_GONE", "SPARE_BUFFERS", "Finish", "copy_one_way", "forward_ready"]
 
 # Large enough for any request head; larger reads buy little on the portable path.
 CHUNK_SIZE = 65536
@@ -82,6 +90,10 @@ SPARE_BUFFERS = _SpareBuffers(keep=16)
 Receive = Callable[[mmap.mmap], int]
 # Sends a buffer's first bytes on: (buffer, count of payload bytes).
 Send = Callable[[memoryview, int], Awaitable[None]]
+# Sends the rest of what the destination could not take at once.
+Finish = Callable[[], Awaitable[None]]
+# Sends a buffer's first bytes on without waiting: None when all went, else the Finish.
+SendNow = Callable[[memoryview, int], Finish | None]
 
 
 async def _receive_into_spare(src: socket.socket, receive: Receive) -> tuple[mmap.mmap, int]:
@@ -136,8 +148,24 @@ def _socket_send(sock: socket.socket) -> Send:
     return send
 
 
-# The two ends' sockets, and how to receive from one and send to the other.
-FastPath = tuple[socket.socket, socket.socket, Receive, Send]
+def _socket_send_now(sock: socket.socket) -> SendNow:
+    def send_or_finish_later(view: memoryview, length: int) -> Finish | None:
+        sent = send_now(sock, view[:length])
+        if sent == length:
+            return None
+        return partial(send_all_when_ready, sock, bytes(view[sent:length]))
+
+    return send_or_finish_later
+
+
+class FastPath(NamedTuple):
+    """The two ends' sockets, and how to receive from one and send to the other."""
+
+    src_socket: socket.socket
+    dst_socket: socket.socket
+    receive: Receive
+    send: Send
+    send_now: SendNow
 
 
 def _fast_path(src: trio.abc.Stream, dst: trio.abc.Stream) -> FastPath | None:
@@ -149,13 +177,49 @@ def _fast_path(src: trio.abc.Stream, dst: trio.abc.Stream) -> FastPath | None:
         def receive_after_header_room(buffer: mmap.mmap) -> int:
             return sock.recv_into(memoryview(buffer)[HEADER.size :])
 
-        return sock, dst.socket, receive_after_header_room, dst.send_framed
+        return FastPath(
+            sock, dst.socket, receive_after_header_room, dst.send_framed, dst.send_framed_now
+        )
     if isinstance(dst, RawSocketStream):
+        sock = dst.socket
         if isinstance(src, RawSocketStream):
-            return src.socket, dst.socket, src.socket.recv_into, _socket_send(dst.socket)
-        if isinstance(src, LinkSession):
-            return src.socket, dst.socket, src.try_receive_into, _socket_send(dst.socket)
+            receive: Receive = src.socket.recv_into
+        elif isinstance(src, LinkSession):
+            receive = src.try_receive_into
+        else:
+            return None
+        return FastPath(src.socket, sock, receive, _socket_send(sock), _socket_send_now(sock))
     return None
+
+
+def _peer_gone(fast: FastPath, exc: OSError) -> trio.BrokenResourceError | trio.ClosedResourceError:
+    """An error of a fast-path copy as trio's: one of its ends closed under it, or broken."""
+    if fast.src_socket.fileno() == -1 or fast.dst_socket.fileno() == -1:
+        return trio.ClosedResourceError("a socket was closed under the copy")
+    return trio.BrokenResourceError(f"copy: {exc}")
+
+
+def forward_ready(src: trio.abc.Stream, dst: trio.abc.Stream) -> Finish | None:
+    """Send on what `src` has received already, without waiting.
+
+    Returns None when `dst` took it all (or there was nothing, or no fast path),
+    else what sends the rest: `copy_one_way`'s `first`. An EOF is left for
+    `copy_one_way` to find: a socket reports it again, and so does a session.
+    """
+    fast = _fast_path(src, dst)
+    if fast is None:
+        return None
+    buffer = SPARE_BUFFERS.take()
+    try:
+        with memoryview(buffer) as view:
+            received = fast.receive(buffer)
+            return fast.send_now(view, received) if received else None
+    except BlockingIOError:
+        return None
+    except OSError as exc:
+        raise _peer_gone(fast, exc) from exc
+    finally:
+        SPARE_BUFFERS.give_back(buffer)
 
 
 async def _copy_portably(src: trio.abc.Stream, dst: trio.abc.Stream) -> None:
@@ -191,17 +255,21 @@ async def _pass_end_on(src: trio.abc.Stream, dst: trio.abc.Stream) -> None:
         await dst.send_eof()
 
 
-async def copy_one_way(src: trio.abc.Stream, dst: trio.abc.Stream) -> None:
-    """Copy until `src` ends, then pass its end on to `dst` (`_pass_end_on`)."""
+async def copy_one_way(
+    src: trio.abc.Stream, dst: trio.abc.Stream, first: Finish | None = None
+) -> None:
+    """Copy until `src` ends, then pass its end on to `dst` (`_pass_end_on`).
+
+    `first` sends what `forward_ready` left over; it goes before anything else.
+    """
     fast = _fast_path(src, dst)
     if fast is None:
         await _copy_portably(src, dst)
     else:
-        src_socket, dst_socket, receive, send = fast
         try:
-            await _copy_chunks(src_socket, receive, send)
+            if first is not None:
+                await first()
+            await _copy_chunks(fast.src_socket, fast.receive, fast.send)
         except OSError as exc:
-            if src_socket.fileno() == -1 or dst_socket.fileno() == -1:
-                raise trio.ClosedResourceError from exc  # closed under us
-            raise trio.BrokenResourceError(f"copy: {exc}") from exc
+            raise _peer_gone(fast, exc) from exc
     await _pass_end_on(src, dst)

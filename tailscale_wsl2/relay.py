@@ -33,7 +33,7 @@ from functools import partial
 import trio
 
 from .bad_gateway import answer_bad_gateway
-from .pump import PEER_GONE, copy_one_way
+from .pump import PEER_GONE, Finish, copy_one_way, forward_ready
 from .sessions import FirstByte
 from .sockets import RawSocketStream
 from .upstream import Connector, UpstreamUnavailable
@@ -52,16 +52,26 @@ ACCEPT_RETRY_DELAY = 0.1
 async def copy_both_ways(a: trio.abc.Stream, b: trio.abc.Stream) -> None:
     """Copy a->b and b->a until both directions end; a failure in one ends both."""
 
-    async def copy_or_end_both(src: trio.abc.Stream, dst: trio.abc.Stream) -> None:
+    async def copy_or_end_both(
+        src: trio.abc.Stream, dst: trio.abc.Stream, first: Finish | None = None
+    ) -> None:
         try:
-            await copy_one_way(src, dst)
+            await copy_one_way(src, dst, first)
         except PEER_GONE as exc:
             log.debug("connection ended: %r", exc)
             nursery.cancel_scope.cancel()
 
+    try:
+        # What `a` has sent already (on a new connection, its request) goes on
+        # before the other direction's task and its nursery are set up: measured,
+        # that set-up was about 20 us of every request's latency in each half.
+        rest_of_first = forward_ready(a, b)
+    except PEER_GONE as exc:
+        log.debug("connection ended: %r", exc)
+        return
     async with trio.open_nursery() as nursery:
         nursery.start_soon(copy_or_end_both, b, a)
-        await copy_or_end_both(a, b)  # in this task: one task fewer per connection
+        await copy_or_end_both(a, b, rest_of_first)  # in this task: one task fewer
 
 
 # Decides whether an accepted connection may be relayed (None) or why not.

@@ -41,10 +41,11 @@ import mmap
 import socket
 import struct
 from collections.abc import AsyncGenerator, Awaitable, Callable
+from functools import partial
 
 import trio
 
-from .sockets import PeerErrorsAsBroken, RawSocketStream, send_all_when_ready
+from .sockets import PeerErrorsAsBroken, RawSocketStream, send_all_when_ready, send_now
 from .upstream import Connector
 
 __all__ = [
@@ -159,6 +160,20 @@ class LinkSession(trio.abc.HalfCloseableStream):
         """
         HEADER.pack_into(buffer, 0, length)
         await self._send_frame(buffer[: HEADER.size + length])
+
+    def send_framed_now(
+        self, buffer: memoryview, length: int
+    ) -> Callable[[], Awaitable[None]] | None:
+        """`send_framed` without waiting. When the link cannot take the whole frame
+        now, returns what sends the rest of it, which must be awaited before anything
+        else is sent on this session."""
+        HEADER.pack_into(buffer, 0, length)
+        frame = buffer[: HEADER.size + length]
+        sent = send_now(self.socket, frame)
+        if sent == len(frame):
+            return None
+        self._sending = True  # until the rest has gone: the link is out of step meanwhile
+        return partial(self._send_frame, bytes(frame[sent:]))
 
     async def wait_send_all_might_not_block(self) -> None:
         with PeerErrorsAsBroken(self.socket):

@@ -34,6 +34,7 @@ __all__ = [
     "listening_socket",
     "peer_closed_entirely",
     "send_all_when_ready",
+    "send_now",
 ]
 
 DEFAULT_RECEIVE_SIZE = 65536
@@ -86,12 +87,17 @@ def peer_closed_entirely(sock: socket.socket) -> bool:
     return any(events & select.POLLHUP for _, events in poller.poll(0))
 
 
+def send_now(sock: socket.socket, data: bytes | bytearray | memoryview) -> int:
+    """Send what `sock` takes without waiting; how many bytes that was (0: it is full)."""
+    try:
+        return sock.send(data)
+    except BlockingIOError:
+        return 0
+
+
 async def send_all_when_ready(sock: socket.socket, data: bytes | bytearray | memoryview) -> None:
     """Send all of `data`, trying first and waiting on trio only while `sock` is full."""
-    try:
-        sent = sock.send(data)
-    except BlockingIOError:
-        sent = 0
+    sent = send_now(sock, data)
     if sent < len(data):  # the socket was full: rare, so no memoryview until now
         with memoryview(data) as rest:
             while sent < len(rest):

@@ -207,3 +207,79 @@ def test_a_unix_socket_takes_a_whole_chunk_in_one_send() -> None:
     with near, far:
         stream = RawSocketStream(near)
         assert stream.socket.send(bytes(COPY_CHUNK_SIZE)) == COPY_CHUNK_SIZE
+
+
+def fill(sock: socket.socket) -> int:
+    """Send into `sock` until it takes no more; how many bytes it took."""
+    sock.setblocking(False)
+    taken = 0
+    try:
+        while True:
+            taken += sock.send(b"\xff" * 65536)
+    except BlockingIOError:
+        return taken
+
+
+async def test_forward_ready_sends_what_is_waiting_without_a_checkpoint(
+    source_pair: SocketPairMaker, destination_pair: SocketPairMaker
+) -> None:
+    writer, relay_in = source_pair()
+    relay_out, reader = destination_pair()
+    request = b"GET /localapi/v0/status HTTP/1.1\r\n\r\n"
+    writer.sendall(request)
+    reader.settimeout(10)
+    # Not a coroutine: it cannot wait, so the bytes are on their way when it returns.
+    assert pump.forward_ready(RawSocketStream(relay_in), RawSocketStream(relay_out)) is None
+    assert reader.recv(100) == request
+    for sock in (writer, relay_in, relay_out, reader):
+        sock.close()
+
+
+async def test_forward_ready_leaves_an_eof_for_the_copy_to_pass_on(copy_path: StreamMaker) -> None:
+    writer, relay_in = unix_pair()
+    relay_out, reader = unix_pair()
+    writer.shutdown(socket.SHUT_WR)
+    src, dst = copy_path(relay_in), copy_path(relay_out)
+    assert pump.forward_ready(src, dst) is None
+    with trio.fail_after(10):
+        await copy_one_way(src, dst)
+    reader.settimeout(10)
+    assert reader.recv(100) == b""  # the half-close arrived
+    for sock in (writer, relay_in, relay_out, reader):
+        sock.close()
+
+
+async def test_forward_ready_hands_what_a_full_destination_refused_to_the_copy(
+    destination_pair: SocketPairMaker,
+) -> None:
+    writer, relay_in = unix_pair()
+    relay_out, reader = destination_pair()
+    src, dst = RawSocketStream(relay_in), RawSocketStream(relay_out)  # (sets its buffer size)
+    already_queued = fill(relay_out)
+    request = os.urandom(200_000)
+    writer.sendall(request[:100_000])  # the rest comes while the copy runs
+    rest = pump.forward_ready(src, dst)
+    assert rest is not None  # the destination was full: nothing, or only part, went
+    reader_t = trio.socket.from_stdlib_socket(reader)
+    writer_t = trio.socket.from_stdlib_socket(writer)
+    with trio.fail_after(30):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(copy_one_way, src, dst, rest)
+            nursery.start_soon(send_then_eof, writer_t, request[100_000:])
+            received = await read_to_eof(reader_t)
+    assert received[:already_queued] == b"\xff" * already_queued
+    assert received[already_queued:] == request  # in order, nothing lost or doubled
+    for sock in (writer_t, relay_in, relay_out, reader_t):
+        sock.close()
+
+
+async def test_forward_ready_reports_a_reset_source_as_peer_gone() -> None:
+    writer, relay_in = tcp_pair()
+    relay_out, reader = unix_pair()
+    writer.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    writer.close()  # RST, which loopback delivers before close() returns
+    src, dst = RawSocketStream(relay_in), RawSocketStream(relay_out)
+    with pytest.raises(PEER_GONE):
+        pump.forward_ready(src, dst)
+    for sock in (relay_in, relay_out, reader):
+        sock.close()

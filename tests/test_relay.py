@@ -12,7 +12,7 @@ import trio.testing
 
 from tailscale_wsl2.endpoints import UnixEndpoint
 from tailscale_wsl2.relay import Relay, copy_both_ways
-from tailscale_wsl2.sockets import RawSocketListener, listening_socket
+from tailscale_wsl2.sockets import RawSocketListener, RawSocketStream, listening_socket
 from tailscale_wsl2.upstream import Hop, UpstreamUnavailable, hop_connector, open_stream
 
 Handler = Callable[[trio.SocketStream], Awaitable[None]]
@@ -130,6 +130,31 @@ async def test_an_error_on_one_side_closes_both() -> None:
         # ...and so ends the client's side too instead of leaving it half-dead.
         with trio.fail_after(5):
             assert await client_end.receive_some() == b""
+
+
+async def test_a_waiting_request_goes_on_before_the_other_direction_is_set_up(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    client, relay_front = socket.socketpair()
+    relay_back, upstream = socket.socketpair()
+    request = b"GET /localapi/v0/status HTTP/1.1\r\n\r\n"
+    client.sendall(request)
+    client.shutdown(socket.SHUT_WR)
+    upstream.shutdown(socket.SHUT_WR)  # both directions end once the request is through
+    upstream.setblocking(False)
+    upstream_had: list[bytes] = []
+    open_nursery = trio.open_nursery
+
+    def open_nursery_noting_what_upstream_has() -> trio.Nursery:
+        upstream_had.append(upstream.recv(100))  # BlockingIOError if nothing is there yet
+        return open_nursery()  # type: ignore[return-value]
+
+    monkeypatch.setattr(trio, "open_nursery", open_nursery_noting_what_upstream_has)
+    with trio.fail_after(10):
+        await copy_both_ways(RawSocketStream(relay_front), RawSocketStream(relay_back))
+    assert upstream_had == [request]
+    for sock in (client, relay_front, relay_back, upstream):
+        sock.close()
 
 
 async def test_connections_past_the_cap_wait_for_a_free_slot(tmp_path: Path) -> None:

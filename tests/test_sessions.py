@@ -13,6 +13,7 @@ import pytest
 import trio
 import trio.testing
 
+from tailscale_wsl2 import pump
 from tailscale_wsl2.endpoints import TcpEndpoint, UnixEndpoint
 from tailscale_wsl2.pump import PEER_GONE, copy_one_way
 from tailscale_wsl2.relay import Relay
@@ -30,6 +31,7 @@ from tailscale_wsl2.upstream import Hop, hop_connector, open_stream
 from tailscale_wsl2.warm import SPARE_IDLE_SECONDS, WarmLinks
 from tests.test_pump import (
     SocketPairMaker,
+    fill,
     read_to_eof,
     send_then_eof,
     shrink_buffers,
@@ -214,6 +216,48 @@ async def test_a_frame_cut_off_midway_leaves_the_link_unusable() -> None:
     assert recycled == []
     assert near.fileno() == -1
     far.close()
+
+
+async def test_a_frame_the_link_takes_only_in_part_is_finished_before_anything_else() -> None:
+    writer, relay_in = unix_pair()
+    near, far = unix_pair()
+    recycled: list[RawSocketStream] = []
+    session = LinkSession(RawSocketStream(near), recycled.append)
+    already_queued = fill(near)
+    request = os.urandom(50_000)
+    writer.sendall(request)
+    writer.shutdown(socket.SHUT_WR)
+    rest = pump.forward_ready(RawSocketStream(relay_in), session)
+    assert rest is not None  # the link was full: the frame waits, in part or whole
+    far.setblocking(True)
+    assert far.recv(already_queued, socket.MSG_WAITALL) == b"\xff" * already_queued
+    with trio.fail_after(10):
+        await copy_one_way(RawSocketStream(relay_in), session, rest)
+    assert b"".join(read_frames(far)) == request  # whole frames, in order, then the end
+    far.sendall(HEADER.pack(0))
+    assert await session.receive_some() == b""
+    await session.aclose()
+    assert recycled == [session.link]  # back in step: the link carries the next session
+    for sock in (writer, relay_in, far, near):
+        sock.close()
+
+
+async def test_a_link_left_with_part_of_a_frame_is_not_reused() -> None:
+    writer, relay_in = unix_pair()
+    near, far = unix_pair()
+    recycled: list[RawSocketStream] = []
+    session = LinkSession(RawSocketStream(near), recycled.append)
+    fill(near)
+    writer.sendall(b"x" * 1000)
+    assert pump.forward_ready(RawSocketStream(relay_in), session) is not None
+    far.sendall(HEADER.pack(GONE))  # the other half gives the session up meanwhile
+    with trio.fail_after(5):
+        assert await session.receive_some() == b""
+        await session.aclose()  # no end frame can follow part of a frame
+    assert recycled == []
+    assert near.fileno() == -1
+    for sock in (writer, relay_in, far):
+        sock.close()
 
 
 # --- the pump's paths into and out of a session -----------------------------------------------
