@@ -36,7 +36,7 @@ from .link import IPNetwork, admit_windows_peer, authenticated_connector
 from .linkkey import load_key, load_or_create_key
 from .listeners import open_tcp_listener
 from .relay import Relay
-from .sessions import link_sessions, session_connector, start_session_mode
+from .sessions import link_sessions, session_at_once, session_connector, start_session_mode
 from .side import Side
 from .sockets import RawSocketListener
 from .upstream import Connector, Hop, hop_connector
@@ -336,7 +336,11 @@ async def _run_wsl_half(half: WslHalf, max_connections: int, signals: ShutdownSi
         else hop_connector(half.upstream)
     )
     warm = WarmLinks(start_session_mode(connect))
-    relay = Relay(session_connector(warm.take, warm.park), max_connections=max_connections)
+    relay = Relay(
+        session_connector(warm.take, warm.park),
+        upstream_at_once=session_at_once(warm.take_parked, warm.park),
+        max_connections=max_connections,
+    )
     listener, remove_socket_file = await _open_wsl_socket(half)
     log.info("listening on %s (mode %03o)", half.socket, half.socket_mode)
     log.info(

@@ -90,7 +90,8 @@ SPARE_BUFFERS = _SpareBuffers(keep=16)
 Receive = Callable[[mmap.mmap], int]
 # Sends a buffer's first bytes on: (buffer, count of payload bytes).
 Send = Callable[[memoryview, int], Awaitable[None]]
-# Sends the rest of what the destination could not take at once.
+# Sends the rest of what the destination could not take at once, or raises the
+# error forward_ready met.
 Finish = Callable[[], Awaitable[None]]
 # Sends a buffer's first bytes on without waiting: None when all went, else the Finish.
 SendNow = Callable[[memoryview, int], Finish | None]
@@ -199,12 +200,18 @@ def _peer_gone(fast: FastPath, exc: OSError) -> trio.BrokenResourceError | trio.
     return trio.BrokenResourceError(f"copy: {exc}")
 
 
+async def _fail(error: BaseException) -> None:
+    raise error
+
+
 def forward_ready(src: trio.abc.Stream, dst: trio.abc.Stream) -> Finish | None:
     """Send on what `src` has received already, without waiting.
 
     Returns None when `dst` took it all (or there was nothing, or no fast path),
-    else what sends the rest: `copy_one_way`'s `first`. An EOF is left for
-    `copy_one_way` to find: a socket reports it again, and so does a session.
+    else what sends the rest: `copy_one_way`'s `first`. It never raises, so that
+    it can run where nothing could close the streams (the accepting task): a
+    failure is raised when `first` is awaited. An EOF is left for `copy_one_way`
+    to find: a socket reports it again, and so does a session.
     """
     fast = _fast_path(src, dst)
     if fast is None:
@@ -217,7 +224,9 @@ def forward_ready(src: trio.abc.Stream, dst: trio.abc.Stream) -> Finish | None:
     except BlockingIOError:
         return None
     except OSError as exc:
-        raise _peer_gone(fast, exc) from exc
+        return partial(_fail, _peer_gone(fast, exc))
+    except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:  # a session's framing
+        return partial(_fail, exc)
     finally:
         SPARE_BUFFERS.give_back(buffer)
 

@@ -55,6 +55,7 @@ __all__ = [
     "FirstByte",
     "LinkSession",
     "link_sessions",
+    "session_at_once",
     "session_connector",
     "start_session_mode",
 ]
@@ -233,6 +234,20 @@ def session_connector(
         return LinkSession(link, recycle)
 
     return open_session
+
+
+def session_at_once(
+    take_parked: Callable[[], RawSocketStream | None],
+    recycle: Callable[[RawSocketStream], None],
+) -> Callable[[], LinkSession | None]:
+    """The WSL2 half's upstream when a link is parked: a session on it, taken without
+    waiting (`relay.UpstreamAtOnce`); None when none is."""
+
+    def open_session_at_once() -> LinkSession | None:
+        link = take_parked()
+        return None if link is None else LinkSession(link, recycle)
+
+    return open_session_at_once
 
 
 async def _peek_byte(link: RawSocketStream) -> bytes:

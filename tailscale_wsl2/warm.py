@@ -70,8 +70,8 @@ class WarmLinks:
         """Stop refilling; `keep_warm` closes the parked links and returns."""
         self._running.cancel()
 
-    async def take(self) -> trio.abc.Stream:
-        """A live parked link if there is one, else a new one (which may raise)."""
+    def take_parked(self) -> RawSocketStream | None:
+        """A live parked link, or None when there is none."""
         live = None
         while self._parked and live is None:
             link, _ = self._parked.popleft()
@@ -81,7 +81,11 @@ class WarmLinks:
                 live = link
         if len(self._parked) + self._opening < self._size:
             self._changed.set()
-        return live or await self._connect()
+        return live
+
+    async def take(self) -> trio.abc.Stream:
+        """A live parked link if there is one, else a new one (which may raise)."""
+        return self.take_parked() or await self._connect()
 
     def park(self, link: RawSocketStream) -> None:
         """Take back a link whose session ended cleanly, for the next client."""

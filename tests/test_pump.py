@@ -279,7 +279,9 @@ async def test_forward_ready_reports_a_reset_source_as_peer_gone() -> None:
     writer.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
     writer.close()  # RST, which loopback delivers before close() returns
     src, dst = RawSocketStream(relay_in), RawSocketStream(relay_out)
+    failure = pump.forward_ready(src, dst)  # does not raise: the accepting task runs it
+    assert failure is not None
     with pytest.raises(PEER_GONE):
-        pump.forward_ready(src, dst)
+        await failure()
     for sock in (relay_in, relay_out, reader):
         sock.close()

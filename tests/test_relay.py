@@ -5,6 +5,7 @@ import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 import trio
@@ -155,6 +156,82 @@ async def test_a_waiting_request_goes_on_before_the_other_direction_is_set_up(
     assert upstream_had == [request]
     for sock in (client, relay_front, relay_back, upstream):
         sock.close()
+
+
+class UpstreamsAtOnce:
+    """Upstreams ready without waiting: socket pairs, while `ready` lasts."""
+
+    def __init__(self, ready: int) -> None:
+        self.ready = ready
+        self.far_ends: list[socket.socket] = []
+
+    def __call__(self) -> RawSocketStream | None:
+        if not self.ready:
+            return None
+        self.ready -= 1
+        near, far = socket.socketpair()
+        self.far_ends.append(far)
+        return RawSocketStream(near)
+
+
+async def test_an_upstream_at_once_gets_the_request_from_the_accepting_task(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    at_once = UpstreamsAtOnce(ready=1)
+    hop = Hop(UnixEndpoint(str(tmp_path / "nobody.sock")), "the test upstream", "start it")
+    relay = Relay(hop_connector(hop), upstream_at_once=at_once)
+    upstream_had: list[bytes] = []
+    relay_connection = Relay._relay_connection
+
+    async def relay_connection_noting_what_upstream_has(self: Relay, *args: object) -> None:
+        upstream_had.append(at_once.far_ends[0].recv(100, socket.MSG_DONTWAIT))
+        await relay_connection(self, *args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(Relay, "_relay_connection", relay_connection_noting_what_upstream_has)
+    request = b"GET /localapi/v0/status HTTP/1.1\r\n\r\n"
+    front = tmp_path / "front.sock"
+    client = socket.socket(socket.AF_UNIX)
+    async with trio.open_nursery() as nursery:
+        listener = await unix_listener(front)
+        client.connect(str(front))
+        client.sendall(request)  # before the relay even accepts
+        await nursery.start(relay.serve, [listener])
+        with trio.fail_after(10):
+            while not upstream_had:
+                await trio.sleep(0.01)
+        nursery.cancel_scope.cancel()
+    assert upstream_had == [request]  # there before the connection's own task began
+    client.close()
+    for far in at_once.far_ends:
+        far.close()
+
+
+async def test_without_an_upstream_at_once_the_relay_connects_as_usual(tmp_path: Path) -> None:
+    hop = Hop(UnixEndpoint(str(tmp_path / "up.sock")), "the test upstream", "start it")
+    at_once = UpstreamsAtOnce(ready=0)
+    relay = Relay(hop_connector(hop), upstream_at_once=at_once)
+    async with (
+        upstream_server(tmp_path / "up.sock", answer_after_eof),
+        running_relay(tmp_path, relay) as front,
+        await open_stream(front) as client,
+    ):
+        assert isinstance(client, trio.abc.HalfCloseableStream)
+        await client.send_all(b"abc")
+        await client.send_eof()
+        assert await receive_all(client) == b"3:cba"
+
+
+@pytest.mark.parametrize(
+    "other",
+    [{"lazy_upstream": True}, {"admit": lambda stream: None}, {"sessions": lambda c, f: None}],
+    ids=["lazy", "admission", "sessions"],
+)
+def test_an_upstream_at_once_is_only_for_a_relay_that_connects_at_once(
+    other: dict[str, Any],
+) -> None:
+    connector = hop_connector(Hop(UnixEndpoint("x"), "x", "x"))
+    with pytest.raises(ValueError, match="opens its upstream at once"):
+        Relay(connector, upstream_at_once=lambda: None, **other)
 
 
 async def test_connections_past_the_cap_wait_for_a_free_slot(tmp_path: Path) -> None:

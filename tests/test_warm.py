@@ -82,3 +82,21 @@ async def test_when_the_windows_half_is_down_take_raises_and_refills_back_off(
         await trio.sleep(10)  # longer than the longest back-off
         assert len(windows_half.far_ends) == 2
         warm.close()
+
+
+async def test_take_parked_never_connects_and_asks_for_a_refill(
+    windows_half: FakeWindowsHalf,
+) -> None:
+    warm = WarmLinks(windows_half.connect, size=1)
+    assert warm.take_parked() is None  # nothing parked: no connect, no wait
+    assert windows_half.far_ends == []
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(warm.keep_warm)
+        await trio.testing.wait_all_tasks_blocked()
+        link = warm.take_parked()
+        assert link is not None
+        assert link.socket.getpeername() == windows_half.far_ends[0].getsockname()
+        await trio.testing.wait_all_tasks_blocked()
+        assert len(windows_half.far_ends) == 2  # the pool refilled behind it
+        link.close()
+        warm.close()
