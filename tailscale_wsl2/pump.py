@@ -21,10 +21,11 @@ Linux's `splice` (socket to pipe to socket inside the kernel) was the first
 fast path; measured on this relay's shapes it cost more CPU per GB than this
 copy and moved less, so it went (docs/benchmarks.md).
 
-A new connection's first bytes (its request, already waiting when the relay
-gets to it) are sent on by `forward_ready` before the second direction's task
-is started (`relay.copy_both_ways`), so that starting it is not part of every
-request's latency.
+A direction is a `OneWay`, set up once. A new connection's first bytes (its
+request, already waiting when the relay gets to it) are sent on by its
+`forward_ready` before the second direction's task is started
+(`relay.copy_both_ways`), so that starting it is not part of every request's
+latency.
 
 Both paths end the same way (`_pass_end_on`): EOF from the source is passed
 on as a half-close where the destination supports one, a source whose far
@@ -50,7 +51,7 @@ from .sockets import (
     send_now,
 )
 
-__all__ = ["CHUNK_SIZE", "PEER_GONE", "SPARE_BUFFERS", "Finish", "copy_one_way", "forward_ready"]
+__all__ = ["CHUNK_SIZE", "PEER_GONE", "SPARE_BUFFERS", "OneWay"]
 
 # Large enough for any request head; larger reads buy little on the portable path.
 CHUNK_SIZE = 65536
@@ -90,8 +91,8 @@ SPARE_BUFFERS = _SpareBuffers(keep=16)
 Receive = Callable[[mmap.mmap], int]
 # Sends a buffer's first bytes on: (buffer, count of payload bytes).
 Send = Callable[[memoryview, int], Awaitable[None]]
-# Sends the rest of what the destination could not take at once, or raises the
-# error forward_ready met.
+# Sends the rest of what the destination could not take at once (or raises the
+# error met before).
 Finish = Callable[[], Awaitable[None]]
 # Sends a buffer's first bytes on without waiting: None when all went, else the Finish.
 SendNow = Callable[[memoryview, int], Finish | None]
@@ -171,7 +172,10 @@ class FastPath(NamedTuple):
 
 def _fast_path(src: trio.abc.Stream, dst: trio.abc.Stream) -> FastPath | None:
     """How to copy src to dst through spare buffers, if both ends allow it."""
-    if isinstance(dst, LinkSession) and isinstance(src, RawSocketStream):
+    # Exact types: these classes derive from trio's abstract ones, and isinstance
+    # against such a class goes through ABCMeta on every mismatch (cProfile: 8
+    # times per request in a half). Nothing here subclasses them.
+    if type(dst) is LinkSession and type(src) is RawSocketStream:
         # Into a session: payload after the frame header's room (sessions.py).
         sock = src.socket
 
@@ -181,11 +185,11 @@ def _fast_path(src: trio.abc.Stream, dst: trio.abc.Stream) -> FastPath | None:
         return FastPath(
             sock, dst.socket, receive_after_header_room, dst.send_framed, dst.send_framed_now
         )
-    if isinstance(dst, RawSocketStream):
+    if type(dst) is RawSocketStream:
         sock = dst.socket
-        if isinstance(src, RawSocketStream):
+        if type(src) is RawSocketStream:
             receive: Receive = src.socket.recv_into
-        elif isinstance(src, LinkSession):
+        elif type(src) is LinkSession:
             receive = src.try_receive_into
         else:
             return None
@@ -204,33 +208,6 @@ async def _fail(error: BaseException) -> None:
     raise error
 
 
-def forward_ready(src: trio.abc.Stream, dst: trio.abc.Stream) -> Finish | None:
-    """Send on what `src` has received already, without waiting.
-
-    Returns None when `dst` took it all (or there was nothing, or no fast path),
-    else what sends the rest: `copy_one_way`'s `first`. It never raises, so that
-    it can run where nothing could close the streams (the accepting task): a
-    failure is raised when `first` is awaited. An EOF is left for `copy_one_way`
-    to find: a socket reports it again, and so does a session.
-    """
-    fast = _fast_path(src, dst)
-    if fast is None:
-        return None
-    buffer = SPARE_BUFFERS.take()
-    try:
-        with memoryview(buffer) as view:
-            received = fast.receive(buffer)
-            return fast.send_now(view, received) if received else None
-    except BlockingIOError:
-        return None
-    except OSError as exc:
-        return partial(_fail, _peer_gone(fast, exc))
-    except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:  # a session's framing
-        return partial(_fail, exc)
-    finally:
-        SPARE_BUFFERS.give_back(buffer)
-
-
 async def _copy_portably(src: trio.abc.Stream, dst: trio.abc.Stream) -> None:
     while chunk := await src.receive_some(CHUNK_SIZE):
         await dst.send_all(chunk)
@@ -239,9 +216,9 @@ async def _copy_portably(src: trio.abc.Stream, dst: trio.abc.Stream) -> None:
 def _hung_up(src: trio.abc.Stream) -> bool:
     """Whether `src`, which has just ended, ended because its far end closed the
     whole connection rather than only its sending side."""
-    if isinstance(src, LinkSession):
+    if type(src) is LinkSession:
         return src.abandoned  # GONE (sessions.py)
-    if isinstance(src, RawSocketStream):
+    if type(src) is RawSocketStream:
         return peer_closed_entirely(src.socket)
     return False
 
@@ -251,9 +228,9 @@ async def _pass_end_on(src: trio.abc.Stream, dst: trio.abc.Stream) -> None:
     both directions, so that the copy the other way ends at once instead of waiting
     on a peer that was told nothing (a named pipe, which cannot be half-closed)."""
     hung_up = _hung_up(src)
-    if isinstance(dst, LinkSession):
+    if type(dst) is LinkSession:
         await dst.send_eof(gone=hung_up)
-    elif isinstance(dst, RawSocketStream):
+    elif type(dst) is RawSocketStream:
         with PeerErrorsAsBroken(dst.socket):
             dst.socket.shutdown(socket.SHUT_RDWR if hung_up else socket.SHUT_WR)
     elif hung_up:
@@ -264,21 +241,56 @@ async def _pass_end_on(src: trio.abc.Stream, dst: trio.abc.Stream) -> None:
         await dst.send_eof()
 
 
-async def copy_one_way(
-    src: trio.abc.Stream, dst: trio.abc.Stream, first: Finish | None = None
-) -> None:
-    """Copy until `src` ends, then pass its end on to `dst` (`_pass_end_on`).
+class OneWay:
+    """One direction of a relayed connection: `src`'s bytes to `dst`, then its end."""
 
-    `first` sends what `forward_ready` left over; it goes before anything else.
-    """
-    fast = _fast_path(src, dst)
-    if fast is None:
-        await _copy_portably(src, dst)
-    else:
+    def __init__(self, src: trio.abc.Stream, dst: trio.abc.Stream) -> None:
+        self.src = src
+        self.dst = dst
+        self._fast = _fast_path(src, dst)
+        self._unsent: Finish | None = None  # what forward_ready left to `copy`
+
+    def reversed(self) -> "OneWay":
+        return OneWay(self.dst, self.src)
+
+    def forward_ready(self) -> bool:
+        """Send on what `src` has received already, without waiting; False when
+        part of it, or an error met, is left for `copy`.
+
+        It never raises, so that it can run where nothing could close the streams
+        (the accepting task). An EOF is left for `copy` to find: a socket reports
+        it again, and so does a session.
+        """
+        fast = self._fast
+        if fast is None:
+            return True
+        buffer = SPARE_BUFFERS.take()
         try:
-            if first is not None:
-                await first()
-            await _copy_chunks(fast.src_socket, fast.receive, fast.send)
+            with memoryview(buffer) as view:
+                received = fast.receive(buffer)
+                if received:
+                    self._unsent = fast.send_now(view, received)
+        except BlockingIOError:
+            pass
         except OSError as exc:
-            raise _peer_gone(fast, exc) from exc
-    await _pass_end_on(src, dst)
+            self._unsent = partial(_fail, _peer_gone(fast, exc))
+        except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:  # a session's framing
+            self._unsent = partial(_fail, exc)
+        finally:
+            SPARE_BUFFERS.give_back(buffer)
+        return self._unsent is None
+
+    async def copy(self) -> None:
+        """Copy until `src` ends, then pass its end on to `dst` (`_pass_end_on`)."""
+        fast = self._fast
+        if fast is None:
+            await _copy_portably(self.src, self.dst)
+        else:
+            try:
+                if self._unsent is not None:
+                    unsent, self._unsent = self._unsent, None
+                    await unsent()
+                await _copy_chunks(fast.src_socket, fast.receive, fast.send)
+            except OSError as exc:
+                raise _peer_gone(fast, exc) from exc
+        await _pass_end_on(self.src, self.dst)

@@ -33,7 +33,7 @@ from functools import partial
 import trio
 
 from .bad_gateway import answer_bad_gateway
-from .pump import PEER_GONE, Finish, copy_one_way, forward_ready
+from .pump import PEER_GONE, OneWay
 from .sessions import FirstByte
 from .sockets import RawSocketStream
 from .upstream import Connector, UpstreamUnavailable
@@ -59,29 +59,27 @@ ACCEPT_RETRY_DELAY = 0.1
 
 async def copy_both_ways(a: trio.abc.Stream, b: trio.abc.Stream) -> None:
     """Copy a->b and b->a until both directions end; a failure in one ends both."""
+    a_to_b = OneWay(a, b)
     # What `a` has sent already (on a new connection, its request) goes on
     # before the other direction's task and its nursery are set up: measured,
     # that set-up was about 20 us of every request's latency in each half.
-    await copy_both_ways_after(a, b, forward_ready(a, b))
+    a_to_b.forward_ready()
+    await copy_both_ways_after(a_to_b)
 
 
-async def copy_both_ways_after(
-    a: trio.abc.Stream, b: trio.abc.Stream, rest_of_first: Finish | None
-) -> None:
-    """`copy_both_ways`, once `forward_ready(a, b)` has run and left `rest_of_first`."""
+async def copy_both_ways_after(a_to_b: OneWay) -> None:
+    """`copy_both_ways`, once `a_to_b.forward_ready()` has run."""
 
-    async def copy_or_end_both(
-        src: trio.abc.Stream, dst: trio.abc.Stream, first: Finish | None = None
-    ) -> None:
+    async def copy_or_end_both(one_way: OneWay) -> None:
         try:
-            await copy_one_way(src, dst, first)
+            await one_way.copy()
         except PEER_GONE as exc:
             log.debug("connection ended: %r", exc)
             nursery.cancel_scope.cancel()
 
     async with trio.open_nursery() as nursery:
-        nursery.start_soon(copy_or_end_both, b, a)
-        await copy_or_end_both(a, b, rest_of_first)  # in this task: one task fewer
+        nursery.start_soon(copy_or_end_both, a_to_b.reversed())
+        await copy_or_end_both(a_to_b)  # in this task: one task fewer
 
 
 # Decides whether an accepted connection may be relayed (None) or why not.
@@ -90,8 +88,6 @@ Admission = Callable[[trio.abc.Stream], Awaitable[str | None]]
 # An upstream that is open already and costs no wait to take (the WSL2 half's
 # warm link), or None when there is none at the moment.
 UpstreamAtOnce = Callable[[], trio.abc.Stream | None]
-# Such an upstream, taken, and what `forward_ready` left of the client's first bytes.
-UpstreamTaken = tuple[trio.abc.Stream, Finish | None]
 
 # The client connections an accepted connection carries, one after another:
 # itself, or the sessions on a link between the halves (`sessions.py`). The
@@ -215,25 +211,26 @@ class Relay:
                     raise
                 connections.start_soon(self._relay_connection, stream, self._upstream_now(stream))
 
-    def _upstream_now(self, client: trio.abc.Stream) -> UpstreamTaken | None:
-        """An upstream that costs no wait, with what the client has sent already
-        sent on to it, here in the accepting task: a request's latency then does
-        not include starting its connection's task (measured: about 25 us of the
-        WSL2 half's). None when there is no such upstream."""
+    def _upstream_now(self, client: trio.abc.Stream) -> OneWay | None:
+        """The client's direction to an upstream that costs no wait, with what the
+        client has sent already sent on, here in the accepting task: a request's
+        latency then does not include starting its connection's task (measured:
+        about 25 us of the WSL2 half's). None when there is no such upstream."""
         if self._upstream_at_once is None or (upstream := self._upstream_at_once()) is None:
             return None
-        return upstream, forward_ready(client, upstream)
+        client_to_upstream = OneWay(client, upstream)
+        client_to_upstream.forward_ready()
+        return client_to_upstream
 
     async def _relay_connection(
-        self, client: trio.abc.Stream, upstream_now: UpstreamTaken | None
+        self, client: trio.abc.Stream, client_to_upstream: OneWay | None
     ) -> None:
         self.active_connections += 1
         try:
             async with client:
-                if upstream_now is not None:
-                    upstream, rest_of_first = upstream_now
-                    async with upstream:
-                        await copy_both_ways_after(client, upstream, rest_of_first)
+                if client_to_upstream is not None:
+                    async with client_to_upstream.dst:
+                        await copy_both_ways_after(client_to_upstream)
                     return
                 if self._admit is not None and (refusal := await self._admit(client)):
                     log.warning("refused a connection: %s", refusal)

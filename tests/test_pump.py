@@ -14,7 +14,7 @@ import trio
 import trio.testing
 
 from tailscale_wsl2 import pump
-from tailscale_wsl2.pump import PEER_GONE, copy_one_way
+from tailscale_wsl2.pump import PEER_GONE, OneWay
 from tailscale_wsl2.sockets import COPY_CHUNK_SIZE, RawSocketStream
 
 SocketPairMaker = Callable[[], tuple[socket.socket, socket.socket]]
@@ -66,7 +66,7 @@ async def one_way(
     destination_pair: SocketPairMaker,
     wrap: StreamMaker = RawSocketStream,
 ) -> AsyncIterator[tuple[trio.socket.SocketType, trio.socket.SocketType, trio.Nursery]]:
-    """writer -> [src relay end] copy_one_way [dst relay end] -> reader."""
+    """writer -> [src relay end] OneWay.copy [dst relay end] -> reader."""
     writer, relay_in = source_pair()
     relay_out, reader = destination_pair()
     if source_pair is destination_pair is unix_pair:
@@ -80,7 +80,7 @@ async def one_way(
     relay_in_stream, relay_out_stream = wrap(relay_in), wrap(relay_out)
     try:
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(copy_one_way, relay_in_stream, relay_out_stream)
+            nursery.start_soon(OneWay(relay_in_stream, relay_out_stream).copy)
             yield writer_t, reader_t, nursery
     finally:
         for sock in (writer_t, reader_t):
@@ -134,7 +134,7 @@ async def test_a_reset_destination_ends_the_copy_as_peer_gone(copy_path: StreamM
     writer.setblocking(False)
     writer.send(b"x" * 65536)
     with pytest.raises(PEER_GONE), trio.fail_after(10):
-        await copy_one_way(copy_path(relay_in), copy_path(relay_out))
+        await OneWay(copy_path(relay_in), copy_path(relay_out)).copy()
     for sock in (writer, relay_in, relay_out):
         sock.close()
 
@@ -229,7 +229,7 @@ async def test_forward_ready_sends_what_is_waiting_without_a_checkpoint(
     writer.sendall(request)
     reader.settimeout(10)
     # Not a coroutine: it cannot wait, so the bytes are on their way when it returns.
-    assert pump.forward_ready(RawSocketStream(relay_in), RawSocketStream(relay_out)) is None
+    assert OneWay(RawSocketStream(relay_in), RawSocketStream(relay_out)).forward_ready()
     assert reader.recv(100) == request
     for sock in (writer, relay_in, relay_out, reader):
         sock.close()
@@ -239,10 +239,10 @@ async def test_forward_ready_leaves_an_eof_for_the_copy_to_pass_on(copy_path: St
     writer, relay_in = unix_pair()
     relay_out, reader = unix_pair()
     writer.shutdown(socket.SHUT_WR)
-    src, dst = copy_path(relay_in), copy_path(relay_out)
-    assert pump.forward_ready(src, dst) is None
+    one_way = OneWay(copy_path(relay_in), copy_path(relay_out))
+    assert one_way.forward_ready()
     with trio.fail_after(10):
-        await copy_one_way(src, dst)
+        await one_way.copy()
     reader.settimeout(10)
     assert reader.recv(100) == b""  # the half-close arrived
     for sock in (writer, relay_in, relay_out, reader):
@@ -254,17 +254,16 @@ async def test_forward_ready_hands_what_a_full_destination_refused_to_the_copy(
 ) -> None:
     writer, relay_in = unix_pair()
     relay_out, reader = destination_pair()
-    src, dst = RawSocketStream(relay_in), RawSocketStream(relay_out)  # (sets its buffer size)
+    one_way = OneWay(RawSocketStream(relay_in), RawSocketStream(relay_out))  # (buffer size set)
     already_queued = fill(relay_out)
     request = os.urandom(200_000)
     writer.sendall(request[:100_000])  # the rest comes while the copy runs
-    rest = pump.forward_ready(src, dst)
-    assert rest is not None  # the destination was full: nothing, or only part, went
+    assert not one_way.forward_ready()  # the destination was full: nothing, or only part, went
     reader_t = trio.socket.from_stdlib_socket(reader)
     writer_t = trio.socket.from_stdlib_socket(writer)
     with trio.fail_after(30):
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(copy_one_way, src, dst, rest)
+            nursery.start_soon(one_way.copy)
             nursery.start_soon(send_then_eof, writer_t, request[100_000:])
             received = await read_to_eof(reader_t)
     assert received[:already_queued] == b"\xff" * already_queued
@@ -278,10 +277,9 @@ async def test_forward_ready_reports_a_reset_source_as_peer_gone() -> None:
     relay_out, reader = unix_pair()
     writer.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
     writer.close()  # RST, which loopback delivers before close() returns
-    src, dst = RawSocketStream(relay_in), RawSocketStream(relay_out)
-    failure = pump.forward_ready(src, dst)  # does not raise: the accepting task runs it
-    assert failure is not None
+    one_way = OneWay(RawSocketStream(relay_in), RawSocketStream(relay_out))
+    assert not one_way.forward_ready()  # does not raise: the accepting task runs it
     with pytest.raises(PEER_GONE):
-        await failure()
+        await one_way.copy()
     for sock in (relay_in, relay_out, reader):
         sock.close()

@@ -13,9 +13,8 @@ import pytest
 import trio
 import trio.testing
 
-from tailscale_wsl2 import pump
 from tailscale_wsl2.endpoints import TcpEndpoint, UnixEndpoint
-from tailscale_wsl2.pump import PEER_GONE, copy_one_way
+from tailscale_wsl2.pump import PEER_GONE, OneWay
 from tailscale_wsl2.relay import Relay
 from tailscale_wsl2.sessions import (
     GONE,
@@ -195,7 +194,7 @@ async def test_a_source_that_hung_up_ends_its_session_with_gone(
     else:
         client.shutdown(socket.SHUT_WR)
     with trio.fail_after(10):
-        await copy_one_way(RawSocketStream(relay_end), session)
+        await OneWay(RawSocketStream(relay_end), session).copy()
     assert far.recv(64) == frame(b"request") + HEADER.pack(end)
     relay_end.close()
     if not hang_up:
@@ -227,12 +226,12 @@ async def test_a_frame_the_link_takes_only_in_part_is_finished_before_anything_e
     request = os.urandom(50_000)
     writer.sendall(request)
     writer.shutdown(socket.SHUT_WR)
-    rest = pump.forward_ready(RawSocketStream(relay_in), session)
-    assert rest is not None  # the link was full: the frame waits, in part or whole
+    one_way = OneWay(RawSocketStream(relay_in), session)
+    assert not one_way.forward_ready()  # the link was full: the frame waits, in part or whole
     far.setblocking(True)
     assert far.recv(already_queued, socket.MSG_WAITALL) == b"\xff" * already_queued
     with trio.fail_after(10):
-        await copy_one_way(RawSocketStream(relay_in), session, rest)
+        await one_way.copy()
     assert b"".join(read_frames(far)) == request  # whole frames, in order, then the end
     far.sendall(HEADER.pack(0))
     assert await session.receive_some() == b""
@@ -249,7 +248,7 @@ async def test_a_link_left_with_part_of_a_frame_is_not_reused() -> None:
     session = LinkSession(RawSocketStream(near), recycled.append)
     fill(near)
     writer.sendall(b"x" * 1000)
-    assert pump.forward_ready(RawSocketStream(relay_in), session) is not None
+    assert not OneWay(RawSocketStream(relay_in), session).forward_ready()
     far.sendall(HEADER.pack(GONE))  # the other half gives the session up meanwhile
     with trio.fail_after(5):
         assert await session.receive_some() == b""
@@ -295,7 +294,7 @@ async def test_fast_path_frames_a_socket_into_a_session(pair: SocketPairMaker) -
 
     with trio.fail_after(30):
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(copy_one_way, RawSocketStream(relay_in), session)
+            nursery.start_soon(OneWay(RawSocketStream(relay_in), session).copy)
             nursery.start_soon(send_then_eof, writer_t, data)
             await read_frames_to_end()
     assert bytes(received) == data
@@ -320,7 +319,7 @@ async def test_fast_path_unframes_a_session_into_a_socket(pair: SocketPairMaker)
 
     with trio.fail_after(30):
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(copy_one_way, session, RawSocketStream(relay_out))
+            nursery.start_soon(OneWay(session, RawSocketStream(relay_out)).copy)
             nursery.start_soon(dribble)
             assert await read_to_eof(reader_t) == b"".join(chunks)
     assert not session.reusable  # only the incoming direction has ended
@@ -338,11 +337,11 @@ async def test_portable_path_goes_through_a_session() -> None:
     pipe_end, test_end = trio.testing.memory_stream_pair()
     far.sendall(frame(b"GET / HTTP/1.1\r\n\r\n") + frame(b""))
     with trio.fail_after(10):
-        await copy_one_way(session, pipe_end)
+        await OneWay(session, pipe_end).copy()
         assert await test_end.receive_some() == b"GET / HTTP/1.1\r\n\r\n"
         await test_end.send_all(b"HTTP/1.1 200 OK\r\n\r\n")
         await test_end.send_eof()
-        await copy_one_way(pipe_end, session)
+        await OneWay(pipe_end, session).copy()
     assert read_frames(far) == [b"HTTP/1.1 200 OK\r\n\r\n", b""]
     assert session.reusable
     far.close()
@@ -356,7 +355,7 @@ async def test_a_reset_link_ends_the_copy_as_peer_gone() -> None:
     far.close()  # RST
     writer.sendall(b"x" * 65536)
     with pytest.raises(PEER_GONE), trio.fail_after(10):
-        await copy_one_way(RawSocketStream(relay_in), LinkSession(RawSocketStream(near)))
+        await OneWay(RawSocketStream(relay_in), LinkSession(RawSocketStream(near))).copy()
     for sock in (writer, relay_in, near):
         sock.close()
 
