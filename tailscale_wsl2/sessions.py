@@ -110,6 +110,21 @@ class LinkSession(trio.abc.HalfCloseableStream):
         self._unread -= received
         return received
 
+    async def begin(self) -> bool:
+        """Read what has arrived of this session's first frame header (the Windows
+        half waited for it); False when the link closed instead, between sessions.
+
+        This one `recv` tells a new session from a closed link: no peek first.
+        """
+        with PeerErrorsAsBroken(self.socket):
+            while True:
+                try:
+                    self._receive_header()
+                except BlockingIOError:
+                    await trio.lowlevel.wait_readable(self.socket)
+                else:
+                    return not self._link_ended
+
     def _receive_header(self) -> None:
         with memoryview(self._header) as header:
             received = self.socket.recv_into(header[self._header_received :])
@@ -282,9 +297,9 @@ async def link_sessions(
     await link.receive_some(1)  # SESSION_MODE itself, already here
     while True:
         await first_byte(link)
-        if not await _peek_byte(link):
-            return
         session = LinkSession(link)
+        if not await session.begin():
+            return
         yield session
         await session.finish()
         if not session.reusable:

@@ -95,6 +95,21 @@ async def test_a_header_split_across_reads_is_put_together(
     assert session.try_receive_into(buffer) == 0  # stays ended
 
 
+async def test_a_session_begins_on_part_of_a_header_and_not_on_a_closed_link() -> None:
+    near, far = unix_pair()
+    link = RawSocketStream(near)
+    wire = frame(b"hello")
+    far.sendall(wire[:2])
+    first = LinkSession(link)
+    assert await first.begin()  # a session starts, though its header is not all here
+    far.sendall(wire[2:] + HEADER.pack(0))
+    assert await first.receive_some() == b"hello"
+    assert await first.receive_some() == b""
+    far.close()  # the WSL2 half closes the idle link
+    assert not await LinkSession(link).begin()  # no session: no upstream to open
+    near.close()
+
+
 async def test_a_read_stops_at_the_end_of_its_frame(
     link_pair: tuple[LinkSession, socket.socket],
 ) -> None:
