@@ -273,7 +273,9 @@ class OneWay:
         except BlockingIOError:
             pass
         except OSError as exc:
-            self._unsent = partial(_fail, _peer_gone(fast, exc))
+            error = _peer_gone(fast, exc)
+            error.__cause__ = exc  # as `raise ... from exc` would have it, for --verbose
+            self._unsent = partial(_fail, error)
         except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:  # a session's framing
             self._unsent = partial(_fail, exc)
         finally:

@@ -279,7 +279,8 @@ async def test_forward_ready_reports_a_reset_source_as_peer_gone() -> None:
     writer.close()  # RST, which loopback delivers before close() returns
     one_way = OneWay(RawSocketStream(relay_in), RawSocketStream(relay_out))
     assert not one_way.forward_ready()  # does not raise: the accepting task runs it
-    with pytest.raises(PEER_GONE):
+    with pytest.raises(PEER_GONE) as raised:
         await one_way.copy()
+    assert isinstance(raised.value.__cause__, ConnectionResetError)  # kept for --verbose
     for sock in (relay_in, relay_out, reader):
         sock.close()
