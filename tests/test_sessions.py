@@ -232,12 +232,18 @@ async def test_a_frame_cut_off_midway_leaves_the_link_unusable() -> None:
     far.close()
 
 
-async def test_a_frame_the_link_takes_only_in_part_is_finished_before_anything_else() -> None:
-    writer, relay_in = unix_pair()
+def session_on_a_full_link() -> tuple[LinkSession, socket.socket, list[RawSocketStream], int]:
+    """A session on a link whose send buffer is full; the test's end of the link,
+    the links given back, and how many filler bytes wait in the link."""
     near, far = unix_pair()
     recycled: list[RawSocketStream] = []
     session = LinkSession(RawSocketStream(near), recycled.append)
-    already_queued = fill(near)
+    return session, far, recycled, fill(near)
+
+
+async def test_a_frame_the_link_takes_only_in_part_is_finished_before_anything_else() -> None:
+    writer, relay_in = unix_pair()
+    session, far, recycled, already_queued = session_on_a_full_link()
     request = os.urandom(50_000)
     writer.sendall(request)
     writer.shutdown(socket.SHUT_WR)
@@ -252,16 +258,13 @@ async def test_a_frame_the_link_takes_only_in_part_is_finished_before_anything_e
     assert await session.receive_some() == b""
     await session.aclose()
     assert recycled == [session.link]  # back in step: the link carries the next session
-    for sock in (writer, relay_in, far, near):
+    for sock in (writer, relay_in, far, session.socket):
         sock.close()
 
 
 async def test_a_link_left_with_part_of_a_frame_is_not_reused() -> None:
     writer, relay_in = unix_pair()
-    near, far = unix_pair()
-    recycled: list[RawSocketStream] = []
-    session = LinkSession(RawSocketStream(near), recycled.append)
-    fill(near)
+    session, far, recycled, _ = session_on_a_full_link()
     writer.sendall(b"x" * 1000)
     assert not OneWay(RawSocketStream(relay_in), session).forward_ready()
     far.sendall(HEADER.pack(GONE))  # the other half gives the session up meanwhile
@@ -269,7 +272,7 @@ async def test_a_link_left_with_part_of_a_frame_is_not_reused() -> None:
         assert await session.receive_some() == b""
         await session.aclose()  # no end frame can follow part of a frame
     assert recycled == []
-    assert near.fileno() == -1
+    assert session.socket.fileno() == -1
     for sock in (writer, relay_in, far):
         sock.close()
 
