@@ -42,6 +42,7 @@ import json
 import os
 import platform
 import shlex
+import shutil
 import signal
 import socket
 import statistics
@@ -237,12 +238,43 @@ def rows_for(bars: str) -> list[Row]:
 
 
 @dataclass(frozen=True)
+class Placement:
+    """Where each side's processes run: a command prefix for each side.
+
+    By default (no prefix) wherever the scheduler puts them. `--pin-sides` puts
+    them as real use does, where the two sides are two machines: the WSL2 side
+    (the client, and the WSL2 half or socat's Unix listener) on core 1, the
+    Windows side (the Windows half or socat's TCP listener, and the upstream)
+    on core 0. Both chains get the same placement.
+    """
+
+    wsl: tuple[str, ...] = ()
+    windows: tuple[str, ...] = ()
+    description: str = "wherever the scheduler puts them"
+
+    def on_wsl_side(self, argv: Sequence[str]) -> list[str]:
+        return [*self.wsl, *argv]
+
+    def on_windows_side(self, argv: Sequence[str]) -> list[str]:
+        return [*self.windows, *argv]
+
+
+SIDES_ON_CORES = Placement(
+    ("taskset", "-c", "1"),
+    ("taskset", "-c", "0"),
+    "WSL2 side (client, WSL2 half or socat UNIX-LISTEN) on core 1, Windows side "
+    "(Windows half or socat TCP-LISTEN, upstream) on core 0 (--pin-sides)",
+)
+
+
+@dataclass(frozen=True)
 class Tools:
     upstream: Path
     loadgen: Path
+    placement: Placement
 
 
-def build_tools() -> Tools:
+def build_tools(placement: Placement) -> Tools:
     BUILD.mkdir(exist_ok=True)
     built = []
     for name in ("upstream", "loadgen"):
@@ -254,7 +286,8 @@ def build_tools() -> Tools:
                 check=True,
             )
         built.append(binary)
-    return Tools(*built)
+    upstream, load_generator = built
+    return Tools(upstream, load_generator, placement)
 
 
 # --- processes ---------------------------------------------------------------------------------
@@ -423,7 +456,7 @@ class PeakSampler:
 
 
 def loadgen(tools: Tools, mode: str, sock: Path, *args: object) -> dict[str, Any]:
-    argv = [str(tools.loadgen), mode, str(sock), *map(str, args)]
+    argv = tools.placement.on_wsl_side([str(tools.loadgen), mode, str(sock), *map(str, args)])
     done = subprocess.run(argv, capture_output=True, text=True, check=False, timeout=600)
     if not done.stdout.strip():
         raise RuntimeError(f"loadgen {mode} printed nothing: {done.stderr}")
@@ -492,19 +525,19 @@ class ChainSpec:
     wsl_argv: Callable[[int, Path], list[str]]  # (port, front socket)
 
     @contextmanager
-    def run(self, workdir: Path, upstream_sock: Path) -> Iterator[RunningChain]:
+    def run(
+        self, workdir: Path, upstream_sock: Path, placement: Placement
+    ) -> Iterator[RunningChain]:
         port = free_tcp_port()
         front = workdir / f"{self.name}-front.sock"
         chain = RunningChain(front)
         with ExitStack() as stack:
-            windows = stack.enter_context(
-                running(f"{self.name}-windows", self.windows_argv(port, upstream_sock), workdir)
-            )
+            windows_argv = placement.on_windows_side(self.windows_argv(port, upstream_sock))
+            windows = stack.enter_context(running(f"{self.name}-windows", windows_argv, workdir))
             chain.halves["windows"] = windows
             wait_ready(windows, ("127.0.0.1", port))
-            wsl = stack.enter_context(
-                running(f"{self.name}-wsl", self.wsl_argv(port, front), workdir)
-            )
+            wsl_argv = placement.on_wsl_side(self.wsl_argv(port, front))
+            wsl = stack.enter_context(running(f"{self.name}-wsl", wsl_argv, workdir))
             chain.halves["wsl"] = wsl
             wait_ready(wsl, str(front))
             yield chain
@@ -606,7 +639,7 @@ def measure_chains(
     """Run every chain side by side and measure each, and the upstream directly."""
     with ExitStack() as stack:
         chains = {
-            name: stack.enter_context(spec.run(workdir, upstream_sock))
+            name: stack.enter_context(spec.run(workdir, upstream_sock, tools.placement))
             for name, spec in specs.items()
         }
         direct = Target("direct", upstream_sock)
@@ -644,7 +677,7 @@ def measure_chains(
 def hold_idle_connections(
     tools: Tools, chain: RunningChain, upstream_sock: Path, count: int, figures: Figures
 ) -> None:
-    argv = [str(tools.loadgen), "hold", str(chain.front), str(count)]
+    argv = tools.placement.on_wsl_side([str(tools.loadgen), "hold", str(chain.front), str(count)])
     holder = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout is not None
@@ -808,6 +841,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="also run the tool with --insecure-no-auth (the 'no auth' rows)",
     )
     parser.add_argument("--quick", action="store_true", help="shorter run, for development")
+    parser.add_argument(
+        "--pin-sides",
+        action="store_true",
+        help="run each side on its own core, as on two machines (the default leaves "
+        "placement to the scheduler)",
+    )
     parser.add_argument("--json", type=Path, metavar="PATH", help="also write figures as JSON")
     parser.add_argument(
         "--bars",
@@ -821,13 +860,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     load_before = os.getloadavg()[0]
     sizes = QUICK if args.quick else FULL
     program = parse_program(args.program)
-    tools = build_tools()
+    if args.pin_sides and (len(os.sched_getaffinity(0)) < 2 or not shutil.which("taskset")):
+        parser.error("--pin-sides needs two cores and taskset (util-linux)")
+    tools = build_tools(SIDES_ON_CORES if args.pin_sides else Placement())
     print(f"program under test: {shlex.join(program)}", file=sys.stderr)
 
     with tempfile.TemporaryDirectory(prefix="relay-bench-") as tmp:
         workdir = Path(tmp)
         upstream_sock = workdir / "upstream.sock"
-        with running("upstream", [str(tools.upstream), str(upstream_sock)], workdir) as upstream:
+        upstream_argv = tools.placement.on_windows_side([str(tools.upstream), str(upstream_sock)])
+        with running("upstream", upstream_argv, workdir) as upstream:
             wait_ready(upstream, str(upstream_sock))
             print("measuring: direct, tool and socat chains, taking turns", file=sys.stderr)
             specs = {"tool": tool_chain(program), "socat": socat_chain()}
@@ -855,6 +897,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"program: {shlex.join(program)}")
     print(f"machine: {host['nproc']} cores, {host['cpu']}, Linux {host['kernel']}, "
           f"Python {host['python']}, {host['socat']}")  # fmt: skip
+    print(f"placement: {tools.placement.description}")
     load_after = os.getloadavg()[0]
     print(f"load average (1 min) at start / end: {load_before:.2f} / {load_after:.2f} "
           "(above the core count means other work shared the CPU)\n")  # fmt: skip
@@ -869,6 +912,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "machine": host,
             "run_seconds": elapsed,
             "load_average": [load_before, load_after],
+            "placement": tools.placement.description,
             "figures": columns,
             "rows": records,
         }
