@@ -46,6 +46,11 @@ COPY_CHUNK_SIZE = 256 * 1024
 # reset while it waited in the backlog): skip it and accept the next one.
 ACCEPT_SKIPPABLE = {errno.ECONNABORTED, errno.EPROTO, errno.EPERM, errno.ENETDOWN}
 
+# Sockets this relay connects are made non-blocking when created, where the
+# system can (Linux): the Windows half opens one per client connection, and
+# this spares it the ioctl that setblocking() makes.
+CREATED_NON_BLOCKING = getattr(socket, "SOCK_NONBLOCK", 0)
+
 
 class PeerErrorsAsBroken:
     """OS errors on `sock` as trio's: closed by us, or broken by the peer.
@@ -166,7 +171,8 @@ async def _connect(sock: socket.socket, address: str | tuple[str, int], timeout:
     this machine (a Unix socket, loopback) is done or refused at once, so the
     deadline, which costs a cancel scope, is set only when there is a wait.
     """
-    sock.setblocking(False)
+    if sock.getblocking():
+        sock.setblocking(False)
     error = sock.connect_ex(address)
     if error not in (errno.EAGAIN, errno.EINPROGRESS, errno.EWOULDBLOCK):
         return error
@@ -186,7 +192,7 @@ async def connect_socket(
 ) -> RawSocketStream:
     """Connect a new socket, waiting on trio only while the connect is in progress
     (at most `timeout` seconds, then trio.TooSlowError)."""
-    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock = socket.socket(family, socket.SOCK_STREAM | CREATED_NON_BLOCKING)
     try:
         error = await _connect(sock, address, timeout)
     except BaseException:

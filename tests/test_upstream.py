@@ -1,5 +1,7 @@
 """Opening the next hop: the connect timeout, which only a connect that waits pays for."""
 
+import fcntl
+import os
 import socket
 from pathlib import Path
 
@@ -8,6 +10,7 @@ import trio
 import trio.testing
 
 from tailscale_wsl2.endpoints import UnixEndpoint
+from tailscale_wsl2.sockets import connect_socket
 from tailscale_wsl2.upstream import Hop, UpstreamUnavailable, hop_connector
 
 
@@ -60,3 +63,27 @@ async def test_a_connect_that_waits_and_then_gets_in_succeeds(tmp_path: Path) ->
     finally:
         for sock in (listener, *clients, *accepted):
             sock.close()
+
+
+@pytest.mark.skipif(not hasattr(socket, "SOCK_NONBLOCK"), reason="Linux creates sockets so")
+async def test_a_connected_socket_is_non_blocking_from_its_creation(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "up.sock"
+    listener = socket.socket(socket.AF_UNIX)
+    listener.bind(str(path))
+    listener.listen(1)
+    made_non_blocking_later: list[bool] = []
+    set_blocking = socket.socket.setblocking
+
+    def noting_setblocking(sock: socket.socket, flag: bool) -> None:
+        made_non_blocking_later.append(flag)
+        set_blocking(sock, flag)
+
+    monkeypatch.setattr(socket.socket, "setblocking", noting_setblocking)
+    with listener:
+        stream = await connect_socket(socket.AF_UNIX, str(path), timeout=5)
+        flags = fcntl.fcntl(stream.socket.fileno(), fcntl.F_GETFL)
+        assert flags & os.O_NONBLOCK  # by the kernel, at socket()
+        assert made_non_blocking_later == []  # so no ioctl afterwards
+        stream.close()
