@@ -44,7 +44,6 @@ __all__ = [
     "Sessions",
     "UpstreamAtOnce",
     "copy_both_ways",
-    "copy_both_ways_after",
     "whole_connection",
 ]
 
@@ -64,10 +63,10 @@ async def copy_both_ways(a: trio.abc.Stream, b: trio.abc.Stream) -> None:
     # before the other direction's task and its nursery are set up: measured,
     # that set-up was about 20 us of every request's latency in each half.
     a_to_b.forward_ready()
-    await copy_both_ways_after(a_to_b)
+    await _copy_both_ways_after(a_to_b)
 
 
-async def copy_both_ways_after(a_to_b: OneWay) -> None:
+async def _copy_both_ways_after(a_to_b: OneWay) -> None:
     """`copy_both_ways`, once `a_to_b.forward_ready()` has run."""
 
     async def copy_or_end_both(one_way: OneWay) -> None:
@@ -230,7 +229,7 @@ class Relay:
             async with client:
                 if client_to_upstream is not None:
                     async with client_to_upstream.dst:
-                        await copy_both_ways_after(client_to_upstream)
+                        await _copy_both_ways_after(client_to_upstream)
                     return
                 if self._admit is not None and (refusal := await self._admit(client)):
                     log.warning("refused a connection: %s", refusal)
