@@ -66,6 +66,9 @@ MB = 1_000_000
 GB = 1_000_000_000
 START_TIMEOUT = 20.0
 SAMPLE_INTERVAL = 0.1
+# Often enough for a few hundred samples in a chain's latency phase (about a
+# second), seldom enough to take under 2 % of a core.
+CORE_SAMPLE_INTERVAL = 0.005
 SOCAT_BUFFER = 262144
 
 Figures = dict[str, float]
@@ -161,6 +164,7 @@ ROWS: tuple[Row, ...] = (
     Row("  added latency p50", "us", "added_p50_us", Relative("<=")),
     Row("new-conn request latency p99", "us", "latency_p99_us", Report(), direct=True),
     Row("  added latency p99", "us", "added_p99_us", Relative("<=")),
+    Row("  halves last seen on one core", "%", "latency_same_core_pct", Report()),
     Row(
         "  added latency p50, no auth",
         "us",
@@ -409,6 +413,49 @@ def memory(root: int) -> tuple[int, int]:
     return rss, pss
 
 
+def last_core(root: int) -> int | None:
+    """The core that the newest process of the tree last ran on: the relay itself
+    (a frozen binary's child; socat's fork for the connection in hand)."""
+    with suppress(OSError), open(f"/proc/{tree(root)[-1]}/stat") as stat:
+        return int(stat.read().rsplit(")", 1)[1].split()[36])  # field 39, "processor"
+    return None
+
+
+class SameCoreSampler:
+    """The share of samples in which a chain's two halves were last seen on one core.
+
+    On this machine that decides much of a request's latency (docs/benchmarks.md,
+    "Latency"): in real use the halves are on two machines and never share one.
+    """
+
+    def __init__(self, chain: RunningChain | None) -> None:
+        self._roots = list(chain.roots().values()) if chain else []
+        self._samples = self._same = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    @property
+    def percent(self) -> float | None:
+        return 100 * self._same / self._samples if self._samples else None
+
+    def _run(self) -> None:
+        while not self._stop.wait(CORE_SAMPLE_INTERVAL):
+            cores = {last_core(root) for root in self._roots}
+            if None not in cores:
+                self._samples += 1
+                self._same += len(cores) == 1
+
+    def __enter__(self) -> SameCoreSampler:
+        if self._roots:
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        if self._roots:
+            self._thread.join()
+
+
 def high_water_mark(pid: int) -> int:
     """The kernel's own peak RSS (VmHWM) of one process, in bytes."""
     with suppress(OSError), open(f"/proc/{pid}/status") as status:
@@ -605,7 +652,10 @@ def measure_traffic(tools: Tools, targets: Sequence[Target], sizes: Sizes) -> No
     """Latency, transfers and the concurrent rate; within each phase the targets
     take turns, so that a slow spell on a shared machine hits all of them alike."""
     for target in targets:
-        latency, _ = target.phase(tools, "latency", sizes.latency_requests)
+        with SameCoreSampler(target.chain) as same_core:
+            latency, _ = target.phase(tools, "latency", sizes.latency_requests)
+        if (percent := same_core.percent) is not None:
+            target.figures["latency_same_core_pct"] = percent
         target.figures["latency_p50_us"] = latency["p50_us"]
         target.figures["latency_p99_us"] = latency["p99_us"]
         target.figures["failed_requests"] = latency["errors"]
@@ -738,7 +788,8 @@ def table(
         tool = columns["tool"].get(row.key)
         socat = columns["socat"].get(row.socat_key or row.key)
         direct = columns["direct"].get(row.key) if row.direct else None
-        ratio = tool / socat if tool is not None and socat else None
+        # A ratio of two shares (%) says nothing the shares do not.
+        ratio = tool / socat if tool is not None and socat and row.unit != "%" else None
         verdict = row.bar.verdict(tool, socat)
         tool_only = row.key.startswith(("frozen_", "version_"))  # nothing to compare with
         lines.append(
