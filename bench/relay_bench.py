@@ -389,14 +389,20 @@ def tree(root: int) -> list[int]:
     return pids
 
 
-def cpu_seconds(root: int) -> float:
-    """utime+stime of the tree, plus cutime+cstime: children already reaped."""
-    ticks = 0
+def cpu_times(root: int) -> tuple[float, float]:
+    """(user, system) CPU seconds of the tree, children already reaped included."""
+    user = system = 0
     for pid in tree(root):
         with suppress(OSError), open(f"/proc/{pid}/stat") as stat:
-            fields = stat.read().rsplit(")", 1)[1].split()
-            ticks += sum(int(f) for f in fields[11:15])  # utime stime cutime cstime
-    return ticks / CLK_TCK
+            utime, stime, cutime, cstime = map(int, stat.read().rsplit(")", 1)[1].split()[11:15])
+            user += utime + cutime
+            system += stime + cstime
+    return user / CLK_TCK, system / CLK_TCK
+
+
+def cpu_seconds(root: int) -> float:
+    """utime+stime of the tree, plus cutime+cstime: children already reaped."""
+    return sum(cpu_times(root))
 
 
 def memory(root: int) -> tuple[int, int]:
