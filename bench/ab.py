@@ -25,23 +25,20 @@ import argparse
 import statistics
 import subprocess
 import sys
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from relay_bench import (
     ROOT,
-    SIDES_ON_CORES,
-    Placement,
     RunningChain,
     Tools,
     build_tools,
+    chosen_placement,
     cpu_times,
     loadgen,
-    running,
     tool_chain,
-    wait_ready,
+    upstream_serving,
 )
 
 HALVES = ("windows", "wsl")
@@ -146,7 +143,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             parser.error(f"{tree}: no tailscale_wsl2 package there")
     if args.runs < 1 or args.requests < 1 or args.clients < 1 or args.seconds <= 0:
         parser.error("--runs, --requests, --clients and --seconds must be positive")
-    tools = build_tools(SIDES_ON_CORES if args.pin_sides else Placement())
+    tools = build_tools(chosen_placement(parser, args.pin_sides))
 
     names = [chr(ord("A") + n) for n in range(len(trees))]
     for name, tree in zip(names, trees, strict=True):
@@ -157,25 +154,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"{'run':>3}  {'tree':4}  {'p50 us':>7}  {'sequential CPU':>17}  "
           f"{'req/s':>6}  {'concurrent CPU':>17}")  # fmt: skip
     figures = {name: TreeFigures() for name in names}
-    with tempfile.TemporaryDirectory(prefix="relay-ab-") as tmp:
-        workdir = Path(tmp)
-        upstream_sock = workdir / "upstream.sock"
-        upstream_argv = tools.placement.on_windows_side([str(tools.upstream), str(upstream_sock)])
-        with running("upstream", upstream_argv, workdir) as upstream:
-            wait_ready(upstream, str(upstream_sock))
-            for run in range(args.runs):
-                for name, tree in zip(names, trees, strict=True):
-                    p50, rate, used, requests = measure_once(
-                        tools, tree, upstream_sock, workdir, args
-                    )
-                    mine = figures[name]
-                    mine.p50_us.append(p50)
-                    mine.rate_req_s.append(rate)
-                    for phase in used:
-                        mine.add_cpu(phase, used[phase], requests[phase])
-                    print(f"{run + 1:>3}  {name:4}  {p50:>7.0f}  "
-                          f"{cpu_cells(mine, 'sequential', -1):>17}  {rate:>6.0f}  "
-                          f"{cpu_cells(mine, 'concurrent', -1):>17}", flush=True)  # fmt: skip
+    with upstream_serving(tools, "relay-ab-") as (workdir, upstream_sock):
+        for run in range(args.runs):
+            for name, tree in zip(names, trees, strict=True):
+                p50, rate, used, requests = measure_once(tools, tree, upstream_sock, workdir, args)
+                mine = figures[name]
+                mine.p50_us.append(p50)
+                mine.rate_req_s.append(rate)
+                for phase in used:
+                    mine.add_cpu(phase, used[phase], requests[phase])
+                print(f"{run + 1:>3}  {name:4}  {p50:>7.0f}  "
+                      f"{cpu_cells(mine, 'sequential', -1):>17}  {rate:>6.0f}  "
+                      f"{cpu_cells(mine, 'concurrent', -1):>17}", flush=True)  # fmt: skip
 
     print("\nranges over the turns, medians in brackets:")
     for name in names:

@@ -279,6 +279,15 @@ class Tools:
     placement: Placement
 
 
+def chosen_placement(parser: argparse.ArgumentParser, pin_sides: bool) -> Placement:
+    """The placement the command line asks for; --pin-sides needs two cores and taskset."""
+    if not pin_sides:
+        return Placement()
+    if len(os.sched_getaffinity(0)) < 2 or not shutil.which("taskset"):
+        parser.error("--pin-sides needs two cores and taskset (util-linux)")
+    return SIDES_ON_CORES
+
+
 def build_tools(placement: Placement) -> Tools:
     BUILD.mkdir(exist_ok=True)
     built = []
@@ -346,6 +355,18 @@ def running(name: str, argv: Sequence[str], workdir: Path) -> Iterator[Proc]:
         yield proc
     finally:
         stop(proc)
+
+
+@contextmanager
+def upstream_serving(tools: Tools, prefix: str) -> Iterator[tuple[Path, Path]]:
+    """A temporary work directory with the C upstream serving in it: (directory, socket)."""
+    with tempfile.TemporaryDirectory(prefix=prefix) as tmp:
+        workdir = Path(tmp)
+        upstream_sock = workdir / "upstream.sock"
+        upstream_argv = tools.placement.on_windows_side([str(tools.upstream), str(upstream_sock)])
+        with running("upstream", upstream_argv, workdir) as upstream:
+            wait_ready(upstream, str(upstream_sock))
+            yield workdir, upstream_sock
 
 
 def connectable(address: str | tuple[str, int]) -> bool:
@@ -918,29 +939,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     load_before = os.getloadavg()[0]
     sizes = QUICK if args.quick else FULL
     program = parse_program(args.program)
-    if args.pin_sides and (len(os.sched_getaffinity(0)) < 2 or not shutil.which("taskset")):
-        parser.error("--pin-sides needs two cores and taskset (util-linux)")
-    tools = build_tools(SIDES_ON_CORES if args.pin_sides else Placement())
+    tools = build_tools(chosen_placement(parser, args.pin_sides))
     print(f"program under test: {shlex.join(program)}", file=sys.stderr)
 
-    with tempfile.TemporaryDirectory(prefix="relay-bench-") as tmp:
-        workdir = Path(tmp)
-        upstream_sock = workdir / "upstream.sock"
-        upstream_argv = tools.placement.on_windows_side([str(tools.upstream), str(upstream_sock)])
-        with running("upstream", upstream_argv, workdir) as upstream:
-            wait_ready(upstream, str(upstream_sock))
-            print("measuring: direct, tool and socat chains, taking turns", file=sys.stderr)
-            specs = {"tool": tool_chain(program), "socat": socat_chain()}
-            if args.compare_auth:
-                specs["noauth"] = tool_chain(program, name="noauth", auth=False)
-            columns = measure_chains(specs, tools, upstream_sock, sizes, workdir)
-            # The unauthenticated tool's figures are rows of the tool column.
-            for key, value in columns.pop("noauth", {}).items():
-                columns["tool"][f"noauth_{key}"] = value
-            if "noauth_added_p50_us" in columns["tool"]:
-                columns["tool"]["noauth_auth_cost_p50_us"] = (
-                    columns["tool"]["added_p50_us"] - columns["tool"]["noauth_added_p50_us"]
-                )
+    with upstream_serving(tools, "relay-bench-") as (workdir, upstream_sock):
+        print("measuring: direct, tool and socat chains, taking turns", file=sys.stderr)
+        specs = {"tool": tool_chain(program), "socat": socat_chain()}
+        if args.compare_auth:
+            specs["noauth"] = tool_chain(program, name="noauth", auth=False)
+        columns = measure_chains(specs, tools, upstream_sock, sizes, workdir)
+    # The unauthenticated tool's figures are rows of the tool column.
+    for key, value in columns.pop("noauth", {}).items():
+        columns["tool"][f"noauth_{key}"] = value
+    if "noauth_added_p50_us" in columns["tool"]:
+        columns["tool"]["noauth_auth_cost_p50_us"] = (
+            columns["tool"]["added_p50_us"] - columns["tool"]["noauth_added_p50_us"]
+        )
 
     print("measuring: --version start-up", file=sys.stderr)
     columns["tool"]["version_s"] = version_seconds(program, sizes.version_runs)
