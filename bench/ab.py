@@ -28,6 +28,7 @@ import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from relay_bench import (
     ROOT,
@@ -54,6 +55,12 @@ class TreeFigures:
     # (phase, half, "user" or "system") -> CPU microseconds per request
     cpu_us: dict[tuple[str, str, str], list[float]] = field(default_factory=dict)
 
+    def extend(self, other: TreeFigures) -> None:
+        self.p50_us += other.p50_us
+        self.rate_req_s += other.rate_req_s
+        for key, values in other.cpu_us.items():
+            self.cpu_us.setdefault(key, []).extend(values)
+
     def add_cpu(self, phase: str, used: dict[str, tuple[float, float]], requests: int) -> None:
         for half, times in used.items():
             for kind, seconds in zip(("user", "system"), times, strict=True):
@@ -74,44 +81,49 @@ def describe(tree: Path) -> str:
     return f"{tree} ({commit}{'+' if git('status', '--porcelain', '--untracked-files=no') else ''})"
 
 
-def cpu_used(
-    chain: RunningChain, before: dict[str, tuple[float, float]]
-) -> dict[str, tuple[float, float]]:
-    now = {half: cpu_times(root) for half, root in chain.roots().items()}
-    return {half: (now[half][0] - before[half][0], now[half][1] - before[half][1]) for half in now}
+def halves_cpu(chain: RunningChain) -> dict[str, tuple[float, float]]:
+    return {half: cpu_times(root) for half, root in chain.roots().items()}
+
+
+def load_with_cpu(
+    tools: Tools, chain: RunningChain, mode: str, *args: object
+) -> tuple[dict[str, Any], dict[str, tuple[float, float]]]:
+    """Run the load generator once: its result, and each half's (user, system) CPU meanwhile."""
+    before = halves_cpu(chain)
+    result = loadgen(tools, mode, chain.front, *args)
+    after = halves_cpu(chain)
+    used = {
+        half: (after[half][0] - before[half][0], after[half][1] - before[half][1]) for half in after
+    }
+    if result["errors"]:
+        raise RuntimeError(f"{result['errors']} failed requests ({mode})")
+    return result, used
 
 
 def measure_once(
     tools: Tools, tree: Path, upstream_sock: Path, workdir: Path, args: argparse.Namespace
-) -> tuple[float, float, dict[str, dict[str, tuple[float, float]]], dict[str, int]]:
-    """One run of one tree: p50, rate, CPU used per phase and half, requests per phase."""
+) -> TreeFigures:
+    """One run of one tree's chain: a figure of each kind, to add to the tree's."""
     program = ["env", f"PYTHONPATH={tree}", sys.executable, "-m", "tailscale_wsl2"]
+    run = TreeFigures()
     with tool_chain(program).run(workdir, upstream_sock, tools.placement) as chain:
         loadgen(tools, "latency", chain.front, WARM_UP_REQUESTS)
-        roots = chain.roots()
-        before = {half: cpu_times(root) for half, root in roots.items()}
-        sequential = loadgen(tools, "latency", chain.front, args.requests)
-        used = {"sequential": cpu_used(chain, before)}
-        before = {half: cpu_times(root) for half, root in roots.items()}
-        concurrent = loadgen(tools, "rate", chain.front, args.clients, args.seconds)
-        used["concurrent"] = cpu_used(chain, before)
+        sequential, used = load_with_cpu(tools, chain, "latency", args.requests)
+        run.p50_us.append(sequential["p50_us"])
+        run.add_cpu("sequential", used, int(sequential["requests"]))
+        concurrent, used = load_with_cpu(tools, chain, "rate", args.clients, args.seconds)
+        run.rate_req_s.append(concurrent["rate"])
+        run.add_cpu("concurrent", used, int(concurrent["requests"]))
         chain.check_alive()
-    if sequential["errors"] or concurrent["errors"]:
-        raise RuntimeError(f"{tree}: failed requests: {sequential['errors']} sequential, "
-                           f"{concurrent['errors']} concurrent")  # fmt: skip
-    requests = {"sequential": args.requests, "concurrent": int(concurrent["requests"])}
-    return sequential["p50_us"], concurrent["rate"], used, requests
+    return run
 
 
-def cpu_cells(figures: TreeFigures, phase: str, pick: int | None) -> str:
-    """'user+system' per half for one run (`pick`), or as ranges over all runs."""
+def cpu_cells(figures: TreeFigures, phase: str) -> str:
+    """'user+system' CPU per request of each half: a run's, or ranges over runs."""
     cells = []
     for half in HALVES:
         user, system = (figures.cpu_us[(phase, half, kind)] for kind in ("user", "system"))
-        if pick is not None:
-            cells.append(f"{user[pick]:.0f}+{system[pick]:.0f}")
-        else:
-            cells.append(f"{span(user)}+{span(system)}")
+        cells.append(f"{span(user)}+{span(system)}")
     return " / ".join(cells)
 
 
@@ -157,15 +169,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     with upstream_serving(tools, "relay-ab-") as (workdir, upstream_sock):
         for run in range(args.runs):
             for name, tree in zip(names, trees, strict=True):
-                p50, rate, used, requests = measure_once(tools, tree, upstream_sock, workdir, args)
-                mine = figures[name]
-                mine.p50_us.append(p50)
-                mine.rate_req_s.append(rate)
-                for phase in used:
-                    mine.add_cpu(phase, used[phase], requests[phase])
+                this_run = measure_once(tools, tree, upstream_sock, workdir, args)
+                figures[name].extend(this_run)
+                (p50,), (rate,) = this_run.p50_us, this_run.rate_req_s
                 print(f"{run + 1:>3}  {name:4}  {p50:>7.0f}  "
-                      f"{cpu_cells(mine, 'sequential', -1):>17}  {rate:>6.0f}  "
-                      f"{cpu_cells(mine, 'concurrent', -1):>17}", flush=True)  # fmt: skip
+                      f"{cpu_cells(this_run, 'sequential'):>17}  {rate:>6.0f}  "
+                      f"{cpu_cells(this_run, 'concurrent'):>17}", flush=True)  # fmt: skip
 
     print("\nranges over the turns, medians in brackets:")
     for name in names:
@@ -178,8 +187,8 @@ def main(argv: Sequence[str] | None = None) -> int:
               f"     CPU per request, both halves: sequential {span(sequential)} us "
               f"[{statistics.median(sequential):.0f}], concurrent {span(concurrent)} us "
               f"[{statistics.median(concurrent):.0f}]\n"
-              f"     per half: sequential {cpu_cells(mine, 'sequential', None)}; "
-              f"concurrent {cpu_cells(mine, 'concurrent', None)}")  # fmt: skip
+              f"     per half: sequential {cpu_cells(mine, 'sequential')}; "
+              f"concurrent {cpu_cells(mine, 'concurrent')}")  # fmt: skip
     return 0
 
 

@@ -22,10 +22,11 @@
 # the highest total RSS and PSS; during the latency phase another notes how
 # often the two halves were last seen on one core. CPU time is utime+stime of
 # every process in the tree plus cutime+cstime (forks socat has already
-# reaped), read before and after each phase. Both client and upstream are C with blocking sockets
-# and no per-request allocation, because on a 2-core machine anything slower
-# (a Python client, say) would share the CPU with the relays and measure
-# itself; the direct figures show how far above the relays they are.
+# reaped), read before and after each phase. Both client and upstream are C
+# with blocking sockets and no per-request allocation, because on a 2-core
+# machine anything slower (a Python client, say) would share the CPU with the
+# relays and measure itself; the direct figures show how far above the relays
+# they are.
 #
 # Each table row is data: a label, the figure it shows, and the bar it is held
 # to (`ROWS`); the bars planned for later are `LATER_BARS`, chosen with
