@@ -81,6 +81,25 @@ def describe(tree: Path) -> str:
     return f"{tree} ({commit}{'+' if git('status', '--porcelain', '--untracked-files=no') else ''})"
 
 
+def tree_python(tree: Path) -> list[str]:
+    """This interpreter, importing the relay from `tree`.
+
+    `-P`: the halves run with the bench's directory as theirs, and `python -m`
+    would otherwise put that first on sys.path, ahead of PYTHONPATH: every tree
+    would run this checkout's code.
+    """
+    return ["env", f"PYTHONPATH={tree}", sys.executable, "-P"]
+
+
+def imported_from(tree: Path) -> Path:
+    """Where the halves started for `tree` import the relay from."""
+    done = subprocess.run(
+        [*tree_python(tree), "-c", "import tailscale_wsl2; print(tailscale_wsl2.__file__)"],
+        check=True, capture_output=True, text=True, cwd=ROOT,
+    )  # fmt: skip
+    return Path(done.stdout.strip()).parent.parent
+
+
 def halves_cpu(chain: RunningChain) -> dict[str, tuple[float, float]]:
     return {half: cpu_times(root) for half, root in chain.roots().items()}
 
@@ -104,7 +123,7 @@ def measure_once(
     tools: Tools, tree: Path, upstream_sock: Path, workdir: Path, args: argparse.Namespace
 ) -> TreeFigures:
     """One run of one tree's chain: a figure of each kind, to add to the tree's."""
-    program = ["env", f"PYTHONPATH={tree}", sys.executable, "-m", "tailscale_wsl2"]
+    program = [*tree_python(tree), "-m", "tailscale_wsl2"]
     run = TreeFigures()
     with tool_chain(program).run(workdir, upstream_sock, tools.placement) as chain:
         loadgen(tools, "latency", chain.front, WARM_UP_REQUESTS)
@@ -153,6 +172,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     for tree in trees:
         if not (tree / "tailscale_wsl2" / "__main__.py").is_file():
             parser.error(f"{tree}: no tailscale_wsl2 package there")
+        if (imported := imported_from(tree)) != tree:
+            parser.error(f"{tree}: its halves would import the relay from {imported}")
     if args.runs < 1 or args.requests < 1 or args.clients < 1 or args.seconds <= 0:
         parser.error("--runs, --requests, --clients and --seconds must be positive")
     tools = build_tools(chosen_placement(parser, args.pin_sides))
