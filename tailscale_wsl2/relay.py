@@ -10,13 +10,16 @@ connection carries one client connection, or, on the Windows half, one after
 another: the sessions of a link (`sessions.py`). For each, the relay opens the
 upstream (the WSL2 half takes a ready, authenticated link, `warm.py`, as a
 session; the Windows half waits for the client's first byte), then copies both
-directions concurrently (`pump.py`). The relay never looks inside the bytes, so HTTP upgrades
-(`tailscale nc`), endless streams (`watch-ipn-bus`) and large uploads (Taildrop)
-pass untouched. An EOF in one direction is passed on as a half-close (a client
-that shuts its write side still receives its whole answer); an error in either
-direction ends both, because a half-dead relay connection helps nobody. When
-the upstream cannot be opened at all, the client gets an HTTP 502 naming the
-hop that failed (`bad_gateway.py`).
+directions concurrently (`pump.py`), the second in a task beside the connection's.
+Connections and second directions are jobs for spare tasks (`spare_tasks.py`):
+a task that finishes one takes the next, instead of a new task and a nursery.
+The relay never looks inside the bytes, so HTTP upgrades (`tailscale nc`),
+endless streams (`watch-ipn-bus`) and large uploads (Taildrop) pass untouched.
+An EOF in one direction is passed on as a half-close (a client that shuts its
+write side still receives its whole answer); an error in either direction ends
+both, because a half-dead relay connection helps nobody. When the upstream
+cannot be opened at all, the client gets an HTTP 502 naming the hop that failed
+(`bad_gateway.py`).
 
 Concurrency is capped: past `max_connections` the relay stops accepting until a
 connection ends, so a flood queues in the kernel's backlog instead of exhausting
@@ -36,6 +39,7 @@ from .bad_gateway import answer_bad_gateway
 from .pump import PEER_GONE, OneWay
 from .sessions import FirstByte
 from .sockets import RawSocketStream
+from .spare_tasks import JoinableJob, SpareTask, SpareTasks
 from .upstream import Connector, UpstreamUnavailable
 
 __all__ = [
@@ -56,29 +60,44 @@ ACCEPT_RESOURCE_ERRNOS = {errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUF
 ACCEPT_RETRY_DELAY = 0.1
 
 
-async def copy_both_ways(a: trio.abc.Stream, b: trio.abc.Stream) -> None:
-    """Copy a->b and b->a until both directions end; a failure in one ends both."""
+async def copy_both_ways(a: trio.abc.Stream, b: trio.abc.Stream, here: SpareTask) -> None:
+    """Copy a->b and b->a until both directions end; a failure in one ends both.
+
+    a->b runs in this task, b->a in a spare task beside it (`spare_tasks.py`).
+    `here` is this task: a failure of b->a while a->b still runs ends it.
+    """
     a_to_b = OneWay(a, b)
     # What `a` has sent already (on a new connection, its request) goes on
-    # before the other direction's task and its nursery are set up: measured,
-    # that set-up was about 20 us of every request's latency in each half.
+    # before the other direction is handed to its task: measured, setting that
+    # up was about 20 us of every request's latency in each half.
     a_to_b.forward_ready()
-    await _copy_both_ways_after(a_to_b)
+    await _copy_both_ways_after(a_to_b, here)
 
 
-async def _copy_both_ways_after(a_to_b: OneWay) -> None:
+async def _copy_both_ways_after(a_to_b: OneWay, here: SpareTask) -> None:
     """`copy_both_ways`, once `a_to_b.forward_ready()` has run."""
+    b_to_a = a_to_b.reversed()
+    a_to_b_running = True
 
-    async def copy_or_end_both(one_way: OneWay) -> None:
+    async def copy_back() -> None:
         try:
-            await one_way.copy()
+            await b_to_a.copy()
         except PEER_GONE as exc:
             log.debug("connection ended: %r", exc)
-            nursery.cancel_scope.cancel()
+            # Only while a->b runs: once it is over, ending this task would end
+            # what it does next (on the Windows half, the link's next session).
+            if a_to_b_running:
+                here.cancel_scope.cancel()
 
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(copy_or_end_both, a_to_b.reversed())
-        await copy_or_end_both(a_to_b)  # in this task: one task fewer
+    other_way = JoinableJob(copy_back)
+    here.tasks.run_soon(other_way)
+    try:
+        await a_to_b.copy()
+    except PEER_GONE as exc:
+        log.debug("connection ended: %r", exc)
+        other_way.end()
+    a_to_b_running = False
+    await other_way.join()
 
 
 # Decides whether an accepted connection may be relayed (None) or why not.
@@ -172,11 +191,13 @@ class Relay:
         task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
     ) -> None:
         async with trio.open_nursery() as connections:
+            spare_tasks = SpareTasks(connections)
             with self._accepting:
                 async with trio.open_nursery() as acceptors:
                     for listener in listeners:
-                        acceptors.start_soon(self._accept_forever, listener, connections)
+                        acceptors.start_soon(self._accept_forever, listener, spare_tasks)
                     task_status.started()
+            spare_tasks.close()  # connections in flight go on; no task waits for new ones
             if self.active_connections:
                 log.info(
                     "waiting up to %gs for %d connection(s)",
@@ -186,7 +207,7 @@ class Relay:
             connections.cancel_scope.deadline = trio.current_time() + self._grace_period
 
     async def _accept_forever(
-        self, listener: trio.abc.Listener[trio.abc.Stream], connections: trio.Nursery
+        self, listener: trio.abc.Listener[trio.abc.Stream], spare_tasks: SpareTasks
     ) -> None:
         async with listener:
             while True:
@@ -208,7 +229,9 @@ class Relay:
                 except BaseException:
                     self._free_slots.release()
                     raise
-                connections.start_soon(self._relay_connection, stream, self._upstream_now(stream))
+                spare_tasks.run_soon(
+                    partial(self._relay_connection, stream, self._upstream_now(stream))
+                )
 
     def _upstream_now(self, client: trio.abc.Stream) -> OneWay | None:
         """The client's direction to an upstream that costs no wait, with what the
@@ -222,36 +245,38 @@ class Relay:
         return client_to_upstream
 
     async def _relay_connection(
-        self, client: trio.abc.Stream, client_to_upstream: OneWay | None
+        self, client: trio.abc.Stream, client_to_upstream: OneWay | None, here: SpareTask
     ) -> None:
         self.active_connections += 1
         try:
             async with client:
                 if client_to_upstream is not None:
                     async with client_to_upstream.dst:
-                        await _copy_both_ways_after(client_to_upstream)
+                        await _copy_both_ways_after(client_to_upstream, here)
                     return
                 if self._admit is not None and (refusal := await self._admit(client)):
                     log.warning("refused a connection: %s", refusal)
                     return
                 if not self._lazy_upstream:
-                    await self._relay_sessions(client, _at_once)
+                    await self._relay_sessions(client, _at_once, here)
                     return
-                # One scope per connection, not per session (a link carries many).
-                with trio.CancelScope() as connection:
-                    await self._relay_sessions(client, partial(self._client_spoke, connection))
+                # Shutdown ends a silent connection through its task's scope.
+                first_byte = partial(self._client_spoke, here.cancel_scope)
+                await self._relay_sessions(client, first_byte, here)
         except PEER_GONE as exc:
             log.debug("connection closed with %r", exc)
         finally:
             self.active_connections -= 1
             self._free_slots.release()
 
-    async def _relay_sessions(self, client: trio.abc.Stream, first_byte: FirstByte) -> None:
+    async def _relay_sessions(
+        self, client: trio.abc.Stream, first_byte: FirstByte, here: SpareTask
+    ) -> None:
         async with aclosing(self._sessions(client, first_byte)) as sessions:
             async for session in sessions:
-                await self._relay_session(session)
+                await self._relay_session(session, here)
 
-    async def _relay_session(self, client: trio.abc.Stream) -> None:
+    async def _relay_session(self, client: trio.abc.Stream, here: SpareTask) -> None:
         try:
             upstream = await self._connect_upstream()
         except UpstreamUnavailable as exc:
@@ -260,4 +285,4 @@ class Relay:
             return
         async with upstream:
             log.debug("relaying a new connection")
-            await copy_both_ways(client, upstream)
+            await copy_both_ways(client, upstream, here)

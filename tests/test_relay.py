@@ -14,6 +14,7 @@ import trio.testing
 from tailscale_wsl2.endpoints import UnixEndpoint
 from tailscale_wsl2.relay import Relay, copy_both_ways
 from tailscale_wsl2.sockets import RawSocketListener, RawSocketStream, listening_socket
+from tailscale_wsl2.spare_tasks import SpareTask, SpareTasks
 from tailscale_wsl2.upstream import Hop, UpstreamUnavailable, hop_connector, open_stream
 
 Handler = Callable[[trio.SocketStream], Awaitable[None]]
@@ -119,11 +120,22 @@ async def test_upstream_down_answers_502_naming_the_hop(tmp_path: Path) -> None:
     assert body.endswith(b"start it\n")
 
 
+async def copy_here(a: trio.abc.Stream, b: trio.abc.Stream) -> bool:
+    """`copy_both_ways` in this task, as a relay's task runs it; whether the copy
+    cancelled this task's scope (the way it ends the task's part)."""
+    async with trio.open_nursery() as nursery:
+        spare_tasks = SpareTasks(nursery)
+        with trio.CancelScope() as scope:
+            await copy_both_ways(a, b, SpareTask(spare_tasks, scope))
+        spare_tasks.close()
+    return scope.cancel_called
+
+
 async def test_an_error_on_one_side_closes_both() -> None:
     client_end, relay_front = trio.testing.memory_stream_pair()
     relay_back, upstream_end = trio.testing.memory_stream_pair()
     async with trio.open_nursery() as nursery:
-        nursery.start_soon(copy_both_ways, relay_front, relay_back)
+        nursery.start_soon(copy_here, relay_front, relay_back)
         await client_end.send_all(b"hello")
         assert await upstream_end.receive_some() == b"hello"
         await upstream_end.aclose()  # the upstream dies
@@ -144,18 +156,66 @@ async def test_a_waiting_request_goes_on_before_the_other_direction_is_set_up(
     upstream.shutdown(socket.SHUT_WR)  # both directions end once the request is through
     upstream.setblocking(False)
     upstream_had: list[bytes] = []
-    open_nursery = trio.open_nursery
+    run_soon = SpareTasks.run_soon
 
-    def open_nursery_noting_what_upstream_has() -> trio.Nursery:
+    def run_soon_noting_what_upstream_has(self: SpareTasks, job: Any) -> None:
         upstream_had.append(upstream.recv(100))  # BlockingIOError if nothing is there yet
-        return open_nursery()  # type: ignore[return-value]
+        run_soon(self, job)
 
-    monkeypatch.setattr(trio, "open_nursery", open_nursery_noting_what_upstream_has)
+    monkeypatch.setattr(SpareTasks, "run_soon", run_soon_noting_what_upstream_has)
     with trio.fail_after(10):
-        await copy_both_ways(RawSocketStream(relay_front), RawSocketStream(relay_back))
+        await copy_here(RawSocketStream(relay_front), RawSocketStream(relay_back))
     assert upstream_had == [request]
     for sock in (client, relay_front, relay_back, upstream):
         sock.close()
+
+
+class GoneClient(trio.abc.Stream):
+    """A client that can no longer be written to; it still sends nothing, or has
+    ended its side (`said_all`)."""
+
+    def __init__(self, *, said_all: bool) -> None:
+        self._said_all = said_all
+
+    async def receive_some(self, max_bytes: int | None = None) -> bytes:
+        if not self._said_all:
+            await trio.sleep_forever()
+        return b""
+
+    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
+        raise trio.BrokenResourceError("the client went away")
+
+    async def wait_send_all_might_not_block(self) -> None:
+        pass
+
+    async def aclose(self) -> None:
+        pass
+
+
+async def copy_then_answer(client: trio.abc.Stream) -> bool:
+    """`copy_here` from `client` to an upstream that answers once all is waiting."""
+    relay_back, upstream_end = trio.testing.memory_stream_pair()
+
+    async def answer() -> None:
+        await trio.testing.wait_all_tasks_blocked()
+        await upstream_end.send_all(b"HTTP/1.1 200 OK\r\n\r\n")
+
+    with trio.fail_after(5):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(answer)
+            return await copy_here(client, relay_back)
+
+
+async def test_a_failure_copying_back_ends_the_copy_forward() -> None:
+    # The answer cannot be delivered while the client's side is still open: the
+    # copy from the client, which would wait for ever, is ended with the task.
+    assert await copy_then_answer(GoneClient(said_all=False))
+
+
+async def test_a_failure_copying_back_after_the_copy_forward_leaves_the_task_alone() -> None:
+    # The client's side ended first; the task has moved on (on a link, to its
+    # next session) by the time the answer fails, and must not be ended.
+    assert not await copy_then_answer(GoneClient(said_all=True))
 
 
 class UpstreamsAtOnce:
