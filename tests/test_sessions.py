@@ -348,6 +348,20 @@ async def test_fast_path_unframes_a_session_into_a_socket(pair: SocketPairMaker)
         sock.close()
 
 
+async def test_what_came_before_a_broken_frame_still_goes_on() -> None:
+    near, far = unix_pair()
+    relay_out, reader = unix_pair()
+    far.sendall(frame(b"whole") + HEADER.pack(100) + b"cut")
+    far.close()  # in the middle of the second frame
+    session = LinkSession(RawSocketStream(near))
+    with pytest.raises(PEER_GONE), trio.fail_after(10):
+        await OneWay(session, RawSocketStream(relay_out)).copy()
+    relay_out.close()
+    assert await read_to_eof(trio.socket.from_stdlib_socket(reader)) == b"wholecut"
+    for sock in (near, reader):
+        sock.close()
+
+
 async def test_portable_path_goes_through_a_session() -> None:
     """session <-> a stream without a fast path (the Windows named pipe's case)."""
     near, far = unix_pair()
