@@ -1,6 +1,6 @@
 """Spare tasks: jobs run in tasks that outlive them, and joined without a nursery."""
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
 import pytest
@@ -8,6 +8,8 @@ import trio
 import trio.testing
 
 from tailscale_wsl2.spare_tasks import JoinableJob, SpareTask, SpareTasks
+
+Work = Callable[[], Awaitable[None]]
 
 
 @asynccontextmanager
@@ -147,16 +149,24 @@ async def test_a_job_ended_before_it_starts_does_not_run() -> None:
     assert ran == []
 
 
-async def test_end_cancels_a_running_job() -> None:
-    steps: list[str] = []
+def waiting_until_cancelled(steps: list[str], *, cleanup: float = 0) -> Work:
+    """A job's work that waits until cancelled, then cleans up (shielded, for
+    `cleanup` seconds) and notes "cancelled" in `steps`."""
 
     async def work() -> None:
         try:
             await trio.sleep_forever()
         finally:
+            with trio.CancelScope(shield=True):
+                await trio.sleep(cleanup)
             steps.append("cancelled")
 
-    job = JoinableJob(work)
+    return work
+
+
+async def test_end_cancels_a_running_job() -> None:
+    steps: list[str] = []
+    job = JoinableJob(waiting_until_cancelled(steps))
     async with spare_tasks() as (tasks, nursery):
         tasks.run_soon(job)
         await trio.testing.wait_all_tasks_blocked()
@@ -169,16 +179,7 @@ async def test_end_cancels_a_running_job() -> None:
 
 async def test_a_cancelled_join_ends_the_job_and_returns_once_it_is_done() -> None:
     steps: list[str] = []
-
-    async def work() -> None:
-        try:
-            await trio.sleep_forever()
-        finally:
-            with trio.CancelScope(shield=True):
-                await trio.sleep(0.01)  # cleanup that takes a moment
-            steps.append("job cleaned up")
-
-    job = JoinableJob(work)
+    job = JoinableJob(waiting_until_cancelled(steps, cleanup=0.01))
     async with spare_tasks() as (tasks, _):
         tasks.run_soon(job)
         await trio.testing.wait_all_tasks_blocked()  # the job runs
@@ -189,4 +190,4 @@ async def test_a_cancelled_join_ends_the_job_and_returns_once_it_is_done() -> No
             finally:
                 steps.append("join left")
         assert joining.cancelled_caught
-    assert steps == ["job cleaned up", "join left"]
+    assert steps == ["cancelled", "join left"]
