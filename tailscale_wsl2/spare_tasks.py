@@ -76,6 +76,7 @@ class SpareTasks:
             here = SpareTask(self, scope)
             while job is not None:
                 await job(here)
+                job = None  # what it held (closed streams, a session) goes now, not at the next job
                 if scope.cancel_called or self._closed or len(self._parked) >= self._keep:
                     return
                 self._parked.append(task)

@@ -1,5 +1,7 @@
 """Spare tasks: jobs run in tasks that outlive them, and joined without a nursery."""
 
+import gc
+import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
@@ -44,6 +46,20 @@ async def test_a_task_that_finished_its_job_runs_the_next() -> None:
         assert len(nursery.child_tasks) == 1
     assert len(noter.tasks) == 2
     assert noter.tasks[0] is noter.tasks[1]
+
+
+async def test_a_parked_task_lets_go_of_its_last_job() -> None:
+    # What a job holds (a connection's closed streams, a session) must not live
+    # on for as long as its task waits for the next job.
+    noter = TaskNoter()
+    last_job = weakref.ref(noter)
+    async with spare_tasks() as (tasks, nursery):
+        tasks.run_soon(noter)
+        del noter
+        await trio.testing.wait_all_tasks_blocked()
+        assert len(nursery.child_tasks) == 1  # parked
+        gc.collect()
+        assert last_job() is None
 
 
 async def test_no_more_than_keep_tasks_stay_parked() -> None:
