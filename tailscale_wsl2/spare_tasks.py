@@ -26,9 +26,10 @@ import trio
 
 __all__ = ["KEEP", "Job", "JoinableJob", "SpareTask", "SpareTasks"]
 
-# Parked tasks kept for later jobs at most. Under 200 clients the WSL2 half has
-# about 400 jobs running, so the number parked swings by a few hundred; an idle
-# parked task holds about 3.4 KiB (measured), so the most this keeps is under 1 MB.
+# Parked tasks kept for later jobs at most. A half runs two jobs per client
+# connection, so 200 busy clients keep up to 400 tasks at work; what a burst
+# leaves parked beyond this ends instead. A parked task holds about 3.4 KiB
+# (measured), so all 256 hold under 1 MB.
 KEEP = 256
 
 
