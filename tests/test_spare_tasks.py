@@ -94,14 +94,15 @@ async def test_close_ends_parked_tasks_and_running_ones_after_their_job() -> Non
 
 
 async def test_cancelling_the_nursery_ends_parked_tasks() -> None:
-    with trio.fail_after(5):
+    with trio.move_on_after(5) as waited_too_long:
         async with trio.open_nursery() as nursery:
             tasks = SpareTasks(nursery)
             tasks.run_soon(TaskNoter())
             await trio.testing.wait_all_tasks_blocked()
+            assert len(nursery.child_tasks) == 1  # parked
             nursery.cancel_scope.cancel()
-        # Reached: the parked task gave up its wait, so the nursery could close.
-    assert not nursery.child_tasks
+    # The nursery closed at once: the parked task gave up its wait.
+    assert not waited_too_long.cancelled_caught
 
 
 async def test_a_job_that_cancels_its_scope_ends_its_task() -> None:
