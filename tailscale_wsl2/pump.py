@@ -1,6 +1,6 @@
 """Moving bytes from one stream to another, as cheaply as the platform allows.
 
-The relay spends its life here, so there are two ways to do it:
+The relay spends its life here, so each pair of ends gets the cheapest way:
 
 - Between two raw sockets (`sockets.py`; both halves' hot path, on Linux and
   on Windows), the bytes go `recv_into` a buffer and straight out with `send`,
@@ -14,12 +14,12 @@ The relay spends its life here, so there are two ways to do it:
   (`sessions.py`), the same, with the frame header written into four bytes
   of room kept at the front of the buffer, or the frame read off in front
   of the payload.
+  On Linux, from a session's first bulk frame on, the payloads are spliced
+  into the socket instead (`_linux_splice.py`): from TCP into a Unix socket
+  that costs a fifth of the copy's system CPU. `splice` the other way costs
+  more than the copy, so a socket's bytes into a session are always copied.
 - Anything else (a Windows named pipe, a test's memory stream) goes through
   the portable trio loop, chunk by chunk.
-
-Linux's `splice` (socket to pipe to socket inside the kernel) was the first
-fast path; measured on this relay's shapes it cost more CPU per GB than this
-copy and moved less, so it went (docs/benchmarks.md).
 
 A direction is a `OneWay`, set up once. A new connection's first bytes (its
 request, already waiting when the relay gets to it) are sent on by its
@@ -35,6 +35,7 @@ as one of the exceptions in `PEER_GONE`.
 
 import mmap
 import socket
+import sys
 from collections.abc import Awaitable, Callable
 from functools import partial
 from typing import NamedTuple
@@ -44,6 +45,7 @@ import trio
 from .sessions import HEADER, LinkSession
 from .sockets import (
     COPY_CHUNK_SIZE,
+    FAIRNESS_BYTES,
     PeerErrorsAsBroken,
     RawSocketStream,
     peer_closed_entirely,
@@ -51,13 +53,19 @@ from .sockets import (
     send_now,
 )
 
-__all__ = ["CHUNK_SIZE", "PEER_GONE", "SPARE_BUFFERS", "OneWay"]
+if sys.platform == "linux":
+    from ._linux_splice import splice_payloads
+else:
+    splice_payloads = None
+
+__all__ = ["CHUNK_SIZE", "PEER_GONE", "SPARE_BUFFERS", "SPLICE_AT", "OneWay"]
 
 # Large enough for any request head; larger reads buy little on the portable path.
 CHUNK_SIZE = 65536
-# Yield to other tasks after this many bytes moved without waiting, so one
-# bulk transfer cannot starve every other connection.
-FAIRNESS_BYTES = 4 * 1024 * 1024
+# A link's incoming payloads are spliced (Linux) from the first frame this
+# large on: a bulk transfer. Smaller frames (requests, answers, a watch-ipn-bus
+# stream) stay on the copy, which takes fewer system calls for them.
+SPLICE_AT = 64 * 1024
 
 PEER_GONE = (trio.BrokenResourceError, trio.ClosedResourceError, OSError)
 
@@ -116,18 +124,24 @@ async def _receive_into_spare(src: socket.socket, receive: Receive) -> tuple[mma
         await trio.lowlevel.wait_readable(src)
 
 
-async def _copy_chunks(src: socket.socket, receive: Receive, send: Send) -> None:
+async def _copy_chunks(
+    src: socket.socket, receive: Receive, send: Send, bulk_from: LinkSession | None
+) -> LinkSession | None:
+    """Copy until `src` ends (None), or until `bulk_from` carries a bulk
+    payload: then `bulk_from`, for the rest to be spliced."""
     moved_since_yield = 0
     while True:
         buffer, received = await _receive_into_spare(src, receive)
         if not received:
             SPARE_BUFFERS.give_back(buffer)
-            return
+            return None
         try:
             with memoryview(buffer) as view:
                 # While bytes keep coming, keep the buffer and read again at once.
                 while received:
                     await send(view, received)
+                    if bulk_from is not None and bulk_from.frame_length >= SPLICE_AT:
+                        return bulk_from
                     moved_since_yield += received
                     if moved_since_yield >= FAIRNESS_BYTES:
                         moved_since_yield = 0
@@ -139,7 +153,7 @@ async def _copy_chunks(src: socket.socket, receive: Receive, send: Send) -> None
         finally:
             SPARE_BUFFERS.give_back(buffer)
         if not received:
-            return
+            return None
         await trio.lowlevel.wait_readable(src)  # it would block: no use trying again first
 
 
@@ -168,6 +182,8 @@ class FastPath(NamedTuple):
     receive: Receive
     send: Send
     send_now: SendNow
+    # A session whose bulk payloads are spliced into dst_socket (Linux).
+    splice_from: LinkSession | None = None
 
 
 def _fast_path(src: trio.abc.Stream, dst: trio.abc.Stream) -> FastPath | None:
@@ -188,12 +204,18 @@ def _fast_path(src: trio.abc.Stream, dst: trio.abc.Stream) -> FastPath | None:
     if type(dst) is RawSocketStream:
         sock = dst.socket
         if type(src) is RawSocketStream:
-            receive: Receive = src.socket.recv_into
-        elif type(src) is LinkSession:
-            receive = src.try_receive_into
-        else:
-            return None
-        return FastPath(src.socket, sock, receive, _socket_send(sock), _socket_send_now(sock))
+            return FastPath(
+                src.socket, sock, src.socket.recv_into, _socket_send(sock), _socket_send_now(sock)
+            )
+        if type(src) is LinkSession:
+            return FastPath(
+                src.socket,
+                sock,
+                src.try_receive_into,
+                _socket_send(sock),
+                _socket_send_now(sock),
+                src if splice_payloads is not None else None,
+            )
     return None
 
 
@@ -292,7 +314,12 @@ class OneWay:
                 if self._unsent is not None:
                     unsent, self._unsent = self._unsent, None
                     await unsent()
-                await _copy_chunks(fast.src_socket, fast.receive, fast.send)
+                bulk = await _copy_chunks(
+                    fast.src_socket, fast.receive, fast.send, fast.splice_from
+                )
+                if bulk is not None:
+                    assert splice_payloads is not None  # splice_from is set only where it is
+                    await splice_payloads(fast.src_socket, bulk.try_move_payload, fast.dst_socket)
             except OSError as exc:
                 raise _peer_gone(fast, exc) from exc
         await _pass_end_on(self.src, self.dst)

@@ -34,7 +34,8 @@ talk HTTP to the Windows half.
 
 Framing costs the bulk path nothing extra: the pump reads into a buffer after
 four bytes of headroom and sends header and payload with one call
-(`pump.py`); reading takes one more small `recv` per frame.
+(`pump.py`); reading asks for the next frame's header along with the end of
+a payload, so that headers rarely cost a `recv` of their own.
 """
 
 import mmap
@@ -84,6 +85,7 @@ class LinkSession(trio.abc.HalfCloseableStream):
         self._header = bytearray(HEADER.size)
         self._header_received = 0
         self._unread = 0  # payload bytes of the current incoming frame not yet read
+        self.frame_length = 0  # the payload length of the current (or last) incoming frame
         self._received_eof = False
         self._sent_eof = False
         self._link_ended = False
@@ -100,15 +102,41 @@ class LinkSession(trio.abc.HalfCloseableStream):
 
         Raises BlockingIOError when none are ready, as a non-blocking socket does.
         """
+        if not (unread := self._payload_ahead()):
+            return 0
+        # The next frame's header is asked for along with the rest of this
+        # payload: in a bulk transfer that saves a `recv` per frame. No further:
+        # bytes after an end frame may be the link's next session.
+        received = self.socket.recv_into(buffer, min(unread + HEADER.size, len(buffer)))
+        if not received:
+            raise trio.BrokenResourceError("the link closed in the middle of a frame")
+        if received > unread:
+            self._header_received = received - unread
+            self._header[: self._header_received] = buffer[unread:received]
+            received = unread
+        self._unread = unread - received
+        return received
+
+    def try_move_payload(self, move: Callable[[int, int], int], limit: int) -> int:
+        """Payload bytes of this session moved on by `move(fd, count)` (the link's
+        descriptor, at most `count` bytes; `_linux_splice.py`), at most `limit`;
+        0 at its end. Raises BlockingIOError when none are ready."""
+        if not (unread := self._payload_ahead()):
+            return 0
+        moved = move(self.socket.fileno(), min(unread, limit))
+        if not moved:
+            raise trio.BrokenResourceError("the link closed in the middle of a frame")
+        self._unread = unread - moved
+        return moved
+
+    def _payload_ahead(self) -> int:
+        """The current frame's payload bytes still to read, after reading the next
+        header if it is due; 0 at the session's end."""
         while not self._unread:
             if self._received_eof:
                 return 0
             self._receive_header()
-        received = self.socket.recv_into(buffer, min(self._unread, len(buffer)))
-        if not received:
-            raise trio.BrokenResourceError("the link closed in the middle of a frame")
-        self._unread -= received
-        return received
+        return self._unread
 
     async def begin(self) -> bool:
         """Read what has arrived of this session's first frame header (the Windows
@@ -126,25 +154,31 @@ class LinkSession(trio.abc.HalfCloseableStream):
                     return not self._link_ended
 
     def _receive_header(self) -> None:
-        with memoryview(self._header) as header:
-            received = self.socket.recv_into(header[self._header_received :])
-        if not received:
-            if self._header_received:
-                raise trio.BrokenResourceError("the link closed in the middle of a frame")
-            # The other half closed the link between frames (it shut down, or
-            # gave the session up after an error on its side): the session's
-            # end, and the link's.
-            self._received_eof = self._link_ended = True
-            return
-        self._header_received += received
+        """Read the rest of the next frame's header and take it in once whole.
+
+        It may be whole already: read along with the payload before it, and
+        taken in only now, when the reader comes to it.
+        """
         if self._header_received < HEADER.size:
-            return
+            with memoryview(self._header) as header:
+                received = self.socket.recv_into(header[self._header_received :])
+            if not received:
+                if self._header_received:
+                    raise trio.BrokenResourceError("the link closed in the middle of a frame")
+                # The other half closed the link between frames (it shut down, or
+                # gave the session up after an error on its side): the session's
+                # end, and the link's.
+                self._received_eof = self._link_ended = True
+                return
+            self._header_received += received
+            if self._header_received < HEADER.size:
+                return
         self._header_received = 0
         (length,) = HEADER.unpack(self._header)
         if length == GONE:
             self._received_eof = self.abandoned = True
             return
-        self._unread = length
+        self._unread = self.frame_length = length
         self._received_eof = not length
 
     async def receive_some(self, max_bytes: int | None = None) -> bytes:

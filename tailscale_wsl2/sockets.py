@@ -27,6 +27,7 @@ import trio
 
 __all__ = [
     "COPY_CHUNK_SIZE",
+    "FAIRNESS_BYTES",
     "PeerErrorsAsBroken",
     "RawSocketListener",
     "RawSocketStream",
@@ -41,6 +42,9 @@ DEFAULT_RECEIVE_SIZE = 65536
 # The pump's copy buffer: as much as a busy socket hands over at once. A Unix
 # socket's send buffer is asked for as much, so that one such chunk fits.
 COPY_CHUNK_SIZE = 256 * 1024
+# Yield to other tasks after this many bytes moved without waiting, so one
+# bulk transfer cannot starve every other connection.
+FAIRNESS_BYTES = 4 * 1024 * 1024
 
 # accept() errors that concern only the connection being accepted (it was
 # reset while it waited in the backlog): skip it and accept the next one.

@@ -120,6 +120,21 @@ async def test_a_read_stops_at_the_end_of_its_frame(
     assert buffer[: session.try_receive_into(buffer)] == b"second"
 
 
+async def test_the_next_header_comes_along_with_the_end_of_a_payload(
+    link_pair: tuple[LinkSession, socket.socket],
+) -> None:
+    session, far = link_pair
+    far.sendall(frame(b"first") + frame(b"second") + frame(b""))
+    buffer = bytearray(64)
+    assert buffer[: session.try_receive_into(buffer)] == b"first"
+    # The second frame's header left the link with the first payload: no `recv` of its own.
+    assert session.link.socket.recv(64, socket.MSG_PEEK) == b"second" + HEADER.pack(0)
+    assert buffer[: session.try_receive_into(buffer)] == b"second"
+    with pytest.raises(BlockingIOError):  # the end frame's header came along too
+        session.link.socket.recv(64, socket.MSG_PEEK | socket.MSG_DONTWAIT)
+    assert session.try_receive_into(buffer) == 0
+
+
 @pytest.mark.parametrize(
     ("wire", "delivered"),
     [(frame(b"complete")[:-3], b"compl"), (b"\x00\x00", b"")],

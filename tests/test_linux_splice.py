@@ -1,0 +1,273 @@
+"""The Linux splice path: a link session's bulk payloads moved into a socket by `splice`."""
+
+import os
+import socket
+import struct
+import sys
+from collections.abc import AsyncIterator, Iterator
+
+import pytest
+import trio
+import trio.testing
+
+from tailscale_wsl2 import pump
+from tailscale_wsl2.pump import PEER_GONE, SPLICE_AT, OneWay
+from tailscale_wsl2.sessions import GONE, HEADER, LinkSession
+from tailscale_wsl2.sockets import RawSocketStream
+from tests.test_pump import SocketPairMaker, read_to_eof, shrink_buffers, tcp_pair, unix_pair
+
+if sys.platform == "linux":
+    from tailscale_wsl2 import _linux_splice
+
+pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="splice is Linux's")
+
+# Small frames before, between and after bulk ones: the copy until the first
+# bulk frame, the splice from there on.
+FRAME_SIZES = (5, 70_000, 300_000, 1, SPLICE_AT, 200_000, 3)
+
+
+def frame(payload: bytes) -> bytes:
+    return HEADER.pack(len(payload)) + payload
+
+
+@pytest.fixture
+def spare_pipes(monkeypatch: pytest.MonkeyPatch) -> Iterator["_linux_splice._SparePipes"]:
+    fresh = _linux_splice._SparePipes(keep=4)
+    monkeypatch.setattr(_linux_splice, "SPARE_PIPES", fresh)
+    yield fresh
+    for pipe in fresh._pipes:
+        pipe.close()
+
+
+@pytest.fixture
+def splices(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The byte count of every splice made, in and out of the pipe."""
+    made: list[int] = []
+    real_splice = os.splice
+
+    def counted_splice(src: int, dst: int, count: int, **kwargs: int) -> int:
+        moved = real_splice(src, dst, count, **kwargs)
+        made.append(moved)
+        return moved
+
+    monkeypatch.setattr(os, "splice", counted_splice)
+    return made
+
+
+@pytest.fixture(params=["splice", "copy"])
+def path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """The two ways a session's payloads reach a socket: "copy" is every other
+    platform's, and Linux's before a bulk frame."""
+    if request.param == "copy":
+        monkeypatch.setattr(pump, "splice_payloads", None)
+    return request.param  # type: ignore[no-any-return]
+
+
+async def send_in_pieces(sock: trio.socket.SocketType, data: bytes, piece_size: int) -> None:
+    """Send `data` in pieces that split headers and payloads anywhere."""
+    for start in range(0, len(data), piece_size):
+        piece = memoryview(data)[start : start + piece_size]
+        while piece:
+            piece = piece[await sock.send(piece) :]
+
+
+class Relayed:
+    """A session on a link's near end copied into `relay_out`; the test holds the
+    link's far end and the destination's reader."""
+
+    def __init__(self, link_pair: SocketPairMaker, destination_pair: SocketPairMaker) -> None:
+        self.near, far = link_pair()
+        self.relay_out, reader = destination_pair()
+        for pair, ends in (
+            (link_pair, (self.near, far)),
+            (destination_pair, (self.relay_out, reader)),
+        ):
+            if pair is unix_pair:  # partial transfers and EAGAIN (TCP would crawl)
+                shrink_buffers(*ends)
+        self.far = trio.socket.from_stdlib_socket(far)
+        self.reader = trio.socket.from_stdlib_socket(reader)
+        self.session = LinkSession(RawSocketStream(self.near))
+        self.copy = OneWay(self.session, RawSocketStream(self.relay_out)).copy
+
+    def close(self) -> None:
+        for sock in (self.near, self.relay_out, self.far, self.reader):
+            sock.close()
+
+
+@pytest.fixture
+async def relayed(request: pytest.FixtureRequest) -> AsyncIterator[Relayed]:
+    link_pair, destination_pair = getattr(request, "param", (unix_pair, unix_pair))
+    ends = Relayed(link_pair, destination_pair)
+    yield ends
+    ends.close()
+
+
+ENDS = [(link, dst) for link in (unix_pair, tcp_pair) for dst in (unix_pair, tcp_pair)]
+ENDS_IDS = [f"link-{link}-to-{dst}" for link in ("unix", "tcp") for dst in ("unix", "tcp")]
+
+
+@pytest.mark.parametrize("relayed", ENDS, ids=ENDS_IDS, indirect=True)
+async def test_payloads_arrive_exactly_then_the_half_close(
+    relayed: Relayed, path: str, splices: list[int], spare_pipes: "_linux_splice._SparePipes"
+) -> None:
+    payloads = [os.urandom(size) for size in FRAME_SIZES]
+    wire = b"".join(map(frame, payloads)) + frame(b"")
+    with trio.fail_after(30):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(relayed.copy)
+            nursery.start_soon(send_in_pieces, relayed.far, wire, 7777)
+            assert await read_to_eof(relayed.reader) == b"".join(payloads)
+    # A half-close: the destination can still answer through the relay's end.
+    await relayed.reader.send(b"answer")
+    assert relayed.relay_out.recv(16) == b"answer"
+    if path == "splice":
+        # Everything from the first bulk frame's rest on went through the pipe, twice.
+        assert sum(splices) >= 2 * sum(FRAME_SIZES[2:])
+        assert [pipe.filled for pipe in spare_pipes._pipes] == [0]  # back, empty
+    else:
+        assert splices == []
+    assert not relayed.session.reusable  # only the incoming direction has ended
+
+
+async def test_gone_after_spliced_frames_ends_the_destination_entirely(
+    relayed: Relayed, splices: list[int]
+) -> None:
+    data = os.urandom(3 * SPLICE_AT)
+    with trio.fail_after(30):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(relayed.copy)
+            nursery.start_soon(send_in_pieces, relayed.far, frame(data) + HEADER.pack(GONE), 65536)
+            assert await read_to_eof(relayed.reader) == data
+    assert splices
+    with pytest.raises(BrokenPipeError):  # shut for reading too: nobody is left to answer
+        await relayed.reader.send(b"answer")
+    assert relayed.session.abandoned
+
+
+async def test_a_slow_destination_gets_every_byte(relayed: Relayed, splices: list[int]) -> None:
+    data = os.urandom(1024 * 1024)
+    received = bytearray()
+    with trio.fail_after(30):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(relayed.copy)
+            nursery.start_soon(send_in_pieces, relayed.far, frame(data) + frame(b""), 65536)
+            while chunk := await relayed.reader.recv(1000):
+                received += chunk
+                await trio.sleep(0)  # the pipe meets a full destination again and again
+    assert bytes(received) == data
+    assert splices
+
+
+@pytest.mark.parametrize("pipe_size", [4096, 2**31 + 4096], ids=["one-page", "refused"])
+async def test_a_small_pipe_still_moves_everything(
+    relayed: Relayed,
+    splices: list[int],
+    spare_pipes: "_linux_splice._SparePipes",
+    monkeypatch: pytest.MonkeyPatch,
+    pipe_size: int,
+) -> None:
+    """A pipe of one page fills up at each splice; a size the kernel refuses (past
+    2 GiB: EINVAL; past the user's quota of pipe pages, as it may be: EPERM)
+    leaves the default."""
+    monkeypatch.setattr(_linux_splice, "PIPE_SIZE", pipe_size)
+    data = os.urandom(600_000)
+    with trio.fail_after(30):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(relayed.copy)
+            nursery.start_soon(send_in_pieces, relayed.far, frame(data) + frame(b""), 65536)
+            assert await read_to_eof(relayed.reader) == data
+    [pipe] = spare_pipes._pipes
+    assert pipe.size == min(pipe_size, 65536)  # 64 KiB: Linux's default pipe
+    assert max(splices) <= pipe.size
+
+
+async def test_a_quiet_stream_holds_no_pipe(
+    relayed: Relayed, spare_pipes: "_linux_splice._SparePipes"
+) -> None:
+    first, second = os.urandom(2 * SPLICE_AT), os.urandom(2 * SPLICE_AT)
+    with trio.fail_after(30):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(relayed.copy)
+            nursery.start_soon(send_in_pieces, relayed.far, frame(first), 65536)
+            received = bytearray()
+            while len(received) < len(first):
+                received += await relayed.reader.recv(65536)
+            await trio.testing.wait_all_tasks_blocked()
+            [idle] = spare_pipes._pipes  # the copy waits for the link without it
+            await send_in_pieces(relayed.far, frame(second) + frame(b""), 65536)
+            assert await read_to_eof(relayed.reader) == second
+    assert bytes(received) == first
+    assert spare_pipes._pipes == [idle]  # taken again, and given back empty
+
+
+@pytest.mark.parametrize(
+    "relayed", [(tcp_pair, unix_pair)], ids=["link-tcp-to-unix"], indirect=True
+)
+async def test_a_link_closed_mid_payload_breaks_the_session_after_what_came(
+    relayed: Relayed, splices: list[int]
+) -> None:
+    """All of it sent and the link closed before the copy starts (TCP buffers take
+    it): the cut-off payload is in the pipe when the copy meets the end."""
+    whole, cut = os.urandom(2 * SPLICE_AT), os.urandom(1000)
+    await send_in_pieces(relayed.far, frame(whole) + HEADER.pack(SPLICE_AT) + cut, 65536)
+    relayed.far.close()
+    received = bytearray()
+
+    async def receive() -> None:
+        received.extend(await read_to_eof(relayed.reader))
+
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(receive)
+            with pytest.raises(PEER_GONE, match="middle of a frame"):
+                await relayed.copy()
+            relayed.relay_out.shutdown(socket.SHUT_WR)
+    assert bytes(received) == whole + cut
+    assert splices
+
+
+async def test_a_link_closed_between_spliced_frames_ends_the_session(
+    relayed: Relayed, splices: list[int]
+) -> None:
+    data = os.urandom(2 * SPLICE_AT)
+
+    async def send_then_close() -> None:
+        await send_in_pieces(relayed.far, frame(data), 65536)
+        relayed.far.close()
+
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(relayed.copy)
+            nursery.start_soon(send_then_close)
+            assert await read_to_eof(relayed.reader) == data
+    assert splices
+    assert not relayed.session.reusable
+
+
+@pytest.mark.parametrize("relayed", [(tcp_pair, tcp_pair)], ids=["link-tcp-to-tcp"], indirect=True)
+@pytest.mark.parametrize("reset", ["destination", "link"])
+async def test_a_reset_mid_splice_ends_the_copy_as_peer_gone(
+    relayed: Relayed, splices: list[int], spare_pipes: "_linux_splice._SparePipes", reset: str
+) -> None:
+    """A peer that resets (SO_LINGER 0, as a crashed process's kernel does) while
+    bytes are in flight; a pipe left holding bytes is closed, not reused."""
+    gone = relayed.reader if reset == "destination" else relayed.far
+    gone.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    data = os.urandom(8 * 1024 * 1024)
+
+    async def send_then_reset() -> None:
+        await relayed.far.send(HEADER.pack(len(data)))
+        await send_in_pieces(relayed.far, data[: 2 * SPLICE_AT], 65536)
+        assert await relayed.reader.recv(65536)  # the copy has begun
+        gone.close()
+        if reset == "destination":  # the copy finds out when it splices the rest out
+            await send_in_pieces(relayed.far, data[2 * SPLICE_AT :], 65536)
+
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(send_then_reset)
+            with pytest.raises(PEER_GONE):
+                await relayed.copy()
+            nursery.cancel_scope.cancel()
+    assert splices
+    assert all(not pipe.filled for pipe in spare_pipes._pipes)
