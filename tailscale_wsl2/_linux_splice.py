@@ -95,25 +95,32 @@ async def _empty_into(pipe: _Pipe, dst: socket.socket) -> None:
             await trio.lowlevel.wait_writable(dst)
 
 
-async def splice_payloads(src: socket.socket, payload: PayloadSource, dst: socket.socket) -> None:
-    """Move `payload` from `src` into `dst` through a pipe until the session's end.
+async def splice_payloads(src: socket.socket, payload: PayloadSource, dst: socket.socket) -> bool:
+    """Move `payload` from `src` into `dst` through a pipe until the session's end
+    (True), or until no pipe can be made (False; out of descriptors): then no
+    byte is left in a pipe, and the copy carries on.
 
     OS errors propagate, as the copy's do (`pump.py` makes them trio's).
     """
-    while await _splice_while_ready(payload, dst):
+    while True:
+        try:
+            pipe = SPARE_PIPES.take()
+        except OSError:
+            return False
+        if not await _splice_while_ready(pipe, payload, dst):
+            return True
         await trio.lowlevel.wait_readable(src)
 
 
-async def _splice_while_ready(payload: PayloadSource, dst: socket.socket) -> bool:
+async def _splice_while_ready(pipe: _Pipe, payload: PayloadSource, dst: socket.socket) -> bool:
     """Move payload into `dst` while some is ready: True once none is, False at
-    the session's end.
+    the session's end. `pipe` goes back to the spares either way.
 
     Bytes wait in the pipe only while more are ready at once: the pipe is
     emptied whenever the link has nothing, and when it is nearly full. It goes
     back to the spares before any wait for the link, so that a quiet stream
     holds none.
     """
-    pipe = SPARE_PIPES.take()
     try:
         moved_since_yield = 0
         while True:

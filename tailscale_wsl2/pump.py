@@ -319,7 +319,11 @@ class OneWay:
                 )
                 if bulk is not None:
                     assert splice_payloads is not None  # splice_from is set only where it is
-                    await splice_payloads(fast.src_socket, bulk.try_move_payload, fast.dst_socket)
+                    spliced_to_end = await splice_payloads(
+                        fast.src_socket, bulk.try_move_payload, fast.dst_socket
+                    )
+                    if not spliced_to_end:  # no pipe to be had: copy the rest
+                        await _copy_chunks(fast.src_socket, fast.receive, fast.send, None)
             except OSError as exc:
                 raise _peer_gone(fast, exc) from exc
         await _pass_end_on(self.src, self.dst)

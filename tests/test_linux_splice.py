@@ -1,5 +1,6 @@
 """The Linux splice path: a link session's bulk payloads moved into a socket by `splice`."""
 
+import errno
 import os
 import socket
 import struct
@@ -271,3 +272,26 @@ async def test_a_reset_mid_splice_ends_the_copy_as_peer_gone(
             nursery.cancel_scope.cancel()
     assert splices
     assert all(not pipe.filled for pipe in spare_pipes._pipes)
+
+
+async def test_without_a_pipe_to_be_had_the_copy_carries_on(
+    relayed: Relayed,
+    splices: list[int],
+    spare_pipes: "_linux_splice._SparePipes",
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Out of descriptors (EMFILE) when a bulk frame comes: the transfer goes on."""
+
+    def no_descriptors_left(flags: int) -> tuple[int, int]:
+        raise OSError(errno.EMFILE, os.strerror(errno.EMFILE))
+
+    monkeypatch.setattr(os, "pipe2", no_descriptors_left)
+    payloads = [os.urandom(size) for size in FRAME_SIZES]
+    wire = b"".join(map(frame, payloads)) + frame(b"")
+    with trio.fail_after(30):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(relayed.copy)
+            nursery.start_soon(send_in_pieces, relayed.far, wire, 7777)
+            assert await read_to_eof(relayed.reader) == b"".join(payloads)
+    assert splices == []
+    assert spare_pipes._pipes == []
