@@ -103,6 +103,17 @@ async def relayed(request: pytest.FixtureRequest) -> AsyncIterator[Relayed]:
     ends.close()
 
 
+async def relay_frames_of_every_size(relayed: Relayed) -> None:
+    """FRAME_SIZES' frames and the end, split anywhere: every byte arrives, then EOF."""
+    payloads = [os.urandom(size) for size in FRAME_SIZES]
+    wire = b"".join(map(frame, payloads)) + frame(b"")
+    with trio.fail_after(30):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(relayed.copy)
+            nursery.start_soon(send_in_pieces, relayed.far, wire, 7777)
+            assert await read_to_eof(relayed.reader) == b"".join(payloads)
+
+
 ENDS = [(link, dst) for link in (unix_pair, tcp_pair) for dst in (unix_pair, tcp_pair)]
 ENDS_IDS = [f"link-{link}-to-{dst}" for link in ("unix", "tcp") for dst in ("unix", "tcp")]
 
@@ -111,13 +122,7 @@ ENDS_IDS = [f"link-{link}-to-{dst}" for link in ("unix", "tcp") for dst in ("uni
 async def test_payloads_arrive_exactly_then_the_half_close(
     relayed: Relayed, path: str, splices: list[int], spare_pipes: "_linux_splice._SparePipes"
 ) -> None:
-    payloads = [os.urandom(size) for size in FRAME_SIZES]
-    wire = b"".join(map(frame, payloads)) + frame(b"")
-    with trio.fail_after(30):
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(relayed.copy)
-            nursery.start_soon(send_in_pieces, relayed.far, wire, 7777)
-            assert await read_to_eof(relayed.reader) == b"".join(payloads)
+    await relay_frames_of_every_size(relayed)
     # A half-close: the destination can still answer through the relay's end.
     await relayed.reader.send(b"answer")
     assert relayed.relay_out.recv(16) == b"answer"
@@ -286,12 +291,6 @@ async def test_without_a_pipe_to_be_had_the_copy_carries_on(
         raise OSError(errno.EMFILE, os.strerror(errno.EMFILE))
 
     monkeypatch.setattr(os, "pipe2", no_descriptors_left)
-    payloads = [os.urandom(size) for size in FRAME_SIZES]
-    wire = b"".join(map(frame, payloads)) + frame(b"")
-    with trio.fail_after(30):
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(relayed.copy)
-            nursery.start_soon(send_in_pieces, relayed.far, wire, 7777)
-            assert await read_to_eof(relayed.reader) == b"".join(payloads)
+    await relay_frames_of_every_size(relayed)
     assert splices == []
     assert spare_pipes._pipes == []
