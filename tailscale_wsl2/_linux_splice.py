@@ -13,8 +13,14 @@ frame has a bulk payload still to come, and small frames stay on the copy.
 
 The session keeps the framing (`LinkSession.try_move_payload`): headers are
 read with `recv`, and only payload bytes go through the pipe.
+
+Where `splice` cannot be had, the copy carries the rest and no byte is lost:
+no descriptor left for a pipe, or a kernel that refuses `splice` on these
+sockets (WSL1 emulates Linux and does not implement all of it). A refusal
+is remembered, so later transfers go straight to the copy.
 """
 
+import errno
 import fcntl
 import os
 import socket
@@ -23,7 +29,7 @@ from collections.abc import Callable
 
 import trio
 
-from .sockets import FAIRNESS_BYTES
+from .sockets import FAIRNESS_BYTES, send_all_when_ready
 
 assert sys.platform == "linux"
 
@@ -39,6 +45,8 @@ REFILL_ROOM = 256 * 1024
 FLAGS = os.SPLICE_F_MOVE | os.SPLICE_F_NONBLOCK
 F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)
 F_GETPIPE_SZ = getattr(fcntl, "F_GETPIPE_SZ", 1032)
+# What `splice` fails with where it does not work for these descriptors at all.
+REFUSALS = frozenset({errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP})
 
 # Moves at most `count` bytes from the socket `fd` into the pipe, without waiting.
 IntoPipe = Callable[[int, int], int]
@@ -59,11 +67,24 @@ class _Pipe:
         self.filled = 0
 
     def into(self, fd: int, count: int) -> int:
-        return os.splice(fd, self.write_fd, count, flags=FLAGS)
+        return _splice(fd, self.write_fd, count)
 
     def close(self) -> None:
         os.close(self.read_fd)
         os.close(self.write_fd)
+
+
+class _Refused(Exception):
+    """`splice` does not work here (REFUSALS): no byte was moved by the call."""
+
+
+def _splice(src: int, dst: int, count: int) -> int:
+    try:
+        return os.splice(src, dst, count, flags=FLAGS)
+    except OSError as exc:
+        if exc.errno in REFUSALS:
+            raise _Refused from exc
+        raise
 
 
 class _SparePipes:
@@ -90,63 +111,83 @@ SPARE_PIPES = _SparePipes(keep=4)
 async def _empty_into(pipe: _Pipe, dst: socket.socket) -> None:
     while pipe.filled:
         try:
-            pipe.filled -= os.splice(pipe.read_fd, dst.fileno(), pipe.filled, flags=FLAGS)
+            pipe.filled -= _splice(pipe.read_fd, dst.fileno(), pipe.filled)
         except BlockingIOError:
             await trio.lowlevel.wait_writable(dst)
 
 
+async def _copy_out_of(pipe: _Pipe, dst: socket.socket) -> None:
+    """Send what is in the pipe on through Python, after a refusal."""
+    while pipe.filled:
+        data = os.read(pipe.read_fd, pipe.filled)
+        pipe.filled -= len(data)
+        await send_all_when_ready(dst, data)
+
+
+class _Refusal:
+    """Set once the kernel has refused `splice` here: later transfers copy at once."""
+
+    seen = False
+
+
 async def splice_payloads(src: socket.socket, payload: PayloadSource, dst: socket.socket) -> bool:
     """Move `payload` from `src` into `dst` through a pipe until the session's end
-    (True), or until no pipe can be made (False; out of descriptors): then no
-    byte is left in a pipe, and the copy carries on.
+    (True), or until `splice` cannot be had (False): no descriptor for a pipe,
+    or refused by the kernel. Then no byte is left in a pipe, and the copy
+    carries on.
 
     OS errors propagate, as the copy's do (`pump.py` makes them trio's).
     """
-    while True:
+    while not _Refusal.seen:
         try:
             pipe = SPARE_PIPES.take()
         except OSError:
             return False
-        if not await _splice_while_ready(pipe, payload, dst):
-            return True
+        try:
+            if not await _splice_while_ready(pipe, payload, dst):
+                return True
+        except _Refused:
+            _Refusal.seen = True
+            await _copy_out_of(pipe, dst)
+            return False
+        finally:
+            SPARE_PIPES.give_back(pipe)
         await trio.lowlevel.wait_readable(src)
+    return False
 
 
 async def _splice_while_ready(pipe: _Pipe, payload: PayloadSource, dst: socket.socket) -> bool:
     """Move payload into `dst` while some is ready: True once none is, False at
-    the session's end. `pipe` goes back to the spares either way.
+    the session's end.
 
     Bytes wait in the pipe only while more are ready at once: the pipe is
     emptied whenever the link has nothing, and when it is nearly full. It goes
     back to the spares before any wait for the link, so that a quiet stream
     holds none.
     """
-    try:
-        moved_since_yield = 0
-        while True:
-            try:
-                moved = payload(pipe.into, pipe.size - pipe.filled)
-            except BlockingIOError:
-                if not pipe.filled:
-                    return True
-                # This may be the pipe out of slots (each holds one page, however
-                # little of it is filled) rather than the link out of bytes:
-                # empty it, then try again before waiting.
-                await _empty_into(pipe, dst)
-                continue
-            except (OSError, trio.BrokenResourceError):
-                # The link broke: what came before it still goes on, as on the copy.
-                await _empty_into(pipe, dst)
-                raise
-            if not moved:
-                await _empty_into(pipe, dst)
-                return False
-            pipe.filled += moved
-            if pipe.size - pipe.filled < REFILL_ROOM:
-                await _empty_into(pipe, dst)
-            moved_since_yield += moved
-            if moved_since_yield >= FAIRNESS_BYTES:
-                moved_since_yield = 0
-                await trio.lowlevel.checkpoint()
-    finally:
-        SPARE_PIPES.give_back(pipe)
+    moved_since_yield = 0
+    while True:
+        try:
+            moved = payload(pipe.into, pipe.size - pipe.filled)
+        except BlockingIOError:
+            if not pipe.filled:
+                return True
+            # This may be the pipe out of slots (each holds one page, however
+            # little of it is filled) rather than the link out of bytes:
+            # empty it, then try again before waiting.
+            await _empty_into(pipe, dst)
+            continue
+        except (OSError, trio.BrokenResourceError):
+            # The link broke: what came before it still goes on, as on the copy.
+            await _empty_into(pipe, dst)
+            raise
+        if not moved:
+            await _empty_into(pipe, dst)
+            return False
+        pipe.filled += moved
+        if pipe.size - pipe.filled < REFILL_ROOM:
+            await _empty_into(pipe, dst)
+        moved_since_yield += moved
+        if moved_since_yield >= FAIRNESS_BYTES:
+            moved_since_yield = 0
+            await trio.lowlevel.checkpoint()

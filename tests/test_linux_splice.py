@@ -40,6 +40,12 @@ def spare_pipes(monkeypatch: pytest.MonkeyPatch) -> Iterator["_linux_splice._Spa
         pipe.close()
 
 
+@pytest.fixture(autouse=True)
+def splice_not_refused_yet(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each test starts where `splice` has not been refused (the tests of a refusal set it)."""
+    monkeypatch.setattr(_linux_splice._Refusal, "seen", False)
+
+
 @pytest.fixture
 def splices(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     """The byte count of every splice made, in and out of the pipe."""
@@ -294,3 +300,32 @@ async def test_without_a_pipe_to_be_had_the_copy_carries_on(
     await relay_frames_of_every_size(relayed)
     assert splices == []
     assert spare_pipes._pipes == []
+
+
+@pytest.mark.parametrize("refused", ["into-the-pipe", "out-of-the-pipe"])
+async def test_a_kernel_that_refuses_splice_loses_no_byte(
+    relayed: Relayed, monkeypatch: pytest.MonkeyPatch, refused: str
+) -> None:
+    """EINVAL from `splice` (WSL1's emulation of Linux, say), into the pipe or out
+    of it with bytes in it: the copy carries the rest, and later transfers copy
+    at once."""
+    real_splice = os.splice
+    tried: list[int] = []
+
+    def refusing_splice(src: int, dst: int, count: int, **kwargs: int) -> int:
+        tried.append(count)
+        if refused == "into-the-pipe" or dst == relayed.relay_out.fileno():
+            raise OSError(errno.EINVAL, os.strerror(errno.EINVAL))
+        return real_splice(src, dst, count, **kwargs)
+
+    monkeypatch.setattr(os, "splice", refusing_splice)
+    await relay_frames_of_every_size(relayed)
+    assert tried
+    assert _linux_splice._Refusal.seen
+    tried.clear()
+    again = Relayed(unix_pair, unix_pair)
+    try:
+        await relay_frames_of_every_size(again)
+    finally:
+        again.close()
+    assert tried == []  # not tried again
