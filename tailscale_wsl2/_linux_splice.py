@@ -45,8 +45,10 @@ REFILL_ROOM = 256 * 1024
 FLAGS = os.SPLICE_F_MOVE | os.SPLICE_F_NONBLOCK
 F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)
 F_GETPIPE_SZ = getattr(fcntl, "F_GETPIPE_SZ", 1032)
-# What `splice` fails with where it does not work for these descriptors at all.
-REFUSALS = frozenset({errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP})
+# What `splice` fails with where it does not work for these descriptors at all
+# (EPERM: a seccomp filter that forbids it, as some container runtimes have).
+# Were one of them the peer's doing, the copy meets it again and reports it.
+REFUSALS = frozenset({errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP, errno.EPERM})
 
 # Moves at most `count` bytes from the socket `fd` into the pipe, without waiting.
 IntoPipe = Callable[[int, int], int]
