@@ -303,19 +303,20 @@ async def test_without_a_pipe_to_be_had_the_copy_carries_on(
 
 
 @pytest.mark.parametrize("refused", ["into-the-pipe", "out-of-the-pipe"])
+@pytest.mark.parametrize("error", [errno.EINVAL, errno.EPERM], ids=["EINVAL", "EPERM"])
 async def test_a_kernel_that_refuses_splice_loses_no_byte(
-    relayed: Relayed, monkeypatch: pytest.MonkeyPatch, refused: str
+    relayed: Relayed, monkeypatch: pytest.MonkeyPatch, refused: str, error: int
 ) -> None:
-    """EINVAL from `splice` (WSL1's emulation of Linux, say), into the pipe or out
-    of it with bytes in it: the copy carries the rest, and later transfers copy
-    at once."""
+    """A refusal from `splice` (EINVAL from WSL1's emulation of Linux, say, or
+    EPERM from a seccomp filter), into the pipe or out of it with bytes in it:
+    the copy carries the rest, and later transfers copy at once."""
     real_splice = os.splice
     tried: list[int] = []
 
     def refusing_splice(src: int, dst: int, count: int, **kwargs: int) -> int:
         tried.append(count)
         if refused == "into-the-pipe" or dst == relayed.relay_out.fileno():
-            raise OSError(errno.EINVAL, os.strerror(errno.EINVAL))
+            raise OSError(error, os.strerror(error))
         return real_splice(src, dst, count, **kwargs)
 
     monkeypatch.setattr(os, "splice", refusing_splice)
