@@ -24,7 +24,6 @@ from pathlib import Path
 
 GIB = 1 << 30
 CHUNK = 256 * 1024
-F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)
 
 
 def write_all(family: int, address: str | tuple[str, int]) -> None:
@@ -62,7 +61,7 @@ def copy(src: socket.socket, dst: socket.socket) -> int:
 
 def splice(src: socket.socket, dst: socket.socket, pipe_size: int) -> int:
     read_end, write_end = os.pipe()
-    fcntl.fcntl(write_end, F_SETPIPE_SZ, pipe_size)
+    fcntl.fcntl(write_end, fcntl.F_SETPIPE_SZ, pipe_size)
     calls = 0
     try:
         while moved := os.splice(src.fileno(), write_end, pipe_size):

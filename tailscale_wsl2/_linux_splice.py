@@ -5,11 +5,11 @@ another socket without the bytes entering the interpreter. From a TCP socket
 (the link) into a Unix socket (a client, or the LocalAPI) the kernel passes
 the received pages on by reference: measured on Linux 6.18
 (`bench/splice_or_copy.py`), 1 GiB cost a relay 63-89 ms of system CPU
-through a 1 MiB pipe, against 236-363 ms for `recv_into` and `send`. The
+through a 1 MiB pipe, against 236-405 ms for `recv_into` and `send`. The
 other way, Unix socket to TCP, `splice` cost more than the copy (311-470
-against 230-376 ms), so only
-the link's incoming payloads take this path; `pump.py` switches to it when a
-frame has a bulk payload still to come, and small frames stay on the copy.
+against 230-376 ms), so only the link's incoming payloads take this path:
+`pump.py` switches a direction to it at its first frame of `SPLICE_AT` bytes
+or more, and until then the copy carries the small ones.
 
 The session keeps the framing (`LinkSession.try_move_payload`): headers are
 read with `recv`, and only payload bytes go through the pipe.
@@ -33,7 +33,7 @@ from .sockets import FAIRNESS_BYTES, send_all_when_ready
 
 assert sys.platform == "linux"
 
-__all__ = ["PayloadSource", "splice_payloads"]
+__all__ = ["splice_payloads"]
 
 # As large as an unprivileged process may make a pipe (/proc/sys/fs/pipe-max-size's
 # default): one splice out then moves several frames' payloads. A pipe's pages
@@ -42,9 +42,8 @@ PIPE_SIZE = 1024 * 1024
 # Empty the pipe into the destination once less room than this is left: about
 # one frame's payload (the other half's copy buffer).
 REFILL_ROOM = 256 * 1024
-FLAGS = os.SPLICE_F_MOVE | os.SPLICE_F_NONBLOCK
-F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)
-F_GETPIPE_SZ = getattr(fcntl, "F_GETPIPE_SZ", 1032)
+# The pipe's side of each call must not block either (the sockets are non-blocking).
+FLAGS = os.SPLICE_F_NONBLOCK
 # What `splice` fails with where it does not work for these descriptors at all
 # (EPERM: a seccomp filter that forbids it, as some container runtimes have).
 # Were one of them the peer's doing, the copy meets it again and reports it.
@@ -63,9 +62,9 @@ class _Pipe:
     def __init__(self) -> None:
         self.read_fd, self.write_fd = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         try:
-            self.size: int = fcntl.fcntl(self.write_fd, F_SETPIPE_SZ, PIPE_SIZE)
+            self.size: int = fcntl.fcntl(self.write_fd, fcntl.F_SETPIPE_SZ, PIPE_SIZE)
         except OSError:  # past the user's quota of pipe pages: the default size still works
-            self.size = fcntl.fcntl(self.write_fd, F_GETPIPE_SZ)
+            self.size = fcntl.fcntl(self.write_fd, fcntl.F_GETPIPE_SZ)
         self.filled = 0
 
     def into(self, fd: int, count: int) -> int:
@@ -76,7 +75,7 @@ class _Pipe:
         os.close(self.write_fd)
 
 
-class _Refused(Exception):
+class _SpliceRefused(Exception):
     """`splice` does not work here (REFUSALS): no byte was moved by the call."""
 
 
@@ -85,7 +84,7 @@ def _splice(src: int, dst: int, count: int) -> int:
         return os.splice(src, dst, count, flags=FLAGS)
     except OSError as exc:
         if exc.errno in REFUSALS:
-            raise _Refused from exc
+            raise _SpliceRefused from exc
         raise
 
 
@@ -148,7 +147,7 @@ async def splice_payloads(src: socket.socket, payload: PayloadSource, dst: socke
         try:
             if not await _splice_while_ready(pipe, payload, dst):
                 return True
-        except _Refused:
+        except _SpliceRefused:
             _Refusal.seen = True
             await _copy_out_of(pipe, dst)
             return False
