@@ -39,7 +39,7 @@ lint: $(INSTALLED)
 	$(BIN)/mypy
 	# Windows-only code sits behind sys.platform checks that hide it from a
 	# Linux run; type-check it as Windows code too.
-	$(BIN)/mypy --platform win32 tailscale_wsl2 tests/windows tools/wine_trio_patch.py
+	$(BIN)/mypy --platform win32 tailscale_wsl2 tests/in_wine tools/wine_trio_patch.py
 	tools/lint-workflows .github/workflows/release.yml
 
 build: dist/tailscale-wsl2

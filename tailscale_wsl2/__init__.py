@@ -5,8 +5,4 @@ Tailscale's LocalAPI; the WSL2 half forwards the `tailscale` CLI's Unix socket
 to the Windows half.
 """
 
-from .deferred_ssl import defer_ssl
-
 __version__ = "0.1.0"
-
-defer_ssl()  # before anything imports trio: OpenSSL stays unloaded (deferred_ssl.py)

@@ -2,11 +2,11 @@ import sys
 
 import pytest
 
-from tests.chain import FROZEN_BINARY, in_ci, module_program
+from tests.support.chain import FROZEN_BINARY, in_ci, module_program
 
-# tests/windows runs under a Windows Python (tools/winpy, driven by
+# tests/in_wine runs under a Windows Python (tools/winpy, driven by
 # test_windows_under_wine.py); collected here it would only show as skips.
-collect_ignore = ["windows"] if sys.platform != "win32" else []
+collect_ignore = ["in_wine"] if sys.platform != "win32" else []
 
 
 def require(condition: bool, reason: str) -> None:

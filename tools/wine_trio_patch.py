@@ -10,7 +10,7 @@ Strategy: wrap trio's private `_get_underlying_socket` so that exactly that fail
 10045 for SIO_BSP_HANDLE_SELECT) is answered with SIO_BASE_HANDLE; every other call and error
 passes through unchanged. The patch applies only when `ntdll.wine_get_version` exists, i.e.
 under Wine, never on real Windows, and it is never part of the shipped package: the Windows test
-suite applies it from tests/windows/conftest.py, and a Wine test build of the frozen binary can
+suite applies it from tests/in_wine/conftest.py, and a Wine test build of the frozen binary can
 use this file directly as a PyInstaller runtime hook (`--runtime-hook tools/wine_trio_patch.py`;
 runtime hooks run as `__main__`).
 """

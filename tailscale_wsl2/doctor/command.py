@@ -13,17 +13,25 @@ from pathlib import Path
 
 import trio
 
-from .. import __version__
-from ..errors import ActionableError
-from ..halves import HalfName, Options, half_for
-from ..linkkey import find_key_from_wsl
-from ..side import Side, read_networking_mode, read_side, read_text_if_present
-from ..up import system_discoverers
-from ..upstream import open_stream
-from .model import Result, exit_status, failure, render_json, render_text, run_checks
-from .system import peer_process, run_command
-from .windows_checks import WINDOWS_CHECKS, WindowsContext, WindowsSystem
-from .wsl_checks import WSL_CHECKS, WslContext, WslSystem
+from tailscale_wsl2 import __version__
+from tailscale_wsl2.doctor.model import (
+    Result,
+    exit_status,
+    failure,
+    render_json,
+    render_text,
+    run_checks,
+)
+from tailscale_wsl2.doctor.system import peer_process
+from tailscale_wsl2.doctor.windows_checks import WINDOWS_CHECKS, WindowsContext, WindowsSystem
+from tailscale_wsl2.doctor.wsl_checks import WSL_CHECKS, WslContext, WslSystem
+from tailscale_wsl2.errors import ActionableError
+from tailscale_wsl2.link.key import find_key_from_wsl
+from tailscale_wsl2.net.connect import open_stream
+from tailscale_wsl2.plan.halves import HalfName, Options, half_for
+from tailscale_wsl2.plan.lookups import system_discoverers
+from tailscale_wsl2.system import read_text_if_present, run_command
+from tailscale_wsl2.wsl.side import Side, read_networking_mode, read_side
 
 __all__ = ["Report", "run_doctor"]
 

@@ -7,9 +7,9 @@ the same way (`linkkey.load_key`), so its finding is exactly why `up` would fail
 from collections.abc import Callable
 from pathlib import Path
 
-from ..errors import ActionableError
-from ..linkkey import load_key
-from .model import Verdict, failure, ok, warning
+from tailscale_wsl2.doctor.model import Verdict, failure, ok, warning
+from tailscale_wsl2.errors import ActionableError
+from tailscale_wsl2.link.key import load_key
 
 __all__ = ["INSECURE", "load_link_key"]
 

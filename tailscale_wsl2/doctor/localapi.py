@@ -10,8 +10,8 @@ import json
 import re
 from dataclasses import dataclass
 
-from .model import Verdict, failure, ok, warning
-from .probes import HttpAnswer, NoAnswer
+from tailscale_wsl2.doctor.model import Verdict, failure, ok, warning
+from tailscale_wsl2.doctor.probes import HttpAnswer, NoAnswer
 
 __all__ = [
     "FULL_STATUS_TARGET",

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import trio
 
-from ..upstream import describe_connect_error
+from tailscale_wsl2.net.connect import describe_connect_error
 
 __all__ = [
     "HttpAnswer",

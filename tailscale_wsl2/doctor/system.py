@@ -1,4 +1,4 @@
-"""The seams between the checks and the running system: their types and real implementations.
+"""The doctor's own seams to the running system (running programs is `tailscale_wsl2.system`).
 
 Checks never run a program, open a connection or ask the kernel directly; they call functions
 handed to them in their context (a `RunCommand`, a `Connect`, ...). The real ones are here;
@@ -8,76 +8,20 @@ checks included.
 
 import socket
 import struct
-import subprocess
 import sys
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import trio
 
-from ..endpoints import Endpoint
-from ..ipconfig import oem_codec
-from ..side import read_text_if_present
-from ..sockets import RawSocketStream
+from tailscale_wsl2.net.endpoints import Endpoint
+from tailscale_wsl2.net.sockets import RawSocketStream
+from tailscale_wsl2.system import read_text_if_present
 
-__all__ = [
-    "COMMAND_TIMEOUT_SECONDS",
-    "CommandResult",
-    "Connect",
-    "PeerProcess",
-    "RunCommand",
-    "peer_process",
-    "run_command",
-]
+__all__ = ["Connect", "PeerProcess", "peer_process"]
 
-# Generous next to the network probes' two seconds: on a Windows host with hundreds of firewall
-# rules, `netsh ... show rule name=all verbose` takes several seconds.
-COMMAND_TIMEOUT_SECONDS = 10.0
-
-
-@dataclass(frozen=True)
-class CommandResult:
-    returncode: int
-    output: str  # stdout, then stderr
-
-
-# None: the program could not be run at all (missing, or no answer in time).
-RunCommand = Callable[[Sequence[str]], CommandResult | None]
 Connect = Callable[[Endpoint], Awaitable[trio.abc.Stream]]
-
-
-def _console_codec() -> str:
-    # Windows' console tools print in the OEM code page, not the ANSI one Python assumes.
-    if sys.platform != "win32":
-        return "utf-8"
-    import ctypes  # noqa: PLC0415 (Windows only)
-
-    return oem_codec(ctypes.windll.kernel32.GetOEMCP())
-
-
-def _no_console_window() -> int:
-    if sys.platform != "win32":
-        return 0
-    return subprocess.CREATE_NO_WINDOW
-
-
-def run_command(argv: Sequence[str]) -> CommandResult | None:
-    """Run `argv` with a time limit and capture its output; None when it cannot be run."""
-    try:
-        completed = subprocess.run(
-            list(argv),
-            capture_output=True,
-            stdin=subprocess.DEVNULL,
-            timeout=COMMAND_TIMEOUT_SECONDS,
-            check=False,
-            creationflags=_no_console_window(),
-        )
-    except (OSError, subprocess.SubprocessError):
-        return None
-    codec = _console_codec()
-    output = completed.stdout.decode(codec, "replace") + completed.stderr.decode(codec, "replace")
-    return CommandResult(completed.returncode, output)
 
 
 @dataclass(frozen=True)

@@ -14,29 +14,36 @@ from functools import partial
 from ipaddress import IPv4Network
 from pathlib import Path
 
-from ..endpoints import Endpoint, NamedPipeEndpoint, TcpEndpoint
-from ..errors import ActionableError
-from ..halves import LEGACY_LOCALAPI, Discoverers, Options, WindowsHalf, plan_half
-from ..linkkey import windows_key_path
-from ..side import Side
-from .firewall_rules import firewall_fix, parse_firewall_rules, rule_covers
-from .link_key import INSECURE, load_link_key
-from .localapi import STATUS_TARGET, DaemonStatus, status_verdict
-from .model import Check, Verdict, failure, ok, warning
-from .probes import Unreachable, http_get, try_connect
-from .system import Connect, RunCommand
-from .windows_tools import (
+from tailscale_wsl2.doctor.link_key import INSECURE, load_link_key
+from tailscale_wsl2.doctor.localapi import STATUS_TARGET, DaemonStatus, status_verdict
+from tailscale_wsl2.doctor.model import Check, Verdict, failure, ok, warning
+from tailscale_wsl2.doctor.probes import Unreachable, http_get, try_connect
+from tailscale_wsl2.doctor.system import Connect
+from tailscale_wsl2.errors import ActionableError
+from tailscale_wsl2.link.key import windows_key_path
+from tailscale_wsl2.net.endpoints import Endpoint, TcpEndpoint
+from tailscale_wsl2.plan.halves import Discoverers, Options, WindowsHalf, plan_half
+from tailscale_wsl2.system import RunCommand
+from tailscale_wsl2.windows.firewall import (
+    SHOW_RULES,
+    RuleSpec,
+    add_rule_fix,
+    this_program,
+)
+from tailscale_wsl2.windows.firewall_rules import firewall_coverage
+from tailscale_wsl2.windows.localapi import LEGACY_LOCALAPI, LOCALAPI_PIPE
+from tailscale_wsl2.windows.tools import (
     Listener,
     ServiceState,
     parse_netstat_listeners,
     parse_sc_query,
     parse_tasklist_image,
 )
+from tailscale_wsl2.wsl.side import Side
 
-__all__ = ["TAILSCALE_PIPE", "WINDOWS_CHECKS", "WindowsContext", "WindowsFindings", "WindowsSystem"]
+__all__ = ["WINDOWS_CHECKS", "WindowsContext", "WindowsFindings", "WindowsSystem"]
 
 # Tailscale 1.34 and later (tailscale paths/paths.go).
-TAILSCALE_PIPE = NamedPipeEndpoint(r"\\.\pipe\ProtectedPrefix\Administrators\Tailscale\tailscaled")
 START_WINDOWS_HALF = "start the Windows half: `tailscale-wsl2.exe up`"
 
 
@@ -137,7 +144,7 @@ async def check_tailscale_service(ctx: WindowsContext) -> Verdict:
 
 
 def _localapi_endpoints(options: Options) -> Sequence[Endpoint]:
-    return [options.upstream] if options.upstream else [TAILSCALE_PIPE, LEGACY_LOCALAPI]
+    return [options.upstream] if options.upstream else [LOCALAPI_PIPE, LEGACY_LOCALAPI]
 
 
 async def check_localapi(ctx: WindowsContext) -> Verdict:
@@ -244,35 +251,27 @@ async def check_listen_port(ctx: WindowsContext) -> Verdict:
 
 # --- firewall ---------------------------------------------------------------------------------
 
-SHOW_RULES = ["netsh", "advfirewall", "firewall", "show", "rule", "name=all", "dir=in", "verbose"]
-
 
 async def check_firewall(ctx: WindowsContext) -> Verdict:
     port, subnet = ctx.options.port, ctx.wsl_subnet()
     if subnet is None:
         return ok("not needed: the Windows half listens on loopback")
     answer = ctx.system.run(SHOW_RULES)
-    rules = parse_firewall_rules(answer.output) if answer else []
-    if not rules:
+    coverage = firewall_coverage(answer.output if answer else None, port, subnet)
+    fix = add_rule_fix(RuleSpec(port, subnet, this_program()))
+    if coverage.verdict == "unreadable":
         return warning(
             "could not read the firewall rules (is this Windows not in English?)",
-            f"make sure inbound TCP {port} from {subnet} is allowed; if not, "
-            + firewall_fix(port, subnet),
+            f"make sure inbound TCP {port} from {subnet} is allowed; if not, {fix}",
         )
-    covering = [rule for rule in rules if rule_covers(rule, port, subnet)]
-    blocking = [rule.name for rule in covering if rule.action.lower() == "block"]
-    allowing = [rule.name for rule in covering if rule.action.lower() == "allow"]
-    if blocking:
+    if coverage.verdict == "blocked":
         return failure(
-            f"the firewall rule {blocking[0]!r} blocks TCP {port} from {subnet}",
+            f"the firewall rule {coverage.rule!r} blocks TCP {port} from {subnet}",
             "disable it or narrow its scope in wf.msc (Inbound Rules): Block rules win over Allow",
         )
-    if not allowing:
-        return failure(
-            f"no firewall rule allows TCP {port} from {subnet}",
-            firewall_fix(port, subnet),
-        )
-    return ok(f"the firewall rule {allowing[0]!r} allows TCP {port} from {subnet}")
+    if coverage.verdict == "missing":
+        return failure(f"no firewall rule allows TCP {port} from {subnet}", fix)
+    return ok(f"the firewall rule {coverage.rule!r} allows TCP {port} from {subnet}")
 
 
 WINDOWS_CHECKS: list[Check[WindowsContext]] = [

@@ -22,7 +22,34 @@ from pathlib import Path
 
 import trio
 
-from ..discovery import (
+from tailscale_wsl2.doctor.link_key import INSECURE, load_link_key
+from tailscale_wsl2.doctor.localapi import (
+    FULL_STATUS_TARGET,
+    STATUS_TARGET,
+    DaemonStatus,
+    release,
+    status_verdict,
+)
+from tailscale_wsl2.doctor.model import Check, Verdict, failure, ok, warning
+from tailscale_wsl2.doctor.probes import (
+    HttpAnswer,
+    NoAnswer,
+    Unreachable,
+    UnreachableKind,
+    http_get,
+    try_connect,
+)
+from tailscale_wsl2.doctor.system import Connect, PeerProcess
+from tailscale_wsl2.errors import ActionableError
+from tailscale_wsl2.facts import DEFAULT_PORT, DEFAULT_SOCKET
+from tailscale_wsl2.link.handshake import HandshakeFailed, prove_key
+from tailscale_wsl2.net.connect import Hop
+from tailscale_wsl2.net.endpoints import Endpoint, TcpEndpoint, UnixEndpoint
+from tailscale_wsl2.net.sockets import PEER_GONE
+from tailscale_wsl2.plan.halves import Discoverers, Options, WslHalf, plan_half
+from tailscale_wsl2.system import RunCommand
+from tailscale_wsl2.windows.firewall import firewall_add_command
+from tailscale_wsl2.wsl.discovery import (
     DNS_TUNNELING_NAMESERVER,
     HOST_IP_FIX,
     PROC_NET_ROUTE,
@@ -34,19 +61,7 @@ from ..discovery import (
     host_candidates,
     parse_default_route,
 )
-from ..endpoints import Endpoint, TcpEndpoint, UnixEndpoint
-from ..errors import ActionableError
-from ..halves import DEFAULT_PORT, DEFAULT_SOCKET, Discoverers, Options, WslHalf, plan_half
-from ..handshake import HandshakeFailed, prove_key
-from ..pump import PEER_GONE
-from ..side import DetectedMode, NetworkingMode, Side
-from ..upstream import Hop
-from .firewall_rules import firewall_fix
-from .link_key import INSECURE, load_link_key
-from .localapi import FULL_STATUS_TARGET, STATUS_TARGET, DaemonStatus, release, status_verdict
-from .model import Check, Verdict, failure, ok, warning
-from .probes import HttpAnswer, NoAnswer, Unreachable, UnreachableKind, http_get, try_connect
-from .system import Connect, PeerProcess, RunCommand
+from tailscale_wsl2.wsl.side import DetectedMode, NetworkingMode, Side
 
 __all__ = ["WSL_CHECKS", "WslContext", "WslFindings", "WslSystem"]
 
@@ -259,7 +274,8 @@ def _windows_half_unreachable(ctx: WslContext, hop: Hop, failed: Unreachable) ->
         return failure(finding, "start the Windows half: run `tailscale-wsl2.exe up` on Windows")
     if failed.kind is UnreachableKind.TIMED_OUT:
         port = hop.endpoint.port if isinstance(hop.endpoint, TcpEndpoint) else ctx.options.port
-        return failure(finding, firewall_fix(port, _wsl_subnet(ctx.found.route, hop.endpoint)))
+        add = firewall_add_command(port, _wsl_subnet(ctx.found.route, hop.endpoint))
+        return failure(finding, f"on Windows, run `{add}` (it asks for elevation once)")
     if failed.kind is UnreachableKind.NO_ROUTE:
         return failure(finding, HOST_IP_FIX)
     return failure(finding, hop.fix)

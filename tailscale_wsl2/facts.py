@@ -1,0 +1,37 @@
+"""The facts the program is built on, each stated once, with where it comes from.
+
+Ports, paths and names that more than one module needs live here and nowhere else, so that a
+fix printed by doctor, the rule `firewall add` creates and what `up` listens on cannot drift
+apart.
+"""
+
+from pathlib import Path
+
+__all__ = [
+    "DEFAULT_PORT",
+    "DEFAULT_SOCKET",
+    "FIREWALL_RULE_NAME",
+    "LEGACY_LOCALAPI_HOST",
+    "LEGACY_LOCALAPI_PORT",
+    "LOCALAPI_PIPE_NAME",
+    "PROGRAM",
+]
+
+PROGRAM = "tailscale-wsl2"
+
+# The Windows half's TCP port: one above the LocalAPI port of Tailscale for Windows up to 1.32.
+DEFAULT_PORT = 41113
+
+# Where the Linux `tailscale` CLI looks for its daemon (tailscale paths/paths.go).
+DEFAULT_SOCKET = Path("/var/run/tailscale/tailscaled.sock")
+
+# Tailscale for Windows 1.34 and later serves its LocalAPI here (tailscale paths/paths.go).
+LOCALAPI_PIPE_NAME = r"\\.\pipe\ProtectedPrefix\Administrators\Tailscale\tailscaled"
+
+# Tailscale for Windows up to 1.32 (safesocket.go, WindowsLocalPort).
+LEGACY_LOCALAPI_HOST = "127.0.0.1"
+LEGACY_LOCALAPI_PORT = 41112
+
+# The Windows Defender Firewall rule that lets WSL2 in: `firewall add` makes it, doctor and
+# `up` look for it by this name.
+FIREWALL_RULE_NAME = PROGRAM

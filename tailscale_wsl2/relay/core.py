@@ -1,0 +1,345 @@
+"""The relay core shared by both halves: accept, connect the next hop, copy.
+
+Both halves are this one relay with different endpoints: the WSL2 half accepts
+on a Unix socket and connects over TCP to the Windows half; the Windows half
+accepts on TCP and connects to Tailscale's LocalAPI.
+
+Per connection the relay first asks the half whether to admit it (the Windows
+half checks the peer's subnet and the link handshake, `link.py`). An admitted
+connection carries one client connection, or, on the Windows half, one after
+another: the sessions of a link (`sessions.py`). For each, the relay opens the
+upstream (the WSL2 half takes a ready, authenticated link, `warm.py`, as a
+session; the Windows half waits for the client's first byte), then copies both
+directions concurrently (`pump.py`), the second in a task beside the connection's.
+Connections and second directions are jobs for spare tasks (`spare_tasks.py`):
+a task that finishes one takes the next, instead of a new task and a nursery.
+The relay never looks inside the bytes, so HTTP upgrades (`tailscale nc`),
+endless streams (`watch-ipn-bus`) and large uploads (Taildrop) pass untouched.
+An EOF in one direction is passed on as a half-close (a client that shuts its
+write side still receives its whole answer); an error in either direction ends
+both, because a half-dead relay connection helps nobody. When the upstream
+cannot be opened at all, the client gets an HTTP 502 naming the hop that failed
+(`bad_gateway.py`).
+
+Concurrency is capped: past `max_connections` the relay stops accepting until a
+connection ends, so a flood queues in the kernel's backlog instead of exhausting
+file descriptors. Shutdown stops accepting at once and gives connections in
+flight a grace period before cancelling them.
+"""
+
+import errno
+import logging
+from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
+from contextlib import aclosing
+from functools import partial
+
+import trio
+
+from tailscale_wsl2.link.sessions import FirstByte
+from tailscale_wsl2.net.connect import Connector, UpstreamUnavailable
+from tailscale_wsl2.net.pump import OneWay, Spares
+from tailscale_wsl2.net.sockets import PEER_GONE, RawSocketStream
+from tailscale_wsl2.relay.bad_gateway import answer_bad_gateway
+from tailscale_wsl2.relay.spare_tasks import JoinableJob, SpareTask, SpareTasks
+
+__all__ = [
+    "Admission",
+    "Relay",
+    "Sessions",
+    "UpstreamAtOnce",
+    "copy_both_ways",
+    "whole_connection",
+]
+
+log = logging.getLogger(__name__)
+
+# accept() fails like this when the process or system runs out of descriptors
+# or memory; waiting a moment (as trio's serve_listeners does) lets other
+# connections finish and free them, where raising would stop the whole relay.
+ACCEPT_RESOURCE_ERRNOS = {errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS}
+ACCEPT_RETRY_DELAY = 0.1
+# Past this many open connections the relay stops accepting (the kernel's backlog queues the
+# rest) instead of running out of file descriptors.
+DEFAULT_MAX_CONNECTIONS = 1024
+# How long connections in flight may finish after shutdown begins.
+DEFAULT_GRACE_PERIOD = 2.0
+
+
+async def copy_both_ways(
+    a: trio.abc.Stream, b: trio.abc.Stream, here: SpareTask, spares: Spares
+) -> None:
+    """Copy a->b and b->a until both directions end; a failure in one ends both.
+
+    a->b runs in this task, b->a in a spare task beside it (`spare_tasks.py`).
+    `here` is this task: a failure of b->a while a->b still runs ends it.
+    """
+    a_to_b = OneWay(a, b, spares)
+    # What `a` has sent already (on a new connection, its request) goes on
+    # before the other direction is handed to its task: when that meant a new
+    # task and a nursery, their set-up was about 20 us of every request's
+    # latency in each half (measured).
+    a_to_b.forward_ready()
+    await _copy_both_ways_after(a_to_b, here)
+
+
+async def _copy_both_ways_after(a_to_b: OneWay, here: SpareTask) -> None:
+    """`copy_both_ways`, once `a_to_b.forward_ready()` has run."""
+    b_to_a = a_to_b.reversed()
+    a_to_b_running = True
+
+    async def copy_back() -> None:
+        try:
+            await b_to_a.copy()
+        except PEER_GONE as exc:
+            log.debug("connection ended: %r", exc)
+            # Only while a->b runs: once it is over, ending this task would end
+            # what it does next (on the Windows half, the link's next session).
+            if a_to_b_running:
+                here.cancel_scope.cancel()
+
+    other_way = JoinableJob(copy_back)
+    here.tasks.run_soon(other_way)
+    try:
+        await a_to_b.copy()
+    except PEER_GONE as exc:
+        log.debug("connection ended: %r", exc)
+        other_way.end()
+    a_to_b_running = False
+    await other_way.join()
+
+
+# Decides whether an accepted connection may be relayed (None) or why not.
+Admission = Callable[[trio.abc.Stream], Awaitable[str | None]]
+
+# An upstream that is open already and costs no wait to take (the WSL2 half's
+# warm link), or None when there is none at the moment.
+UpstreamAtOnce = Callable[[], trio.abc.Stream | None]
+
+# The client connections an accepted connection carries, one after another:
+# itself, or the sessions on a link between the halves (`sessions.py`). The
+# second argument waits for the next bytes, as `Relay` is configured to.
+Sessions = Callable[[trio.abc.Stream, FirstByte], AsyncGenerator[trio.abc.Stream, None]]
+
+
+async def whole_connection(
+    client: trio.abc.Stream, first_byte: FirstByte
+) -> AsyncGenerator[trio.abc.Stream, None]:
+    """An accepted connection that carries one client connection: itself."""
+    await first_byte(client)
+    yield client
+
+
+async def _at_once(client: trio.abc.Stream) -> None:
+    """The WSL2 half's first-byte wait: none, its next hop is a warm link, which
+    costs nothing to take."""
+
+
+async def _first_bytes(client: trio.abc.Stream) -> None:
+    """Wait until the client speaks (or leaves) before opening the upstream.
+
+    Every client of this relay speaks first (HTTP), so nothing is lost by
+    waiting, and a connection that is opened and left idle (a warm link, a
+    port scan) costs the next hop nothing. The Windows half does this.
+    """
+    if isinstance(client, RawSocketStream):
+        await trio.lowlevel.wait_readable(client.socket)
+
+
+class Relay:
+    """Accept on some listeners, relay each admitted connection to one upstream.
+
+    Two roles, one per half, each made by its own constructor:
+    - `for_clients` (the WSL2 half): every accepted connection is one client; its upstream is
+      opened at once, taken without a wait from `upstream_at_once` when that has one ready.
+    - `for_links` (the Windows half): an accepted connection is first admitted (`admit`), then
+      carries client connections one after another (`sessions`); each one's upstream is opened
+      only when its client speaks.
+    """
+
+    def __init__(
+        self,
+        connect_upstream: Connector,
+        *,
+        upstream_at_once: UpstreamAtOnce | None,
+        admit: Admission | None,
+        sessions: Sessions,
+        waits_for_first_byte: bool,
+        max_connections: int,
+        grace_period: float,
+    ) -> None:
+        self._connect_upstream = connect_upstream
+        self._upstream_at_once = upstream_at_once
+        self._admit = admit
+        self._sessions = sessions
+        self._waits_for_first_byte = waits_for_first_byte
+        self._free_slots = trio.Semaphore(max_connections)
+        self._spares = Spares()
+        self._grace_period = grace_period
+        self._accepting = trio.CancelScope()
+        self.active_connections = 0
+        # The scopes of connections waiting for their client's next byte: nothing
+        # is in flight on them, so shutdown closes them at once instead of
+        # letting them (the WSL2 half's warm links, say) hold up the grace period.
+        self._silent: set[trio.CancelScope] = set()
+
+    @classmethod
+    def for_clients(
+        cls,
+        connect_upstream: Connector,
+        *,
+        upstream_at_once: UpstreamAtOnce | None = None,
+        max_connections: int = DEFAULT_MAX_CONNECTIONS,
+        grace_period: float = DEFAULT_GRACE_PERIOD,
+    ) -> "Relay":
+        """The WSL2 half's relay: one client per connection, its upstream opened at once."""
+        return cls(
+            connect_upstream,
+            upstream_at_once=upstream_at_once,
+            admit=None,
+            sessions=whole_connection,
+            waits_for_first_byte=False,
+            max_connections=max_connections,
+            grace_period=grace_period,
+        )
+
+    @classmethod
+    def for_links(
+        cls,
+        connect_upstream: Connector,
+        *,
+        admit: Admission | None = None,
+        sessions: Sessions = whole_connection,
+        max_connections: int = DEFAULT_MAX_CONNECTIONS,
+        grace_period: float = DEFAULT_GRACE_PERIOD,
+    ) -> "Relay":
+        """The Windows half's relay: admitted links whose sessions open the upstream when
+        their client first speaks."""
+        return cls(
+            connect_upstream,
+            upstream_at_once=None,
+            admit=admit,
+            sessions=sessions,
+            waits_for_first_byte=True,
+            max_connections=max_connections,
+            grace_period=grace_period,
+        )
+
+    def stop_accepting(self) -> None:
+        """Begin shutdown: close the listeners and silent connections; `serve`
+        returns once the rest finish or the grace period ends."""
+        self._accepting.cancel()
+        for waiting in self._silent:
+            waiting.cancel()
+
+    async def _client_spoke(self, connection: trio.CancelScope, client: trio.abc.Stream) -> None:
+        """Wait for the client's next byte (or EOF); shutdown meanwhile cancels `connection`."""
+        self._silent.add(connection)
+        try:
+            await _first_bytes(client)
+        finally:
+            self._silent.discard(connection)
+
+    async def serve(
+        self,
+        listeners: Sequence[trio.abc.Listener[trio.abc.Stream]],
+        *,
+        task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+    ) -> None:
+        async with trio.open_nursery() as connections:
+            spare_tasks = SpareTasks(connections)
+            with self._accepting:
+                async with trio.open_nursery() as acceptors:
+                    for listener in listeners:
+                        acceptors.start_soon(self._accept_forever, listener, spare_tasks)
+                    task_status.started()
+            spare_tasks.close()  # connections in flight go on; no task waits for new ones
+            if self.active_connections:
+                log.info(
+                    "waiting up to %gs for %d connection(s)",
+                    self._grace_period,
+                    self.active_connections,
+                )
+            connections.cancel_scope.deadline = trio.current_time() + self._grace_period
+        self._spares.close()
+
+    async def _accept_forever(
+        self, listener: trio.abc.Listener[trio.abc.Stream], spare_tasks: SpareTasks
+    ) -> None:
+        async with listener:
+            while True:
+                try:
+                    # Without waiting when a slot is free: acquire() would pass
+                    # through the scheduler twice for every connection.
+                    self._free_slots.acquire_nowait()
+                except trio.WouldBlock:
+                    await self._free_slots.acquire()
+                try:
+                    stream = await listener.accept()
+                except OSError as exc:
+                    self._free_slots.release()
+                    if exc.errno not in ACCEPT_RESOURCE_ERRNOS:
+                        raise
+                    log.warning("accept failed (%s); retrying", exc.strerror)
+                    await trio.sleep(ACCEPT_RETRY_DELAY)
+                    continue
+                except BaseException:
+                    self._free_slots.release()
+                    raise
+                spare_tasks.run_soon(
+                    partial(self._relay_connection, stream, self._upstream_now(stream))
+                )
+
+    def _upstream_now(self, client: trio.abc.Stream) -> OneWay | None:
+        """The client's direction to an upstream that costs no wait, with what the
+        client has sent already sent on, here in the accepting task: a request's
+        latency then does not include handing its connection to a task (when that
+        meant starting one, measured: about 25 us of the WSL2 half's). None when
+        there is no such upstream."""
+        if self._upstream_at_once is None or (upstream := self._upstream_at_once()) is None:
+            return None
+        client_to_upstream = OneWay(client, upstream, self._spares)
+        client_to_upstream.forward_ready()
+        return client_to_upstream
+
+    async def _relay_connection(
+        self, client: trio.abc.Stream, client_to_upstream: OneWay | None, here: SpareTask
+    ) -> None:
+        self.active_connections += 1
+        try:
+            async with client:
+                if client_to_upstream is not None:
+                    async with client_to_upstream.dst:
+                        await _copy_both_ways_after(client_to_upstream, here)
+                    return
+                if self._admit is not None and (refusal := await self._admit(client)):
+                    log.warning("refused a connection: %s", refusal)
+                    return
+                if not self._waits_for_first_byte:
+                    await self._relay_sessions(client, _at_once, here)
+                    return
+                # Shutdown ends a silent connection through its task's scope.
+                first_byte = partial(self._client_spoke, here.cancel_scope)
+                await self._relay_sessions(client, first_byte, here)
+        except PEER_GONE as exc:
+            log.debug("connection closed with %r", exc)
+        finally:
+            self.active_connections -= 1
+            self._free_slots.release()
+
+    async def _relay_sessions(
+        self, client: trio.abc.Stream, first_byte: FirstByte, here: SpareTask
+    ) -> None:
+        async with aclosing(self._sessions(client, first_byte)) as sessions:
+            async for session in sessions:
+                await self._relay_session(session, here)
+
+    async def _relay_session(self, client: trio.abc.Stream, here: SpareTask) -> None:
+        try:
+            upstream = await self._connect_upstream()
+        except UpstreamUnavailable as exc:
+            log.warning("%s", exc)
+            await answer_bad_gateway(client, str(exc))
+            return
+        async with upstream:
+            log.debug("relaying a new connection")
+            await copy_both_ways(client, upstream, here, self._spares)

@@ -1,0 +1,1 @@
+"""Running a planned half: listeners, the relay, the link, until a signal ends it."""

@@ -1,0 +1,1 @@
+"""Process tuning, applied by the entry point and the running half, never on import."""

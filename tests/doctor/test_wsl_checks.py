@@ -1,0 +1,613 @@
+"""Every WSL check in every outcome, with the system look-ups fed real-world samples."""
+
+import errno
+import os
+from dataclasses import replace
+from ipaddress import IPv4Address, IPv4Network
+from pathlib import Path
+
+import pytest
+import trio
+import trio.testing
+
+from tailscale_wsl2.doctor.localapi import DaemonStatus
+from tailscale_wsl2.doctor.model import Status, Verdict, run_checks
+from tailscale_wsl2.doctor.system import PeerProcess, peer_process
+from tailscale_wsl2.doctor.wsl_checks import (
+    OS_RELEASE,
+    PID_1_COMM,
+    WSL_CHECKS,
+    WslContext,
+    WslSystem,
+    check_cli,
+    check_end_to_end,
+    check_host_address,
+    check_link_key,
+    check_localapi,
+    check_platform,
+    check_socket,
+    check_windows_half,
+)
+from tailscale_wsl2.errors import ActionableError
+from tailscale_wsl2.net.connect import Hop, open_stream
+from tailscale_wsl2.net.endpoints import Endpoint, TcpEndpoint
+from tailscale_wsl2.plan.halves import Discoverers, Options
+from tailscale_wsl2.system import CommandResult
+from tailscale_wsl2.wsl.discovery import HOST_IP_FIX, PROC_NET_ROUTE, RESOLV_CONF, DefaultRoute
+from tailscale_wsl2.wsl.side import (
+    LOOPBACK0_METHOD,
+    WSLINFO_METHOD,
+    DetectedMode,
+    NetworkingMode,
+    Side,
+)
+from tests.support import localapi_standin
+from tests.support.doctor_fakes import (
+    KEY,
+    answering,
+    fixture,
+    leave_stale_socket,
+    never,
+    plain_answer,
+    silent,
+    status_answer,
+    tcp_server,
+    unix_server,
+)
+
+UBUNTU = 'PRETTY_NAME="Ubuntu 24.04.1 LTS"\nNAME="Ubuntu"\nID=ubuntu\nID_LIKE=debian\n'
+WSL2_RELEASE = "5.15.153.1-microsoft-standard-WSL2"
+FILES = {
+    OS_RELEASE: UBUNTU,
+    PID_1_COMM: "systemd\n",
+    RESOLV_CONF: fixture("resolv/wsl-generated.conf"),
+    PROC_NET_ROUTE: fixture("route/nat.txt"),
+}
+NAT = DetectedMode(NetworkingMode.NAT, WSLINFO_METHOD)
+
+
+def system(**changes: object) -> WslSystem:
+    files = {**FILES, **changes.pop("files", {})}  # type: ignore[dict-item]
+    base = WslSystem(
+        side=Side.WSL2,
+        kernel_release=WSL2_RELEASE,
+        read_file=files.get,
+        networking_mode=lambda: NAT,
+        which=lambda name: None,
+        run=never,
+        connect=open_stream,
+        discoverers=Discoverers(never, never, never, never),
+        find_key_file=never,
+        peer_process=peer_process,
+    )
+    return replace(base, **changes)  # type: ignore[arg-type]
+
+
+def context(options: Options | None = None, **changes: object) -> WslContext:
+    return WslContext(options or Options(), 2.0, system(**changes))
+
+
+def at(port: int, ctx: WslContext, key: bytes | None = KEY) -> WslContext:
+    """`ctx` as the checks before windows-half leave it, for a Windows half on `port`."""
+    hop = Hop(TcpEndpoint("127.0.0.1", port), "the Windows half of tailscale-wsl2", "HOP FIX")
+    ctx.found.hop, ctx.found.key = hop, key
+    return ctx
+
+
+# --- platform ---------------------------------------------------------------------------------
+
+
+async def test_platform_wsl2() -> None:
+    verdict = await check_platform(context())
+    assert verdict.status is Status.OK
+    assert verdict.finding == f"WSL2, Ubuntu 24.04.1 LTS, kernel {WSL2_RELEASE}, networking nat"
+    assert verdict.details == (
+        "networking mode nat, found by: wslinfo --networking-mode",
+        "systemd is PID 1",
+    )
+
+
+async def test_platform_wsl1_without_systemd() -> None:
+    ctx = context(side=Side.WSL1, files={PID_1_COMM: "init\n"})
+    verdict = await check_platform(ctx)
+    assert verdict.status is Status.OK
+    assert verdict.finding.startswith("WSL1, ")
+    assert "PID 1 is 'init', not systemd" in verdict.details
+
+
+async def test_platform_plain_linux_is_a_warning() -> None:
+    mode = DetectedMode(NetworkingMode.NAT, "no loopback0")
+    verdict = await check_platform(context(side=Side.LINUX, networking_mode=lambda: mode))
+    assert verdict.status is Status.WARNING
+    assert verdict.finding.startswith("not WSL: plain Linux, Ubuntu 24.04.1 LTS")
+    assert verdict.fix == "run doctor inside WSL2; outside it, --host-ip must name the Windows host"
+
+
+async def test_platform_bridged_networking_is_a_warning() -> None:
+    bridged = DetectedMode(NetworkingMode.OTHER, WSLINFO_METHOD)
+    verdict = await check_platform(context(networking_mode=lambda: bridged))
+    assert verdict.status is Status.WARNING
+    assert verdict.fix is not None
+    assert "networkingMode=nat" in verdict.fix
+
+
+# --- host-address -----------------------------------------------------------------------------
+
+
+async def host_address(ctx: WslContext, mode: DetectedMode = NAT) -> Verdict:
+    ctx.found.mode = mode
+    return await check_host_address(ctx)
+
+
+async def test_host_address_nat_with_generated_resolv_conf() -> None:
+    ctx = context()
+    verdict = await host_address(ctx)
+    assert verdict == Verdict(
+        Status.OK,
+        "the Windows half is at 172.27.64.1:41113 "
+        "(nameserver in /etc/resolv.conf (agrees with the default route))",
+        None,
+        (
+            "127.0.0.1 from mirrored networking: loopback: not used: "
+            "loopback reaches Windows only when mirrored",
+            "172.27.64.1 from nameserver in /etc/resolv.conf (agrees with the default route): "
+            "usable",
+            "172.27.64.1 from default route gateway in /proc/net/route: usable",
+        ),
+    )
+    assert ctx.found.hop is not None
+    assert ctx.found.route is not None
+    assert ctx.found.route.subnet == IPv4Network("172.27.64.0/20")
+
+
+async def test_host_address_explains_dns_tunneling_as_info() -> None:
+    ctx = context(files={RESOLV_CONF: fixture("resolv/dns-tunneling.conf")})
+    verdict = await host_address(ctx)
+    assert verdict.status is Status.OK
+    assert verdict.finding.endswith("(default route gateway in /proc/net/route)")
+    [tunneling] = [detail for detail in verdict.details if "10.255.255.254" in detail]
+    assert "DNS tunneling" in tunneling
+    assert "nothing to fix" in tunneling
+
+
+async def test_host_address_methods_that_disagree_are_a_warning() -> None:
+    ctx = context(files={RESOLV_CONF: "nameserver 172.27.64.5\n"})
+    verdict = await host_address(ctx)
+    assert verdict.status is Status.WARNING
+    assert verdict.finding == (
+        "the Windows half is at 172.27.64.5:41113, but the usable discovery methods disagree: "
+        "172.27.64.1, 172.27.64.5"
+    )
+    assert verdict.fix is not None
+    assert verdict.fix.startswith("pass --host-ip")
+
+
+async def test_host_address_mirrored_uses_loopback() -> None:
+    mirrored = DetectedMode(NetworkingMode.MIRRORED, LOOPBACK0_METHOD)
+    ctx = context(files={PROC_NET_ROUTE: fixture("route/mirrored.txt")})
+    verdict = await host_address(ctx, mirrored)
+    assert verdict.status is Status.OK
+    assert verdict.finding == (
+        "the Windows half is at 127.0.0.1:41113 (mirrored networking: loopback)"
+    )
+
+
+async def test_host_address_nothing_usable_is_a_failure() -> None:
+    ctx = context(
+        files={
+            RESOLV_CONF: fixture("resolv/dns-tunneling.conf"),
+            PROC_NET_ROUTE: fixture("route/no-default.txt"),
+        }
+    )
+    verdict = await host_address(ctx)
+    assert verdict.status is Status.FAILURE
+    assert verdict.finding == (
+        "cannot find the Windows host's address: no default route in /proc/net/route"
+    )
+    assert verdict.fix == HOST_IP_FIX
+
+
+async def test_host_address_host_ip_overrides_even_outside_wsl() -> None:
+    ctx = context(Options(host_ip="127.0.0.1", port=5555), side=Side.LINUX)
+    verdict = await host_address(ctx)
+    assert verdict.status is Status.OK
+    assert verdict.finding == "the Windows half is at 127.0.0.1:5555 (--host-ip)"
+
+
+async def test_host_address_bad_host_ip() -> None:
+    verdict = await host_address(context(Options(host_ip="windows.local")))
+    assert verdict.status is Status.FAILURE
+    assert verdict.finding == "--host-ip: not an IP address: 'windows.local'"
+
+
+async def test_host_address_upstream() -> None:
+    options = Options(host_ip="127.0.0.1", upstream=TcpEndpoint("127.0.0.2", 9))
+    verdict = await host_address(context(options))
+    assert verdict.finding == "the Windows half is at 127.0.0.2:9 (--upstream)"
+
+
+# --- link-key ---------------------------------------------------------------------------------
+
+
+def key_file(tmp_path: Path, text: str = KEY.hex() + "\n") -> Path:
+    path = tmp_path / "link.key"
+    path.write_text(text)
+    return path
+
+
+async def test_link_key_found_through_windows(tmp_path: Path) -> None:
+    path = key_file(tmp_path)
+    ctx = context(find_key_file=lambda: path)
+    assert await check_link_key(ctx) == Verdict(Status.OK, f"the link key is at {path}")
+    assert ctx.found.key == KEY
+
+
+async def test_link_key_option_wins(tmp_path: Path) -> None:
+    ctx = context(Options(key_file=key_file(tmp_path)))
+    assert (await check_link_key(ctx)).status is Status.OK
+
+
+async def test_link_key_missing_or_damaged(tmp_path: Path) -> None:
+    verdict = await check_link_key(context(Options(key_file=tmp_path / "none.key")))
+    assert verdict.status is Status.FAILURE
+    assert verdict.finding == f"no link key at {tmp_path / 'none.key'}"
+    assert verdict.fix is not None
+    assert "run `tailscale-wsl2.exe up` on Windows first" in verdict.fix
+    damaged = await check_link_key(context(Options(key_file=key_file(tmp_path, "xyz"))))
+    assert damaged.finding.endswith("is damaged (expected 64 hex digits)")
+
+
+async def test_link_key_not_found_through_interop() -> None:
+    def no_interop() -> Path:
+        raise ActionableError("cannot find the link key: asking Windows failed", "pass it")
+
+    verdict = await check_link_key(context(find_key_file=no_interop))
+    assert verdict == Verdict(
+        Status.FAILURE, "cannot find the link key: asking Windows failed", "pass it"
+    )
+
+
+async def test_link_key_insecure_is_a_warning() -> None:
+    verdict = await check_link_key(context(Options(insecure_no_auth=True)))
+    assert verdict.status is Status.WARNING
+    assert verdict.finding == "no link key: --insecure-no-auth"
+
+
+# --- windows-half and localapi ----------------------------------------------------------------
+
+
+async def test_windows_half_accepts_the_link_key() -> None:
+    async with tcp_server(answering(status_answer(), KEY)) as port:
+        verdict = await check_windows_half(at(port, context()))
+    assert verdict == Verdict(
+        Status.OK, f"the Windows half at 127.0.0.1:{port} accepted the link key"
+    )
+
+
+async def test_windows_half_refused() -> None:
+    with trio.socket.socket() as reserved:  # bound, never listening
+        await reserved.bind(("127.0.0.1", 0))
+        port = reserved.getsockname()[1]
+        verdict = await check_windows_half(at(port, context()))
+    assert verdict == Verdict(
+        Status.FAILURE,
+        f"cannot connect to the Windows half at 127.0.0.1:{port}: connection refused",
+        "start the Windows half: run `tailscale-wsl2.exe up` on Windows",
+    )
+
+
+async def hang(endpoint: Endpoint) -> trio.abc.Stream:
+    await trio.sleep_forever()
+    raise AssertionError("unreachable")
+
+
+async def test_windows_half_timed_out_gets_the_firewall_rule_for_the_wsl_subnet(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    ctx = at(41113, context(connect=hang))
+    ctx.found.hop = replace(ctx.hop(), endpoint=TcpEndpoint("172.27.64.1", 41113))
+    subnet = IPv4Network("172.27.64.0/20")
+    ctx.found.route = DefaultRoute(IPv4Address("172.27.64.1"), "eth0", subnet, 0)
+    verdict = await check_windows_half(ctx)
+    assert verdict.status is Status.FAILURE
+    assert verdict.finding == (
+        "cannot connect to the Windows half at 172.27.64.1:41113: "
+        "no answer in time: is a firewall dropping the connection?"
+    )
+    assert verdict.fix == (
+        "on Windows, run `tailscale-wsl2.exe firewall add --subnet 172.27.64.0/20` "
+        "(it asks for elevation once)"
+    )
+
+
+async def test_windows_half_no_route() -> None:
+    async def no_route(endpoint: Endpoint) -> trio.abc.Stream:
+        raise OSError(errno.EHOSTUNREACH, "No route to host")
+
+    verdict = await check_windows_half(at(41113, context(connect=no_route)))
+    assert verdict.status is Status.FAILURE
+    assert verdict.finding.endswith(": no route to host")
+    assert verdict.fix == HOST_IP_FIX
+
+
+async def test_windows_half_with_another_key() -> None:
+    async with tcp_server(answering(status_answer(), bytes(32))) as port:
+        verdict = await check_windows_half(at(port, context()))
+    assert verdict.status is Status.FAILURE
+    assert verdict.finding == (
+        f"the Windows half at 127.0.0.1:{port} refused the link: "
+        "it refused the link key: the two halves use different keys"
+    )
+    assert verdict.fix is not None
+    assert "so both use the current link key" in verdict.fix
+
+
+async def test_windows_half_that_hangs_up_at_once() -> None:
+    async def hang_up(stream: trio.abc.Stream) -> None:
+        await stream.aclose()  # what a Windows half does to a peer outside its subnet
+
+    async with tcp_server(hang_up) as port:
+        verdict = await check_windows_half(at(port, context()))
+    assert verdict.status is Status.FAILURE
+    assert "refused the link: it closed the connection" in verdict.finding
+
+
+async def test_windows_half_without_handshake() -> None:
+    async with tcp_server(answering(status_answer())) as port:
+        ctx = at(port, context(Options(insecure_no_auth=True)), key=None)
+        verdict = await check_windows_half(ctx)
+    assert verdict.finding == (
+        f"the Windows half accepts connections at 127.0.0.1:{port} "
+        "(no handshake: --insecure-no-auth)"
+    )
+
+
+async def test_localapi_through_the_windows_half() -> None:
+    async with tcp_server(answering(status_answer(), KEY)) as port:
+        ctx = at(port, context())
+        verdict = await check_localapi(ctx)
+    assert verdict.status is Status.OK
+    assert verdict.finding.startswith(f"Tailscale {localapi_standin.DAEMON_VERSION} is Running")
+    assert ctx.found.daemon is not None
+
+
+async def test_localapi_needs_login_is_a_warning() -> None:
+    answer = status_answer().replace(b'"Running"', b'"NeedsLogin"')
+    async with tcp_server(answering(answer, KEY)) as port:
+        verdict = await check_localapi(at(port, context()))
+    assert verdict.status is Status.WARNING
+    assert verdict.fix is not None
+    assert verdict.fix.startswith("sign in on Windows")
+
+
+async def test_localapi_bad_gateway_quotes_the_failing_hop() -> None:
+    line = (
+        "Tailscale's LocalAPI on Windows is not reachable at 127.0.0.1:41112 (connection "
+        "refused); is Tailscale running on Windows? Start it, then run `tailscale-wsl2 doctor`"
+    )
+    async with tcp_server(answering(plain_answer("502 Bad Gateway", line), KEY)) as port:
+        verdict = await check_localapi(at(port, context()))
+    assert verdict.status is Status.FAILURE
+    assert verdict.finding == (f"the Windows half at 127.0.0.1:{port} answered HTTP 502: {line!r}")
+    assert verdict.fix is not None
+    assert "`tailscale-wsl2.exe doctor`" in verdict.fix
+
+
+# --- socket -----------------------------------------------------------------------------------
+
+
+def socket_context(tmp_path: Path, **changes: object) -> WslContext:
+    return context(Options(socket=tmp_path / "tailscaled.sock"), **changes)
+
+
+async def test_socket_missing(tmp_path: Path) -> None:
+    verdict = await check_socket(socket_context(tmp_path))
+    assert verdict == Verdict(
+        Status.FAILURE,
+        f"no socket at {tmp_path / 'tailscaled.sock'}",
+        f"start the WSL2 half: `sudo tailscale-wsl2 up --socket {tmp_path / 'tailscaled.sock'}`",
+    )
+
+
+async def test_socket_path_is_a_file(tmp_path: Path) -> None:
+    (tmp_path / "tailscaled.sock").write_text("")
+    verdict = await check_socket(socket_context(tmp_path))
+    assert verdict.status is Status.FAILURE
+    assert verdict.finding.endswith("exists but is not a socket")
+
+
+async def test_socket_stale(tmp_path: Path) -> None:
+    leave_stale_socket(tmp_path / "tailscaled.sock")
+    verdict = await check_socket(socket_context(tmp_path))
+    assert verdict.status is Status.FAILURE
+    assert verdict.finding.endswith(": a stale socket left by a stopped relay")
+    assert verdict.fix is not None
+    assert "it replaces the stale socket" in verdict.fix
+
+
+async def test_socket_permission_denied(tmp_path: Path) -> None:
+    async def denied(endpoint: Endpoint) -> trio.abc.Stream:
+        raise PermissionError(errno.EACCES, "Permission denied")
+
+    leave_stale_socket(tmp_path / "tailscaled.sock")
+    (tmp_path / "tailscaled.sock").chmod(0o660)
+    verdict = await check_socket(socket_context(tmp_path, connect=denied))
+    assert verdict.status is Status.FAILURE
+    assert verdict.finding.startswith(f"you may not connect to {tmp_path / 'tailscaled.sock'}")
+    assert "mode 0660" in verdict.finding
+    assert verdict.fix is not None
+    assert "sudo" in verdict.fix
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        status_answer(),
+        plain_answer(
+            "502 Bad Gateway",
+            "the Windows half of tailscale-wsl2 is not reachable at 172.27.64.1:41113 "
+            "(connection refused); run `tailscale-wsl2.exe up` on Windows",
+        ),
+    ],
+)
+async def test_socket_served_by_this_tool_told_by_its_answer(tmp_path: Path, answer: bytes) -> None:
+    ctx = socket_context(tmp_path)
+    async with unix_server(ctx.options.socket, answering(answer)):
+        verdict = await check_socket(ctx)
+    assert verdict.status is Status.OK
+    assert verdict.finding.startswith(f"tailscale-wsl2 answers on {ctx.options.socket} (mode ")
+    # The listener is this test process, found by the socket's peer credentials.
+    assert verdict.details[0].endswith(f"(pid {os.getpid()})")
+
+
+async def test_socket_served_by_this_tool_told_by_its_process(tmp_path: Path) -> None:
+    ours = PeerProcess(42, ("/usr/local/bin/tailscale-wsl2", "up"))
+    ctx = socket_context(tmp_path, peer_process=lambda stream: ours)
+    ctx.timeout = 0.05  # the relay is still waiting for the Windows half
+    async with unix_server(ctx.options.socket, silent):
+        verdict = await check_socket(ctx)
+    assert verdict.status is Status.OK
+    assert verdict.details == (
+        "listener: /usr/local/bin/tailscale-wsl2 up (pid 42)",
+        "answer to a status request: no answer within 0.05 s",
+    )
+
+
+async def test_socket_held_by_a_linux_tailscaled(tmp_path: Path) -> None:
+    ctx = socket_context(tmp_path)
+    async with unix_server(ctx.options.socket, answering(status_answer(OS="linux"))):
+        verdict = await check_socket(ctx)
+    assert verdict.status is Status.FAILURE
+    assert (
+        verdict.finding == f"a Linux tailscaled answers on {ctx.options.socket}, not tailscale-wsl2"
+    )
+    assert verdict.fix is not None
+    assert verdict.fix.startswith("stop it: `sudo systemctl disable --now tailscaled`")
+
+
+async def test_socket_held_by_something_else(tmp_path: Path) -> None:
+    other = PeerProcess(77, ("/usr/bin/python3", "-m", "http.server"))
+    ctx = socket_context(tmp_path, peer_process=lambda stream: other)
+    async with unix_server(ctx.options.socket, answering(b"SSH-2.0-OpenSSH_9.6\r\n")):
+        verdict = await check_socket(ctx)
+    assert verdict.status is Status.FAILURE
+    assert verdict.finding == (
+        f"another program answers on {ctx.options.socket}: /usr/bin/python3 -m http.server "
+        "(pid 77) (not an HTTP answer: b'SSH-2.0-OpenSSH_9.6\\r\\n')"
+    )
+
+
+# --- cli --------------------------------------------------------------------------------------
+
+DAEMON = DaemonStatus("1.76.6-t1234abcd-g5678ef90", "Running", "PC", "pc.ts.net.", (), "windows")
+CLI_VERSION = CommandResult(0, "1.76.6\n  tailscale commit: 1234abcd\n  go version: go1.23.1\n")
+
+
+def cli_context(answer: CommandResult | None, os_release: str = UBUNTU) -> WslContext:
+    def run(argv: object) -> CommandResult | None:
+        assert argv == ["/usr/bin/tailscale", "version"]
+        return answer
+
+    return context(which=lambda name: f"/usr/bin/{name}", run=run, files={OS_RELEASE: os_release})
+
+
+async def test_cli_missing() -> None:
+    verdict = await check_cli(context())
+    assert verdict.status is Status.FAILURE
+    assert verdict.finding == "no `tailscale` CLI on PATH"
+    assert verdict.fix is not None
+    assert "curl -fsSL https://tailscale.com/install.sh | sh" in verdict.fix
+    assert "sudo systemctl disable --now tailscaled" in verdict.fix
+
+
+async def test_cli_same_release_as_the_daemon() -> None:
+    ctx = cli_context(CLI_VERSION)
+    ctx.found.daemon = DAEMON
+    verdict = await check_cli(ctx)
+    assert verdict == Verdict(
+        Status.OK, "tailscale 1.76.6 at /usr/bin/tailscale, the Windows daemon's release"
+    )
+
+
+@pytest.mark.parametrize(
+    ("os_release", "command"),
+    [
+        (UBUNTU, "sudo apt-get install --allow-downgrades tailscale=1.76.6"),
+        ('ID="fedora"\n', "sudo dnf install tailscale-1.76.6"),
+        ("ID=arch\n", "download tailscale_1.76.6_amd64.tgz from https://pkgs.tailscale.com"),
+    ],
+)
+async def test_cli_other_release_names_both_and_the_install_command(
+    os_release: str, command: str
+) -> None:
+    ctx = cli_context(CommandResult(0, "1.70.0\n"), os_release)
+    ctx.found.daemon = DAEMON
+    verdict = await check_cli(ctx)
+    assert verdict.status is Status.WARNING
+    assert verdict.finding == "the CLI is 1.70.0, the Windows daemon 1.76.6-t1234abcd-g5678ef90"
+    assert verdict.fix is not None
+    assert verdict.fix.startswith(f"install the matching CLI: `{command}")
+
+
+async def test_cli_without_a_daemon_to_compare() -> None:
+    verdict = await check_cli(cli_context(CLI_VERSION))
+    assert verdict.status is Status.OK
+    assert verdict.details == (
+        "not compared with the Windows daemon's version: the LocalAPI did not answer",
+    )
+
+
+@pytest.mark.parametrize("answer", [None, CommandResult(1, "segfault\n")])
+async def test_cli_that_does_not_answer(answer: CommandResult | None) -> None:
+    verdict = await check_cli(cli_context(answer))
+    assert verdict.status is Status.WARNING
+    assert verdict.finding == "`/usr/bin/tailscale version` gave no version"
+
+
+# --- end-to-end -------------------------------------------------------------------------------
+
+
+async def test_end_to_end_gets_a_status(tmp_path: Path) -> None:
+    ctx = socket_context(tmp_path)
+    async with unix_server(ctx.options.socket, answering(status_answer())):
+        verdict = await check_end_to_end(ctx)
+    assert verdict.status is Status.OK
+    assert verdict.finding.startswith(
+        f"`tailscale status` gets its answer through {ctx.options.socket}: Tailscale 1.76.6"
+    )
+
+
+async def test_end_to_end_failure(tmp_path: Path) -> None:
+    ctx = socket_context(tmp_path)
+    async with unix_server(ctx.options.socket, answering(plain_answer("403 Forbidden", "no"))):
+        verdict = await check_end_to_end(ctx)
+    assert verdict.status is Status.FAILURE
+    assert verdict.finding == f"{ctx.options.socket} answered HTTP 403: 'no'"
+
+
+async def test_end_to_end_connection_refused(tmp_path: Path) -> None:
+    ctx = socket_context(tmp_path)
+    leave_stale_socket(ctx.options.socket)
+    verdict = await check_end_to_end(ctx)
+    assert verdict.status is Status.FAILURE
+    assert verdict.finding.endswith(": connection refused")
+
+
+# --- the whole list ---------------------------------------------------------------------------
+
+
+async def test_everything_down_outside_wsl(tmp_path: Path) -> None:
+    options = Options(socket=tmp_path / "s.sock")
+    ctx = context(options, side=Side.LINUX, find_key_file=lambda: tmp_path / "none.key")
+    results = await run_checks(WSL_CHECKS, ctx)
+    assert [(r.check_id, r.verdict.status.value) for r in results] == [
+        ("platform", "warning"),
+        ("host-address", "failure"),
+        ("link-key", "failure"),
+        ("windows-half", "skipped"),
+        ("localapi", "skipped"),
+        ("socket", "failure"),
+        ("cli", "failure"),
+        ("end-to-end", "skipped"),
+    ]
+    assert results[4].verdict.finding == "needs windows-half (skipped), link-key (failure)"

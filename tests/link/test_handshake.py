@@ -1,0 +1,141 @@
+"""The link handshake, over in-memory streams: what passes, and everything that must not."""
+
+import os
+
+import pytest
+import trio
+import trio.testing
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from tailscale_wsl2.link.handshake import (
+    ACCEPTED,
+    ANSWER_SIZE,
+    HELLO_SIZE,
+    MAGIC,
+    VERSION,
+    HandshakeFailed,
+    answer_for,
+    challenge_client,
+    prove_key,
+)
+
+KEY = bytes(range(32))
+OTHER_KEY = bytes(range(1, 33))
+
+
+async def run_both(client_key: bytes) -> tuple[str | None, BaseException | None]:
+    """Run both sides of one handshake; return the server's verdict and the client's error."""
+    server_end, client_end = trio.testing.memory_stream_pair()
+    verdict: list[str | None] = []
+    failure: list[BaseException | None] = [None]
+
+    async def client() -> None:
+        try:
+            await prove_key(client_end, client_key)
+        except HandshakeFailed as exc:
+            failure[0] = exc
+
+    async def server() -> None:
+        verdict.append(await challenge_client(server_end, KEY))
+        if verdict[0] is not None:
+            await server_end.aclose()  # what the Windows half does with a refusal
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(client)
+        nursery.start_soon(server)
+    return verdict[0], failure[0]
+
+
+async def test_the_same_key_passes() -> None:
+    assert await run_both(KEY) == (None, None)
+
+
+async def test_a_wrong_key_fails_on_both_sides() -> None:
+    verdict, failure = await run_both(OTHER_KEY)
+    assert verdict == "wrong key"
+    assert str(failure) == "it refused the link key: the two halves use different keys"
+
+
+async def answer_server_with(answer: bytes) -> str | None:
+    """The server's verdict when the client answers its hello with `answer`, then closes."""
+    server_end, client_end = trio.testing.memory_stream_pair()
+
+    async def client() -> None:
+        await client_end.receive_some(HELLO_SIZE)
+        await client_end.send_all(answer)
+        await client_end.aclose()
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(client)
+        return await challenge_client(server_end, KEY, timeout=1)
+
+
+async def test_a_replayed_answer_fails() -> None:
+    server_end, client_end = trio.testing.memory_stream_pair()
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(prove_key, client_end, KEY)
+        assert await challenge_client(server_end, KEY) is None
+    # The hello of that handshake, answered correctly, is worthless now:
+    recorded_hello = MAGIC + VERSION + os.urandom(32)
+    assert await answer_server_with(answer_for(KEY, recorded_hello)) == "wrong key"
+
+
+async def test_an_oversized_answer_fails(autojump_clock: trio.testing.MockClock) -> None:
+    assert await answer_server_with(b"\x01" * (ANSWER_SIZE + 1)) == "malformed answer"
+
+
+async def test_a_short_answer_then_eof_fails(autojump_clock: trio.testing.MockClock) -> None:
+    assert await answer_server_with(b"\x01" * 5) == "malformed answer"
+
+
+async def test_another_version_is_named(autojump_clock: trio.testing.MockClock) -> None:
+    assert await answer_server_with(b"\x02" * ANSWER_SIZE) == "unknown handshake version"
+
+
+async def test_silence_fails_at_the_deadline(autojump_clock: trio.testing.MockClock) -> None:
+    server_end, _client_end = trio.testing.memory_stream_pair()
+    started = trio.current_time()
+    assert await challenge_client(server_end, KEY, timeout=5) == "no answer within 5s"
+    assert trio.current_time() - started == 5
+
+
+async def test_client_refuses_a_peer_that_is_not_a_windows_half() -> None:
+    server_end, client_end = trio.testing.memory_stream_pair()
+    await server_end.send_all(b"HTTP/1.1 400 Bad Request\r\n\r\n" + b"x" * 100)
+    with pytest.raises(HandshakeFailed, match="sent no tailscale-wsl2 handshake"):
+        await prove_key(client_end, KEY)
+
+
+async def test_client_names_a_newer_protocol() -> None:
+    server_end, client_end = trio.testing.memory_stream_pair()
+    await server_end.send_all(MAGIC + b"\x02" + os.urandom(HELLO_SIZE - len(MAGIC) - 1))
+    with pytest.raises(HandshakeFailed, match="another handshake version"):
+        await prove_key(client_end, KEY)
+
+
+async def test_client_gives_up_on_a_silent_old_windows_half(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    _server_end, client_end = trio.testing.memory_stream_pair()
+    with pytest.raises(HandshakeFailed, match=r"within 5s \(an older Windows half"):
+        await prove_key(client_end, KEY, timeout=5)
+
+
+async def test_accepted_is_sent_only_after_a_correct_answer() -> None:
+    server_end, client_end = trio.testing.memory_stream_pair()
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(challenge_client, server_end, KEY)
+        hello = await client_end.receive_some(HELLO_SIZE)
+        await client_end.send_all(answer_for(KEY, bytes(hello)))
+        assert await client_end.receive_some() == ACCEPTED
+
+
+@settings(max_examples=300, deadline=None)
+@given(answer=st.binary(max_size=2 * ANSWER_SIZE))
+def test_no_random_answer_is_accepted(answer: bytes) -> None:
+    async def check() -> None:
+        with trio.fail_after(5):
+            assert await answer_server_with(answer) is not None
+
+    trio.run(check, clock=trio.testing.MockClock(autojump_threshold=0))

@@ -1,0 +1,90 @@
+from collections.abc import Sequence
+from pathlib import Path
+
+import pytest
+
+from tailscale_wsl2.errors import ActionableError
+from tailscale_wsl2.link.key import (
+    KEY_BYTES,
+    find_key_from_wsl,
+    load_key,
+    load_or_create_key,
+    windows_key_path,
+)
+from tailscale_wsl2.system import CommandResult
+
+
+def test_creates_a_private_key_once_then_reuses_it(tmp_path: Path) -> None:
+    path = tmp_path / "profile" / "tailscale-wsl2" / "link.key"
+    key = load_or_create_key(path)
+    assert len(key) == KEY_BYTES
+    assert path.read_text() == key.hex() + "\n"
+    assert path.stat().st_mode & 0o777 == 0o600
+    assert load_or_create_key(path) == key
+    assert load_key(path) == key
+    assert [p.name for p in path.parent.iterdir()] == ["link.key"]
+
+
+def test_two_keys_differ(tmp_path: Path) -> None:
+    assert load_or_create_key(tmp_path / "a") != load_or_create_key(tmp_path / "b")
+
+
+def test_a_damaged_key_is_never_replaced_silently(tmp_path: Path) -> None:
+    path = tmp_path / "link.key"
+    path.write_text("not hex\n")
+    with pytest.raises(ActionableError, match="is damaged"):
+        load_or_create_key(path)
+    assert path.read_text() == "not hex\n"
+
+
+def test_wsl_side_never_creates_a_key(tmp_path: Path) -> None:
+    with pytest.raises(ActionableError) as caught:
+        load_key(tmp_path / "link.key")
+    assert str(caught.value) == (
+        f"no link key at {tmp_path / 'link.key'}; run `tailscale-wsl2.exe up` on Windows first "
+        "(it creates the key), or pass --key-file PATH"
+    )
+    assert not (tmp_path / "link.key").exists()
+
+
+def test_windows_key_lives_in_local_app_data() -> None:
+    path = windows_key_path({"LOCALAPPDATA": "/users/me/AppData/Local"})
+    assert path == Path("/users/me/AppData/Local/tailscale-wsl2/link.key")
+    with pytest.raises(ActionableError, match="LOCALAPPDATA is not set"):
+        windows_key_path({})
+
+
+def test_wsl_finds_the_key_through_interop() -> None:
+    calls: list[Sequence[str]] = []
+
+    def run(argv: Sequence[str]) -> CommandResult | None:
+        calls.append(argv)
+        answers = {
+            "cmd.exe": "C:\\Users\\Zoë\\AppData\\Local\r\n",
+            "wslpath": "/mnt/c/Users/Zoë/AppData/Local\n",
+        }
+        return CommandResult(0, answers[argv[0]])
+
+    expected = Path("/mnt/c/Users/Zoë/AppData/Local/tailscale-wsl2/link.key")
+    assert find_key_from_wsl(run) == expected
+    assert calls[1] == ["wslpath", "-u", "C:\\Users\\Zoë\\AppData\\Local"]
+
+
+@pytest.mark.parametrize(
+    ("failure", "reason"),
+    [
+        (None, "cmd.exe could not be run"),
+        (CommandResult(1, "'chcp' is not recognized"), "cmd.exe exited with status 1"),
+        (CommandResult(0, "%LOCALAPPDATA%\r\n"), "cmd.exe answered '%LOCALAPPDATA%'"),
+    ],
+)
+def test_interop_failure_says_what_to_pass(failure: CommandResult | None, reason: str) -> None:
+    def run(argv: Sequence[str]) -> CommandResult | None:
+        return failure
+
+    with pytest.raises(ActionableError) as caught:
+        find_key_from_wsl(run)
+    assert reason in caught.value.what
+    assert caught.value.fix == (
+        "pass --key-file /mnt/c/Users/NAME/AppData/Local/tailscale-wsl2/link.key"
+    )

@@ -1,0 +1,102 @@
+"""Warm links: taken at once when parked, dropped when dead, opened on demand otherwise."""
+
+import socket
+from collections.abc import Iterator
+
+import pytest
+import trio
+import trio.testing
+
+from tailscale_wsl2.link.warm import WarmLinks
+from tailscale_wsl2.net.connect import UpstreamUnavailable
+from tailscale_wsl2.net.sockets import RawSocketStream
+
+
+class FakeWindowsHalf:
+    """Hands out one end of a socket pair per connect; keeps the other end."""
+
+    def __init__(self) -> None:
+        self.far_ends: list[socket.socket] = []
+        self.down = False
+
+    async def connect(self) -> trio.abc.Stream:
+        await trio.lowlevel.checkpoint()
+        if self.down:
+            raise UpstreamUnavailable("the Windows half is down")
+        near, far = socket.socketpair()
+        self.far_ends.append(far)
+        return RawSocketStream(near)
+
+    def close(self) -> None:
+        for far in self.far_ends:
+            far.close()
+
+
+@pytest.fixture
+def windows_half() -> Iterator[FakeWindowsHalf]:
+    half = FakeWindowsHalf()
+    yield half
+    half.close()
+
+
+async def test_links_are_parked_ahead_and_taken_without_connecting(
+    windows_half: FakeWindowsHalf,
+) -> None:
+    warm = WarmLinks(windows_half.connect, size=3)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(warm.keep_warm)
+        await trio.testing.wait_all_tasks_blocked()
+        assert len(windows_half.far_ends) == 3
+        link = await warm.take()
+        assert isinstance(link, RawSocketStream)
+        assert link.socket.getpeername() == windows_half.far_ends[0].getsockname()
+        await trio.testing.wait_all_tasks_blocked()
+        assert len(windows_half.far_ends) == 4  # refilled
+        await link.aclose()
+        warm.close()
+
+
+async def test_a_link_closed_while_parked_is_skipped(windows_half: FakeWindowsHalf) -> None:
+    warm = WarmLinks(windows_half.connect, size=2)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(warm.keep_warm)
+        await trio.testing.wait_all_tasks_blocked()
+        windows_half.far_ends[0].close()  # the Windows half restarted
+        link = await warm.take()
+        assert isinstance(link, RawSocketStream)
+        assert link.socket.getpeername() == windows_half.far_ends[1].getsockname()
+        await link.aclose()
+        warm.close()
+
+
+async def test_when_the_windows_half_is_down_take_raises_and_refills_back_off(
+    windows_half: FakeWindowsHalf, autojump_clock: trio.testing.MockClock
+) -> None:
+    windows_half.down = True
+    warm = WarmLinks(windows_half.connect, size=2)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(warm.keep_warm)
+        with pytest.raises(UpstreamUnavailable, match="is down"):
+            await warm.take()
+        windows_half.down = False
+        await trio.sleep(10)  # longer than the longest back-off
+        assert len(windows_half.far_ends) == 2
+        warm.close()
+
+
+async def test_take_parked_never_connects_and_asks_for_a_refill(
+    windows_half: FakeWindowsHalf,
+) -> None:
+    warm = WarmLinks(windows_half.connect, size=1)
+    assert warm.take_parked() is None  # nothing parked: no connect, no wait
+    assert windows_half.far_ends == []
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(warm.keep_warm)
+        await trio.testing.wait_all_tasks_blocked()
+        link = warm.take_parked()
+        assert link is not None
+        assert link.socket.getpeername() == windows_half.far_ends[0].getsockname()
+        await trio.testing.wait_all_tasks_blocked()
+        assert len(windows_half.far_ends) == 2  # the pool refilled behind it
+        link.close()
+        warm.close()

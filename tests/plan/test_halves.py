@@ -1,0 +1,166 @@
+"""Planning a half: which side, which endpoints, found how (pure: no system access)."""
+
+from dataclasses import replace
+from ipaddress import IPv4Network, ip_network
+from pathlib import Path
+from typing import NoReturn
+
+import pytest
+
+from tailscale_wsl2.errors import ActionableError
+from tailscale_wsl2.net.connect import Hop
+from tailscale_wsl2.net.endpoints import Discovered, TcpEndpoint, UnixEndpoint
+from tailscale_wsl2.plan.halves import (
+    Discoverers,
+    Options,
+    WindowsHalf,
+    WslHalf,
+    plan_half,
+    socket_group,
+)
+from tailscale_wsl2.windows.ipconfig import WslAdapter
+from tailscale_wsl2.windows.localapi import LocalApiAuto
+from tailscale_wsl2.wsl.side import Side
+
+
+def never() -> NoReturn:
+    raise AssertionError("discovery must not run when an override is given")
+
+
+WSL_NETWORK = IPv4Network("172.27.64.0/20")
+ADAPTER = Discoverers(
+    windows_adapter=lambda: WslAdapter(
+        Discovered("172.27.64.1", "vEthernet (WSL) adapter"), WSL_NETWORK
+    ),
+    wsl_host_address=lambda: Discovered("172.27.64.1", "default route gateway"),
+    windows_key_file=lambda: Path("C:/Users/me/AppData/Local/tailscale-wsl2/link.key"),
+    wsl_key_file=lambda: Path("/mnt/c/Users/me/AppData/Local/tailscale-wsl2/link.key"),
+)
+OVERRIDDEN = Discoverers(
+    windows_adapter=never, wsl_host_address=never, windows_key_file=never, wsl_key_file=never
+)
+KEY = Path("/tmp/link.key")
+
+
+def test_windows_follows_the_adapter_and_relays_to_the_localapi_found_per_connection() -> None:
+    half = plan_half(Options(), Side.WINDOWS, ADAPTER, {})
+    assert isinstance(half, WindowsHalf)
+    assert half.listen == TcpEndpoint("172.27.64.1", 41113)
+    assert half.listen_found_by == "vEthernet (WSL) adapter"
+    assert half.follow_adapter
+    assert half.upstream == LocalApiAuto()
+    assert half.allowed_peers == WSL_NETWORK
+    assert half.key_file == Path("C:/Users/me/AppData/Local/tailscale-wsl2/link.key")
+
+
+def test_wsl_relays_to_the_discovered_host_on_the_port() -> None:
+    half = plan_half(Options(port=5000), Side.WSL2, ADAPTER, {})
+    assert isinstance(half, WslHalf)
+    assert half.upstream.endpoint == TcpEndpoint("172.27.64.1", 5000)
+    assert half.upstream_found_by == "default route gateway"
+    assert half.socket == Path("/var/run/tailscale/tailscaled.sock")
+    assert half.socket_mode == 0o660
+    assert half.key_file == Path("/mnt/c/Users/me/AppData/Local/tailscale-wsl2/link.key")
+
+
+@pytest.mark.parametrize("detected", [Side.WSL1, Side.WSL2, Side.LINUX, Side.WINDOWS])
+def test_side_option_wins_over_detection(detected: Side) -> None:
+    options = Options(side="wsl", host_ip="10.0.0.1", key_file=KEY)
+    assert isinstance(plan_half(options, detected, OVERRIDDEN, {}), WslHalf)
+    options = Options(side="windows", listen="127.0.0.1", key_file=KEY)
+    assert isinstance(plan_half(options, detected, OVERRIDDEN, {}), WindowsHalf)
+
+
+def test_overrides_skip_discovery_and_say_so() -> None:
+    windows = plan_half(Options(listen="127.0.0.1", key_file=KEY), Side.WINDOWS, OVERRIDDEN, {})
+    assert isinstance(windows, WindowsHalf)
+    assert (windows.listen, windows.listen_found_by) == (
+        TcpEndpoint("127.0.0.1", 41113),
+        "--listen",
+    )
+    wsl = plan_half(Options(host_ip="172.20.0.1", key_file=KEY), Side.WSL2, OVERRIDDEN, {})
+    assert isinstance(wsl, WslHalf)
+    assert (wsl.upstream.endpoint, wsl.upstream_found_by) == (
+        TcpEndpoint("172.20.0.1", 41113),
+        "--host-ip",
+    )
+
+
+def test_upstream_option_replaces_the_next_hop() -> None:
+    options = Options(listen="127.0.0.1", upstream=UnixEndpoint("/tmp/api.sock"), key_file=KEY)
+    half = plan_half(options, Side.WINDOWS, OVERRIDDEN, {})
+    assert isinstance(half.upstream, Hop)
+    assert half.upstream.endpoint == UnixEndpoint("/tmp/api.sock")
+
+
+def test_plain_linux_refuses_with_the_way_out() -> None:
+    with pytest.raises(ActionableError, match=r"force a half with --side windows\|wsl$"):
+        plan_half(Options(), Side.LINUX, ADAPTER, {})
+
+
+def test_socket_group_comes_from_sudo() -> None:
+    assert socket_group({"SUDO_GID": "1000"}) == 1000
+    assert socket_group({}) is None
+    assert socket_group({"SUDO_GID": "staff"}) is None
+    half = plan_half(Options(), Side.WSL2, ADAPTER, {"SUDO_GID": "1000"})
+    assert isinstance(half, WslHalf)
+    assert half.socket_group == 1000
+
+
+def test_loopback_listen_accepts_loopback_peers_only() -> None:
+    half = plan_half(Options(listen="127.0.0.1", key_file=KEY), Side.WINDOWS, OVERRIDDEN, {})
+    assert isinstance(half, WindowsHalf)
+    assert half.allowed_peers == ip_network("127.0.0.0/8")
+
+
+def test_listen_on_the_adapter_keeps_its_subnet() -> None:
+    half = plan_half(Options(listen="172.27.64.1"), Side.WINDOWS, ADAPTER, {})
+    assert isinstance(half, WindowsHalf)
+    assert (half.listen_found_by, half.allowed_peers) == ("--listen", WSL_NETWORK)
+
+
+def test_listen_outside_the_wsl_subnet_is_refused() -> None:
+    with pytest.raises(ActionableError, match=r"^--listen 192\.168\.1\.5 is not on the WSL"):
+        plan_half(Options(listen="192.168.1.5"), Side.WINDOWS, ADAPTER, {})
+
+
+def test_insecure_no_auth_plans_no_key_on_either_side() -> None:
+    options = Options(insecure_no_auth=True)
+    assert plan_half(options, Side.WINDOWS, ADAPTER, {}).key_file is None
+    assert plan_half(options, Side.WSL2, ADAPTER, {}).key_file is None
+
+
+NO_ADAPTER_YET = replace(ADAPTER, windows_adapter=lambda: None)
+
+
+def test_no_adapter_is_an_error_unless_asked_to_wait() -> None:
+    with pytest.raises(ActionableError, match=r"^no vEthernet \(WSL\) adapter: WSL has not"):
+        plan_half(Options(), Side.WINDOWS, NO_ADAPTER_YET, {})
+
+
+def test_up_waits_for_the_adapter() -> None:
+    half = plan_half(Options(wait_for_wsl=True), Side.WINDOWS, NO_ADAPTER_YET, {})
+    assert isinstance(half, WindowsHalf)
+    assert (half.listen, half.allowed_peers, half.port) == (None, None, 41113)
+    assert half.follow_adapter
+
+
+def test_mirrored_networking_listens_on_loopback_and_says_why() -> None:
+    mirrored = replace(
+        OVERRIDDEN, windows_networking_mode=lambda: ("mirrored", ".wslconfig [wsl2] networkingMode")
+    )
+    half = plan_half(Options(key_file=KEY), Side.WINDOWS, mirrored, {})
+    assert isinstance(half, WindowsHalf)
+    assert half.listen == TcpEndpoint("127.0.0.1", 41113)
+    assert half.allowed_peers == ip_network("127.0.0.0/8")
+    assert not half.follow_adapter
+    assert half.listen_found_by == (
+        "mirrored networking (.wslconfig [wsl2] networkingMode): WSL2 comes in on loopback"
+    )
+
+
+def test_listen_wins_over_the_networking_mode() -> None:
+    mirrored = replace(ADAPTER, windows_networking_mode=lambda: ("mirrored", "test"))
+    half = plan_half(Options(listen="172.27.64.1"), Side.WINDOWS, mirrored, {})
+    assert isinstance(half, WindowsHalf)
+    assert (half.listen_found_by, half.follow_adapter) == ("--listen", False)
