@@ -37,6 +37,8 @@ lint: $(INSTALLED)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
+	# The layering in docs/design.md, as import-linter contracts (pyproject.toml).
+	$(BIN)/lint-imports
 	# Windows-only code sits behind sys.platform checks that hide it from a
 	# Linux run; type-check it as Windows code too.
 	$(BIN)/mypy --platform win32 tailscale_wsl2 tests/in_wine tools/wine_trio_patch.py

@@ -453,7 +453,7 @@ def last_core(root: int) -> int | None:
 class SameCoreSampler:
     """The share of samples in which a chain's two halves were last seen on one core.
 
-    On this machine that decides much of a request's latency (docs/benchmarks.md,
+    On this machine that decides much of a request's latency (bench/NOTEBOOK.md,
     "Latency"): in real use the halves are on two machines and never share one.
     """
 

@@ -9,7 +9,7 @@ in one of three ways: `recv_into` a 256 KiB buffer and `sendall` (the copy), or
 `splice` through a pipe of 1 MiB or 256 KiB. It prints the relay's own user and
 system CPU per GiB (getrusage), its rate and how many system calls it made.
 Linux only. The figures behind `_linux_splice.py`'s choice are in
-docs/benchmarks.md.
+bench/NOTEBOOK.md.
 """
 
 import fcntl

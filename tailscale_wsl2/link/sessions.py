@@ -2,7 +2,7 @@
 
 A new link costs both halves a TCP connect and accept, the handshake, and a TCP
 teardown at the end; on the short connections every `tailscale` command opens,
-that was most of the relay's CPU (docs/benchmarks.md). So the WSL2 half keeps
+that was most of the relay's CPU (bench/NOTEBOOK.md). So the WSL2 half keeps
 its links and reuses them: each client connection becomes a *session* on a link,
 and when it is over the link goes back to the pool for the next one.
 

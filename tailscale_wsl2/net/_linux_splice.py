@@ -3,11 +3,10 @@
 `splice` moves what a socket received into a pipe and from the pipe into
 another socket without the bytes entering the interpreter. From a TCP socket
 (the link) into a Unix socket (a client, or the LocalAPI) the kernel passes
-the received pages on by reference: measured on Linux 6.18
-(`bench/splice_or_copy.py`), 1 GiB cost a relay 63-89 ms of system CPU
-through a 1 MiB pipe, against 236-405 ms for `recv_into` and `send`. The
-other way, Unix socket to TCP, `splice` cost more than the copy (311-470
-against 230-376 ms), so only the link's incoming payloads take this path:
+the received pages on by reference, which costs a fraction of the copy's
+system CPU; the other way, Unix socket to TCP, `splice` cost more than the
+copy (both measured with `bench/splice_or_copy.py`; the figures are in
+bench/NOTEBOOK.md), so only the link's incoming payloads take this path:
 `pump.py` switches a direction to it at its first frame of `SPLICE_AT` bytes
 or more, and until then the copy carries the small ones.
 

@@ -332,22 +332,17 @@ async def _pass_end_on(
 class OneWay:
     """One direction of a relayed connection: `src`'s bytes to `dst`, then its end."""
 
-    def __init__(
-        self,
-        src: trio.abc.Stream,
-        dst: trio.abc.Stream,
-        spares: Spares,
-        ends: tuple[FastEnd | None, FastEnd | None] | None = None,
-    ) -> None:
+    def __init__(self, src: trio.abc.Stream, dst: trio.abc.Stream, spares: Spares) -> None:
         self.src = src
         self.dst = dst
         self._spares = spares
-        self._src_end, self._dst_end = ends or (_fast_end(src), _fast_end(dst))
-        self._fast = _fast_path(self._src_end, self._dst_end, spares.pipes is not None)
+        # The ends are described again when the copy ends, not kept: a thousand idle
+        # connections would otherwise hold them all.
+        self._fast = _fast_path(_fast_end(src), _fast_end(dst), spares.pipes is not None)
         self._unsent: Finish | None = None  # what forward_ready left to `copy`
 
     def reversed(self) -> "OneWay":
-        return OneWay(self.dst, self.src, self._spares, (self._dst_end, self._src_end))
+        return OneWay(self.dst, self.src, self._spares)
 
     def forward_ready(self) -> bool:
         """Send on what `src` has received already, without waiting; False when
@@ -392,7 +387,7 @@ class OneWay:
                 await self._copy_fast(fast)
             except OSError as exc:
                 raise _peer_gone(fast, exc) from exc
-        await _pass_end_on(self._src_end, self.dst, self._dst_end)
+        await _pass_end_on(_fast_end(self.src), self.dst, _fast_end(self.dst))
 
     async def _copy_fast(self, fast: FastPath) -> None:
         buffers, pipes = self._spares.buffers, self._spares.pipes

@@ -76,8 +76,8 @@ async def copy_both_ways(
     a_to_b = OneWay(a, b, spares)
     # What `a` has sent already (on a new connection, its request) goes on
     # before the other direction is handed to its task: when that meant a new
-    # task and a nursery, their set-up was about 20 us of every request's
-    # latency in each half (measured).
+    # task and a nursery, their set-up was a measurable part of every request's
+    # latency in each half (bench/NOTEBOOK.md).
     a_to_b.forward_ready()
     await _copy_both_ways_after(a_to_b, here)
 
@@ -293,7 +293,7 @@ class Relay:
         """The client's direction to an upstream that costs no wait, with what the
         client has sent already sent on, here in the accepting task: a request's
         latency then does not include handing its connection to a task (when that
-        meant starting one, measured: about 25 us of the WSL2 half's). None when
+        meant starting one, a measurable part of the WSL2 half's). None when
         there is no such upstream."""
         if self._upstream_at_once is None or (upstream := self._upstream_at_once()) is None:
             return None

@@ -1,10 +1,10 @@
 """Tasks that outlive their job and take the next one, instead of a new task each.
 
 The relay runs two jobs per client connection: the connection itself and the
-second direction of its copy (`relay.py`). Started the ordinary way, that is a
-new task for each and a nursery to join the second; taking trio's task set-up
-and tear-down and the nursery away saved 14 % of both halves' CPU per request
-under 200 clients (docs/benchmarks.md). Here a task that finishes its job parks
+second direction of its copy (`core.py`). Started the ordinary way, that is a
+new task for each and a nursery to join the second, whose set-up and tear-down
+were a measurable share of both halves' CPU per request under many clients
+(bench/NOTEBOOK.md). Here a task that finishes its job parks
 (`wait_task_rescheduled`) until `run_soon` hands it the next one, and a job
 that must be waited for is joined by rescheduling its waiter, without a nursery.
 
@@ -28,8 +28,8 @@ __all__ = ["KEEP", "Job", "JoinableJob", "SpareTask", "SpareTasks"]
 
 # Parked tasks kept for later jobs at most. A half runs two jobs per client
 # connection, so 200 busy clients keep up to 400 tasks at work; what a burst
-# leaves parked beyond this ends instead. A parked task holds about 3.4 KiB
-# (measured), so all 256 hold under 1 MB.
+# leaves parked beyond this ends instead. A parked task holds a few KiB, so all of
+# them together stay small next to a half's resident memory.
 KEEP = 256
 
 

@@ -1,7 +1,7 @@
 """`ssl`, loaded when something first uses it rather than when trio is imported.
 
 `import trio` imports `ssl` for `trio.SSLStream`, and `ssl` loads OpenSSL
-(`_ssl`, libssl, libcrypto): 3.4 MB of an idle half's 30 MB RSS, for TLS that
+(`_ssl`, libssl, libcrypto): a good share of an idle half's memory, for TLS that
 this tool never speaks. `defer_ssl` puts a stand-in module under the name
 `ssl` before trio is imported; trio only names `ssl` inside functions and
 annotations, so importing it leaves OpenSSL unloaded. The first attribute

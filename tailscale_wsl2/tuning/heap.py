@@ -3,20 +3,17 @@
 Start-up (imports, planning, discovery) allocates and frees a lot; glibc keeps
 the freed pages of its heap mapped for reuse, and a half then sits idle for
 days with that memory counted against it. `malloc_trim` returns every whole
-free page of the heap to the kernel (about 0.6 MB of a half's 30 MB here, see
-docs/benchmarks.md). It is glibc's: on Windows, or a Linux without glibc, that
+free page of the heap to the kernel. It is glibc's: on Windows, or a Linux without glibc, that
 step is skipped.
 
 Python's cyclic garbage collector runs a young collection whenever container
 objects allocated outnumber those freed by 700. A relay frees what a connection
 allocated by reference counting alone, so the collector finds next to nothing,
 but with a few hundred connections in flight their objects cross that mark again
-and again: 709 young and 5 full collections, about 180 ms, in 3 s of 200
-clients, each full one walking the 27,000 objects start-up left (4.4 ms, a
-stall for every connection). So once serving, the half freezes what start-up left (no
-collection looks at it again) and collects young objects every 20,000
-allocations instead: 200 clients through one chain, 4,778-5,174 -> 5,302-5,514
-req/s in back-to-back runs, no change in peak RSS.
+and again, and each full collection walks every object start-up left: a stall
+for every connection in flight. So once serving, the half freezes what start-up
+left (no collection looks at it again) and collects young objects every 20,000
+allocations instead (what that bought is in bench/NOTEBOOK.md).
 """
 
 import ctypes
@@ -26,7 +23,7 @@ import sys
 __all__ = ["GC_THRESHOLDS", "settle_after_start_up"]
 
 # Young collections every 20,000 net allocations (not 700); the older generations
-# every 20 of the one below (not 10). Measured in docs/benchmarks.md.
+# every 20 of the one below (not 10). Measured in bench/NOTEBOOK.md.
 GC_THRESHOLDS = (20_000, 20, 20)
 
 
