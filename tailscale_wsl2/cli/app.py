@@ -30,6 +30,7 @@ from tailscale_wsl2.cli.firewall import firewall_app
 from tailscale_wsl2.errors import ActionableError
 from tailscale_wsl2.facts import DEFAULT_PORT, DEFAULT_SOCKET, PROGRAM
 from tailscale_wsl2.tuning.deferred_ssl import defer_ssl
+from tailscale_wsl2.tuning.onefile import onefile_lifecycle
 
 if TYPE_CHECKING:
     from tailscale_wsl2.plan.halves import Options
@@ -187,4 +188,5 @@ app.add_typer(firewall_app)
 def main() -> None:
     # Before anything imports trio: OpenSSL stays unloaded (tuning/deferred_ssl.py).
     defer_ssl()
-    app(prog_name=PROGRAM)
+    with onefile_lifecycle():
+        app(prog_name=PROGRAM)
