@@ -153,7 +153,7 @@ class CipherState:
         _check_size(len(plaintext), MAX_FRAME_PLAINTEXT, "plaintext too long")
         _check_size(size, len(out), "output buffer too small")
         nonce = self._current_nonce()
-        with memoryview(out) as whole, whole[:size] as target:
+        with _first_bytes(out, size) as target:
             if _AEAD_WRITES_INTO_BUFFERS:
                 self._aead.encrypt_into(nonce, plaintext, ad, target)
             else:
@@ -172,7 +172,7 @@ class CipherState:
         size = len(ciphertext) - TAG_SIZE
         _check_size(size, len(out), "output buffer too small")
         nonce = self._current_nonce()
-        with memoryview(out) as whole, whole[:size] as target:
+        with _first_bytes(out, size) as target:
             try:
                 if _AEAD_WRITES_INTO_BUFFERS:
                     self._aead.decrypt_into(nonce, ciphertext, ad, target)
@@ -203,6 +203,11 @@ class CipherState:
 def _check_size(size: int, limit: int, reason: str) -> None:
     if size > limit:
         raise NoiseFailed(reason)
+
+
+def _first_bytes(buffer: WritableBuffer, size: int) -> memoryview:
+    """A view of `buffer`'s first `size` bytes (a slice of a bytearray would be a copy)."""
+    return (buffer if isinstance(buffer, memoryview) else memoryview(buffer))[:size]
 
 
 def _check_ciphertext_size(size: int) -> None:
