@@ -308,6 +308,11 @@ def test_random_handshake_messages_raise_only_noise_failed(message: bytes) -> No
         initiator.read_message_2(message)
 
 
+def test_a_handshake_message_over_the_noise_limit_is_refused_before_decryption() -> None:
+    with pytest.raises(NoiseFailed, match="message too long"):
+        Responder(LINK_KEY).read_message_1(MALFORMED["too long"])
+
+
 def test_largest_handshake_payload_fits_and_one_more_byte_does_not() -> None:
     initiator, responder = Initiator(LINK_KEY), Responder(LINK_KEY)
     message_1 = initiator.write_message_1(b"p" * MAX_HANDSHAKE_PAYLOAD)
