@@ -291,12 +291,12 @@ class _Handshake:
         prologue: bytes = PROLOGUE,
         new_ephemeral_key: EphemeralKeySource = X25519PrivateKey.generate,
     ) -> None:
-        """`new_ephemeral_key` is a seam for tests that replay published vectors."""
+        """`new_ephemeral_key` makes the ephemeral key pair: a seam for tests of published
+        vectors, which fix it."""
         if len(link_key) != KEY_SIZE:
             raise NoiseFailed(f"the link key must be {KEY_SIZE} bytes")
         self._link_key = link_key
-        self._new_ephemeral_key = new_ephemeral_key
-        self._ephemeral_key: X25519PrivateKey | None = None
+        self._ephemeral_key = new_ephemeral_key()  # made now, sent by the "e" token
         self._remote_ephemeral = b""
         self._symmetric = SymmetricState(PROTOCOL_NAME)
         self._symmetric.mix_hash(prologue)
@@ -312,8 +312,6 @@ class _Handshake:
         """The transport cipher states, once: a second pair would repeat nonces."""
         with self._step("split"):
             to_responder, to_initiator = self._symmetric.split()
-            self._link_key = b""
-            self._ephemeral_key = None
             if self._INITIATOR:
                 return TransportCiphers(send=to_responder, receive=to_initiator)
             return TransportCiphers(send=to_initiator, receive=to_responder)
@@ -339,7 +337,6 @@ class _Handshake:
 
     def _write_ephemeral(self) -> bytes:
         """The "e" token, sending; with a PSK it is mixed into the key too."""
-        self._ephemeral_key = self._new_ephemeral_key()
         public_key = self._ephemeral_key.public_key().public_bytes_raw()
         self._symmetric.mix_hash(public_key)
         self._symmetric.mix_key(public_key)
@@ -357,7 +354,6 @@ class _Handshake:
 
     def _mix_ephemeral_exchange(self) -> None:
         """The "ee" token."""
-        assert self._ephemeral_key is not None  # each role's steps create it first
         try:
             remote = X25519PublicKey.from_public_bytes(self._remote_ephemeral)
             shared = self._ephemeral_key.exchange(remote)
