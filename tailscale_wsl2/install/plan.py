@@ -222,7 +222,9 @@ def plan_wsl_install(
     )
     if path is BootPath.BOOT_COMMAND:
         log_arguments = (*arguments, "--log-file", WSL_LOG)
-        segment = boot_command_segment(command[0], log_arguments, WSL_LOG)
+        # The WSL2 half gives its socket to SUDO_GID's group, as under sudo.
+        environment = {} if socket_gid is None else {"SUDO_GID": str(socket_gid)}
+        segment = boot_command_segment(command[0], log_arguments, WSL_LOG, environment)
         new_text = merge_boot_command(facts.wsl_conf_text, segment, force=force)
         steps = [*program.copy_step()]
         if new_text != facts.wsl_conf_text:

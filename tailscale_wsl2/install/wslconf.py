@@ -18,8 +18,9 @@ src/shared/configfile/configfile.cpp) and its documentation (learn.microsoft.com
 
 Hence the strategy: the file is edited as text, never parsed and re-written, so comments, blank
 lines, other sections, key order, unknown keys and line endings all stay as they were. A file
-WSL would stop reading before our line, or that is ambiguous to edit (a key outside any section,
-a section or key given twice), is refused with its line number and the fix.
+WSL stops reading part-way (so that it ignores settings, perhaps ours), or one that is ambiguous
+to edit (a key outside any section, a section or key given twice), is refused with its line
+number and the fix.
 
 Someone else's boot command is kept, not replaced: ours goes first, ended by `&` so that it runs
 in the background, and theirs follows unchanged, so neither can delay or prevent the other.
@@ -31,7 +32,7 @@ byte for byte.
 import enum
 import re
 import shlex
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 from tailscale_wsl2.errors import ActionableError
@@ -64,6 +65,8 @@ _LONE_CR = re.compile(r"\r(?!\n)")
 
 
 class Kind(enum.Enum):
+    """What a line of wsl.conf is to WSL's parser."""
+
     BLANK = "blank"
     COMMENT = "comment"
     SECTION = "section"
@@ -243,6 +246,8 @@ def _parse_bool(text: str) -> bool | None:
 
 
 class BootPath(enum.Enum):
+    """How the WSL2 half gets started when the distro starts."""
+
     SYSTEMD = "a systemd service"
     BOOT_COMMAND = "the [boot] command in /etc/wsl.conf"
 
@@ -282,7 +287,7 @@ def find_windows_tools(wsl_conf_text: str | None, exists: Callable[[str], bool])
     if cmd_exe is None:
         raise ActionableError(
             f"no Windows/System32/cmd.exe on any drive under {root} (from [automount] root)",
-            "check that Windows drives are mounted there (`ls /mnt/c`), or pass --key-file PATH",
+            f"check that Windows drives are mounted there (`ls {root}c`), or pass --key-file PATH",
         )
     wslpath = next((path for path in WSLPATH_CANDIDATES if exists(path)), None)
     if wslpath is None:
@@ -293,9 +298,18 @@ def find_windows_tools(wsl_conf_text: str | None, exists: Callable[[str], bool])
     return WindowsTools(cmd_exe, wslpath)
 
 
-def boot_command_segment(program: str, arguments: Sequence[str], log_path: str) -> str:
-    """Our part of the boot command: marked, in the background, output to `log_path`."""
-    words = " ".join(shlex.quote(word) for word in (program, *arguments))
+def boot_command_segment(
+    program: str,
+    arguments: Sequence[str],
+    log_path: str,
+    environment: Mapping[str, str] | None = None,
+) -> str:
+    """Our part of the boot command: marked, in the background, output to `log_path`.
+
+    `environment` is set for the program only (`NAME=value` before it, as sh allows).
+    """
+    assignments = [f"{name}={shlex.quote(value)}" for name, value in (environment or {}).items()]
+    words = " ".join([*assignments, *(shlex.quote(word) for word in (program, *arguments))])
     segment = f"{BOOT_MARKER} {words} </dev/null >>{shlex.quote(log_path)} 2>&1 &"
     if _NOT_CARRIED.search(segment):
         raise ActionableError(

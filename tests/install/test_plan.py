@@ -130,6 +130,7 @@ def test_without_systemd_the_boot_command_starts_it_with_a_log_file() -> None:
     assert command is not None
     assert shlex.split(command.rstrip("&")) == [
         BOOT_MARKER,
+        "SUDO_GID=1000",
         "/usr/local/bin/tailscale-wsl2",
         *UP,
         "--log-file",

@@ -55,6 +55,11 @@ def test_the_segment_is_marked_backgrounded_and_logged() -> None:
     assert expected == SEGMENT
 
 
+def test_the_segment_sets_the_programs_environment() -> None:
+    segment = boot_command_segment("/p", ["up"], "/l", {"SUDO_GID": "1000", "X": "a b"})
+    assert segment == f"{BOOT_MARKER} SUDO_GID=1000 X='a b' /p up </dev/null >>/l 2>&1 &"
+
+
 def test_a_segment_the_file_cannot_carry_is_refused() -> None:
     with pytest.raises(ActionableError, match="cannot carry"):
         boot_command_segment("/opt/C#/tailscale-wsl2", ["up"], "/var/log/x.log")
