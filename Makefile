@@ -12,8 +12,9 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
-# curl and socat: real clients and the comparison relay; binutils: objdump.
-DEBIAN_PACKAGES := curl socat binutils
+# curl and socat: real clients and the comparison relay; binutils: objdump; systemd:
+# systemd-analyze, which checks the unit `install` writes.
+DEBIAN_PACKAGES := curl socat binutils systemd
 SOURCES := $(shell find tailscale_wsl2 -name '*.py') build.spec
 # The Wine builds also depend on the Windows Python's packages (PyInstaller's version among
 # them) and, for the test build, on the patch it carries.

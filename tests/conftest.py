@@ -2,19 +2,12 @@ import sys
 
 import pytest
 
-from tests.support.chain import FROZEN_BINARY, in_ci, module_program
+from tests.support.chain import FROZEN_BINARY, module_program
+from tests.support.ci import require
 
 # tests/in_wine runs under a Windows Python (tools/winpy, driven by
-# test_windows_under_wine.py); collected here it would only show as skips.
+# tests/end_to_end/test_in_wine_suite.py); collected here it would only show as skips.
 collect_ignore = ["in_wine"] if sys.platform != "win32" else []
-
-
-def require(condition: bool, reason: str) -> None:
-    """Skip when a tool is missing, except in CI, where a missing tool is a failure."""
-    if not condition:
-        if in_ci():
-            pytest.fail(f"{reason} (CI must have it: see `make test`)")
-        pytest.skip(reason)
 
 
 @pytest.fixture(params=["module", pytest.param("frozen", marks=pytest.mark.frozen)])

@@ -17,9 +17,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import require
 from tests.support import localapi_standin
 from tests.support.chain import Chain, running_chain, start_process
+from tests.support.ci import require
 from tests.support.http_client import parse_answer, receive_until_closed, request
 
 # Starts, each stopped by a signal the moment its socket file appears.

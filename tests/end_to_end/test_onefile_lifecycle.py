@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import require
 from tests.support.chain import FROZEN_BINARY
+from tests.support.ci import require
 
 pytestmark = pytest.mark.frozen
 

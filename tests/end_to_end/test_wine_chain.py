@@ -27,8 +27,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import require
 from tests.support import localapi_standin
+from tests.support.ci import require
 from tests.support.http_client import parse_answer, request
 from tests.support.procstats import fd_count
 from tests.support.wine_chain import (

@@ -21,8 +21,7 @@ from tailscale_wsl2.install.systemd import (
     quote_exec_program,
     render_unit,
 )
-
-from .ci import require
+from tests.support.ci import require
 
 SPEC = UnitSpec(
     "/usr/local/bin/tailscale-wsl2",

@@ -26,9 +26,9 @@ from tailscale_wsl2.install.wslconf import (
     merge_boot_command,
     remove_boot_command,
 )
+from tests.support.ci import require
 
 from . import samples
-from .ci import require
 
 SEGMENT = boot_command_segment(
     "/usr/local/bin/tailscale-wsl2",

@@ -5,7 +5,6 @@ run by this interpreter, or the frozen binary), forced to a side with `--side`
 so the whole chain runs on Linux.
 """
 
-import os
 import signal
 import socket
 import subprocess
@@ -20,10 +19,6 @@ from tests.support import ROOT
 
 FROZEN_BINARY = ROOT / "dist" / "tailscale-wsl2"
 START_TIMEOUT = 15.0
-
-
-def in_ci() -> bool:
-    return os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
 
 def module_program() -> list[str]:

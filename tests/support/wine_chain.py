@@ -36,12 +36,12 @@ from tests.support.chain import (
     Process,
     connectable,
     free_tcp_port,
-    in_ci,
     module_program,
     start_process,
     wait_for_process,
     wait_until,
 )
+from tests.support.ci import in_ci
 
 WINE_ENV = ROOT / "tools" / "wine-env"
 WINRUN = ROOT / "tools" / "winrun"

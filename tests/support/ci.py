@@ -19,5 +19,5 @@ def require(condition: bool, reason: str) -> None:
     """Skip when `condition` is false, or fail when running in CI."""
     if not condition:
         if in_ci():
-            pytest.fail(f"{reason} (CI=true: this test must run)")
+            pytest.fail(f"{reason} (CI must have it: see `make test`)")
         pytest.skip(reason)
