@@ -156,6 +156,32 @@ def test_the_most_specific_on_link_route_is_the_subnet() -> None:
     assert route.subnet == IPv4Network("10.127.0.0/16")
 
 
+def test_an_on_link_default_route_is_not_the_gateways_subnet() -> None:
+    # 0.0.0.0/0 without a gateway (a point-to-point or VPN interface) contains every address:
+    # taken as the subnet, it would make any nameserver "agree" with the route.
+    text = "\n".join(
+        [
+            HEADER,
+            route_line("eth0", "00000000", "01087F0A", 5, "00000000"),
+            route_line("eth0", "00000000", "00000000", 0, "00000000"),
+        ]
+    )
+    route = parse_default_route(text)
+    assert route is not None
+    assert (route.gateway, route.subnet) == (
+        IPv4Address("10.127.8.1"),
+        IPv4Network("10.127.8.1/32"),
+    )
+    [_, nameserver, _] = host_candidates(
+        side=Side.WSL2,
+        mode=NetworkingMode.NAT,
+        resolv_conf_text="nameserver 1.1.1.1\n",
+        proc_net_route_text=text,
+    )
+    assert nameserver.rejected is not None
+    assert "outside eth0's subnet 10.127.8.1/32" in nameserver.rejected
+
+
 @pytest.mark.parametrize(
     "line",
     [
