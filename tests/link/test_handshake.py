@@ -139,3 +139,87 @@ def test_no_random_answer_is_accepted(answer: bytes) -> None:
             assert await answer_server_with(answer) is not None
 
     trio.run(check, clock=trio.testing.MockClock(autojump_threshold=0))
+
+
+# --- inputs as a real link may deliver them ------------------------------------------------
+
+
+async def send_in_pieces(stream: trio.abc.SendStream, data: bytes, cuts: list[int]) -> None:
+    """`data` in separate sends, each once the reader has waited for more."""
+    for start, end in zip([0, *cuts], [*cuts, len(data)], strict=True):
+        await trio.testing.wait_all_tasks_blocked()
+        await stream.send_all(data[start:end])
+
+
+@pytest.mark.parametrize("cuts", [[1], [16], [ANSWER_SIZE - 1], list(range(1, ANSWER_SIZE))])
+async def test_an_answer_arriving_in_pieces_is_put_together(cuts: list[int]) -> None:
+    server_end, client_end = trio.testing.memory_stream_pair()
+    verdict: list[str | None] = []
+
+    async def server() -> None:
+        verdict.append(await challenge_client(server_end, KEY))
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(server)
+        hello = await client_end.receive_some(HELLO_SIZE)
+        await send_in_pieces(client_end, answer_for(KEY, bytes(hello)), cuts)
+        assert await client_end.receive_some() == ACCEPTED
+    assert verdict == [None]
+
+
+@pytest.mark.parametrize("cuts", [[1], [len(MAGIC)], [HELLO_SIZE - 1], list(range(1, HELLO_SIZE))])
+async def test_a_hello_arriving_in_pieces_is_put_together(cuts: list[int]) -> None:
+    server_end, client_end = trio.testing.memory_stream_pair()
+    hello = MAGIC + VERSION + os.urandom(HELLO_SIZE - len(MAGIC) - len(VERSION))
+
+    async def server() -> None:
+        await send_in_pieces(server_end, hello, cuts)
+        answer = b""
+        while len(answer) < ANSWER_SIZE:
+            answer += await server_end.receive_some()
+        assert answer == answer_for(KEY, hello)
+        await server_end.send_all(ACCEPTED)
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(server)
+        await prove_key(client_end, KEY)
+
+
+async def test_relayed_bytes_right_behind_accepted_are_left_for_the_relay() -> None:
+    server_end, client_end = trio.testing.memory_stream_pair()
+    first_answer = b"HTTP/1.1 200 OK\r\n"
+
+    async def server() -> None:
+        hello = MAGIC + VERSION + os.urandom(HELLO_SIZE - len(MAGIC) - len(VERSION))
+        await server_end.send_all(hello)
+        answer = b""
+        while len(answer) < ANSWER_SIZE:
+            answer += await server_end.receive_some()
+        # The verdict and the first relayed bytes in one send: one segment on the wire.
+        await server_end.send_all(ACCEPTED + first_answer)
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(server)
+        await prove_key(client_end, KEY)
+    assert await client_end.receive_some() == first_answer
+
+
+async def hello_of_one_handshake() -> bytes:
+    server_end, client_end = trio.testing.memory_stream_pair()
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(challenge_client, server_end, KEY)
+        hello = bytes(await client_end.receive_some(HELLO_SIZE + 1))
+        await client_end.send_all(answer_for(KEY, hello))
+        assert await client_end.receive_some() == ACCEPTED
+    return hello
+
+
+async def test_every_hello_carries_a_fresh_nonce() -> None:
+    hellos = [await hello_of_one_handshake() for _ in range(8)]
+    for hello in hellos:
+        assert len(hello) == HELLO_SIZE
+        assert hello.startswith(MAGIC + VERSION)
+    nonces = {hello[len(MAGIC) + len(VERSION) :] for hello in hellos}
+    assert len(nonces) == len(hellos)  # no nonce repeats: a recorded answer is worthless
+    assert all(len(nonce) == 32 for nonce in nonces)
+    assert all(len(set(nonce)) > 1 for nonce in nonces)  # not one byte repeated throughout
