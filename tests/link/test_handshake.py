@@ -223,3 +223,19 @@ async def test_every_hello_carries_a_fresh_nonce() -> None:
     assert len(nonces) == len(hellos)  # no nonce repeats: a recorded answer is worthless
     assert all(len(nonce) == 32 for nonce in nonces)
     assert all(len(set(nonce)) > 1 for nonce in nonces)  # not one byte repeated throughout
+
+
+async def test_the_words_of_each_refusal_the_wsl2_half_reports() -> None:
+    server_end, client_end = trio.testing.memory_stream_pair()
+    await server_end.send_all(b"HTTP/1.1 400 Bad Request\r\n\r\n" + b"x" * 100)
+    with pytest.raises(HandshakeFailed) as not_ours:
+        await prove_key(client_end, KEY)
+    assert str(not_ours.value) == (
+        "it closed the connection or sent no tailscale-wsl2 handshake "
+        "(is this address outside the subnet it serves?)"
+    )
+    server_end, client_end = trio.testing.memory_stream_pair()
+    await server_end.send_all(MAGIC + b"\x02" + os.urandom(HELLO_SIZE - len(MAGIC) - 1))
+    with pytest.raises(HandshakeFailed) as newer:
+        await prove_key(client_end, KEY)
+    assert str(newer.value) == "it speaks another handshake version: update both halves"

@@ -347,3 +347,19 @@ def test_the_ipv4_label_in_any_case_and_the_value_after_the_last_colon_space() -
         "Subnetzmaske: . . : 255.0.0.0",
     )
     assert parse_ipconfig(text) == [AdapterAddress("Ethernet", "10.1.2.3", 8)]
+
+
+def test_address_lines_before_any_adapter_header_belong_to_none() -> None:
+    text = "   IPv4 Address. . . : 10.1.1.1\r\n   Subnet Mask . . . : 255.0.0.0\r\n"
+    assert parse_ipconfig(text) == []
+
+
+def test_a_mask_without_an_address_before_it_is_no_address() -> None:
+    text = adapter("Ethernet adapter Ethernet:", "Subnet Mask . . . : 255.0.0.0")
+    assert parse_ipconfig(text) == []
+
+
+def test_the_fix_when_ipconfig_fails() -> None:
+    with pytest.raises(ActionableError) as raised:
+        read_ipconfig_output(lambda argv: None)
+    assert raised.value.fix == "check that ipconfig runs in a Windows shell"
