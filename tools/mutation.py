@@ -15,6 +15,7 @@ not generated.
 
     python tools/mutation.py                      every module in TARGETS
     python tools/mutation.py windows/ipconfig.py  only these (paths under tailscale_wsl2/)
+    python tools/mutation.py --report-only        the last run's table and survivors again
 """
 
 import argparse
@@ -87,13 +88,14 @@ class Score:
         s = self.statuses
         return (
             f"| {self.module} | {self.caught}/{self.total} | {percent:.1f} % | {s['survived']} "
-            f"| {s['timeout']} | {s['no tests']} | {s['suspicious']} |"
+            f"| {s['timeout']} | {s['caught by type check']} | {s['no tests']} "
+            f"| {s['suspicious']} |"
         )
 
 
 TABLE_HEADER = (
-    "| module | caught/total | score | survived | timeout | no test | suspicious |\n"
-    "|---|---|---|---|---|---|---|"
+    "| module | caught/total | score | survived | timeout | by mypy | no test | suspicious |\n"
+    "|---|---|---|---|---|---|---|---|"
 )
 
 
@@ -160,8 +162,14 @@ def mutmut(workdir: Path, *args: str, log: Path) -> str:
 
 def measure(module: str, tests: tuple[str, ...]) -> Score:
     workdir = scratch_copy(module, tests)
+    mutmut(workdir, "run", f"--max-children={WORKERS}", log=workdir / "mutmut.log")
+    return read_results(module)
+
+
+def read_results(module: str) -> Score:
+    """The score of the last run over `module`, from its scratch copy."""
+    workdir = SCRATCH / workdir_name(module)
     log = workdir / "mutmut.log"
-    mutmut(workdir, "run", f"--max-children={WORKERS}", log=log)
     statuses: Counter[str] = Counter()
     survivors: list[str] = []
     for line in mutmut(workdir, "results", "--all=true", log=log).splitlines():
@@ -181,14 +189,21 @@ def measure(module: str, tests: tuple[str, ...]) -> Score:
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("modules", nargs="*", help="modules under tailscale_wsl2/ (default: all)")
-    chosen = parser.parse_args(argv).modules or list(TARGETS)
+    parser.add_argument(
+        "--report-only", action="store_true", help="print the last run's scores; mutate nothing"
+    )
+    arguments = parser.parse_args(argv)
+    chosen = arguments.modules or list(TARGETS)
     unknown = [module for module in chosen if module not in TARGETS]
     if unknown:
         parser.error(f"not in tools/mutation.py's TARGETS: {', '.join(unknown)}")
     scores = []
     for module in chosen:
-        print(f"mutating tailscale_wsl2/{module} ...", flush=True)
-        score = measure(module, TARGETS[module])
+        if arguments.report_only:
+            score = read_results(module)
+        else:
+            print(f"mutating tailscale_wsl2/{module} ...", flush=True)
+            score = measure(module, TARGETS[module])
         print(TABLE_HEADER.splitlines()[0], score.row(), sep="\n", flush=True)
         for survivor in score.survivors:
             print(f"    {survivor}")

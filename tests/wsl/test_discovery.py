@@ -404,3 +404,44 @@ def test_read_wsl_host_with_missing_files(network_files: tuple[Path, Path]) -> N
     assert read_wsl_host(Side.WSL2, NetworkingMode.MIRRORED) == LOOPBACK_MIRRORED
     with pytest.raises(ActionableError, match="no default route"):
         read_wsl_host(Side.WSL2, NetworkingMode.NAT)
+
+
+def test_a_route_line_needs_its_columns_up_to_the_mask_only() -> None:
+    # Iface Destination Gateway Flags RefCnt Use Metric Mask: MTU, Window and IRTT are not read.
+    line = "eth0\t00000000\t01087F0A\t0003\t0\t0\t7\t00000000"
+    route = parse_default_route(f"{HEADER}\n{line}\n")
+    assert route is not None
+    assert (route.gateway, route.metric) == (IPv4Address("10.127.8.1"), 7)
+
+
+def test_a_broad_on_link_route_still_counts_as_the_subnet() -> None:
+    text = "\n".join(
+        [
+            route_line("eth0", "00000000", "01087F0A", 0, "00000000"),
+            route_line("eth0", "00000000", "00000000", 0, "00000080"),  # 0.0.0.0/1
+        ]
+    )
+    route = parse_default_route(text)
+    assert route is not None
+    assert route.subnet == IPv4Network("0.0.0.0/1")
+
+
+def test_the_words_of_each_rejection() -> None:
+    wsl1 = host_candidates(
+        side=Side.WSL1,
+        mode=NetworkingMode.NAT,
+        resolv_conf_text="nameserver 172.27.64.1\n",
+        proc_net_route_text=None,
+    )
+    assert [candidate.rejected for candidate in wsl1[1:]] == [
+        "WSL1 has no NAT: it shares the Windows network stack"
+    ]
+    no_route = host_candidates(
+        side=Side.WSL2,
+        mode=NetworkingMode.NAT,
+        resolv_conf_text="nameserver 172.27.64.1\n",
+        proc_net_route_text=None,
+    )
+    assert [candidate.rejected for candidate in no_route[1:]] == [
+        "no default route to check it against"
+    ]
