@@ -154,7 +154,9 @@ async def test_a_link_closed_inside_a_frame_is_a_broken_session(
     far.close()
     if delivered:
         assert await session.receive_some(len(delivered)) == delivered
-    with pytest.raises(trio.BrokenResourceError, match="middle of a frame"):
+    with pytest.raises(
+        trio.BrokenResourceError, match=r"^the link closed in the middle of a frame$"
+    ):
         await session.receive_some()
 
 
@@ -868,3 +870,43 @@ async def test_an_os_error_before_a_links_first_byte_is_a_broken_link() -> None:
     with pytest.raises(trio.BrokenResourceError), trio.fail_after(10):
         await sessions()
     near.close()
+
+
+async def test_a_move_that_moves_nothing_mid_frame_is_a_broken_session(
+    link_pair: tuple[LinkSession, socket.socket],
+) -> None:
+    session, far = link_pair
+    far.sendall(HEADER.pack(10) + b"abc")
+    with pytest.raises(
+        trio.BrokenResourceError, match=r"^the link closed in the middle of a frame$"
+    ):
+        session.try_move_payload(lambda fd, count: 0, 100)
+
+
+async def test_sending_after_this_direction_ended_is_refused_in_words(
+    link_pair: tuple[LinkSession, socket.socket],
+) -> None:
+    session, _ = link_pair
+    await session.send_eof()
+    with pytest.raises(
+        trio.ClosedResourceError, match=r"^this direction of the session has ended$"
+    ):
+        await session.send_all(b"late")
+
+
+async def test_a_frame_sent_at_once_leaves_once(
+    link_pair: tuple[LinkSession, socket.socket],
+) -> None:
+    session, far = link_pair
+    buffer = memoryview(bytearray(HEADER.size + 5))
+    buffer[HEADER.size :] = b"hello"
+    assert session.send_framed_now(buffer, 5) is None  # the link took it all
+    await session.send_eof()
+    assert read_frames(far) == [b"hello", b""]
+
+
+def test_the_pump_may_splice_a_sessions_bulk_payloads(
+    link_pair: tuple[LinkSession, socket.socket],
+) -> None:
+    session, _ = link_pair
+    assert session.fast_end().bulk is session
