@@ -16,6 +16,7 @@ not generated.
     python tools/mutation.py                      every module in TARGETS
     python tools/mutation.py windows/ipconfig.py  only these (paths under tailscale_wsl2/)
     python tools/mutation.py --report-only        the last run's table and survivors again
+    python tools/mutation.py --tests-only         what the tests alone catch (no mypy filter)
 """
 
 import argparse
@@ -113,7 +114,7 @@ def workdir_name(module: str) -> str:
     return module.removesuffix(".py").replace("/", "-")
 
 
-def scratch_copy(module: str, tests: tuple[str, ...]) -> Path:
+def scratch_copy(module: str, tests: tuple[str, ...], *, with_mypy: bool = True) -> Path:
     """A fresh copy of the package and tests, configured to mutate `module` alone."""
     workdir = SCRATCH / workdir_name(module)
     shutil.rmtree(workdir, ignore_errors=True)
@@ -133,7 +134,7 @@ def scratch_copy(module: str, tests: tuple[str, ...]) -> Path:
             f"pytest_add_cli_args_test_selection = {json.dumps(list(tests))}",
             f"pytest_add_cli_args = {json.dumps(PYTEST_ARGS)}",
             "use_git_change_detection = false",
-            f"type_check_command = {json.dumps(type_check_command(module))}",
+            f"type_check_command = {json.dumps(type_check_command(module) if with_mypy else [])}",
             "",
         ]
     )
@@ -160,8 +161,8 @@ def mutmut(workdir: Path, *args: str, log: Path) -> str:
     return done.stdout
 
 
-def measure(module: str, tests: tuple[str, ...]) -> Score:
-    workdir = scratch_copy(module, tests)
+def measure(module: str, tests: tuple[str, ...], *, with_mypy: bool = True) -> Score:
+    workdir = scratch_copy(module, tests, with_mypy=with_mypy)
     mutmut(workdir, "run", f"--max-children={WORKERS}", log=workdir / "mutmut.log")
     return read_results(module)
 
@@ -192,6 +193,9 @@ def main(argv: list[str]) -> int:
     parser.add_argument(
         "--report-only", action="store_true", help="print the last run's scores; mutate nothing"
     )
+    parser.add_argument(
+        "--tests-only", action="store_true", help="what the tests alone catch: no mypy filter"
+    )
     arguments = parser.parse_args(argv)
     chosen = arguments.modules or list(TARGETS)
     unknown = [module for module in chosen if module not in TARGETS]
@@ -203,7 +207,7 @@ def main(argv: list[str]) -> int:
             score = read_results(module)
         else:
             print(f"mutating tailscale_wsl2/{module} ...", flush=True)
-            score = measure(module, TARGETS[module])
+            score = measure(module, TARGETS[module], with_mypy=not arguments.tests_only)
         print(TABLE_HEADER.splitlines()[0], score.row(), sep="\n", flush=True)
         for survivor in score.survivors:
             print(f"    {survivor}")
