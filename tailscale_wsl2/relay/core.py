@@ -107,9 +107,15 @@ class RepeatedFailures:
                 log.info("%s", self._recovered)
             self._last = None
 
+    def stop(self) -> None:
+        """At shutdown: how often the last failure happened, if it still does."""
+        self._close_run()
+        self._last = None
+
     def _close_run(self) -> None:
         if self._count > 1:
             log.warning("(the failure above happened %d times in all)", self._count)
+        self._count = 0
 
 
 CLEAN_END = "ended cleanly"
@@ -376,6 +382,17 @@ class Relay:
         listeners: Sequence[trio.abc.Listener[trio.abc.Stream]],
         *,
         task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+    ) -> None:
+        try:
+            await self._serve(listeners, task_status)
+        finally:  # however it ends, a run of failures gets its count
+            self._upstream_failures.stop()
+            self._refusals.stop()
+
+    async def _serve(
+        self,
+        listeners: Sequence[trio.abc.Listener[trio.abc.Stream]],
+        task_status: trio.TaskStatus[None],
     ) -> None:
         async with trio.open_nursery() as connections:
             spare_tasks = SpareTasks(connections)

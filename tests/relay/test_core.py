@@ -459,12 +459,17 @@ def test_a_new_failure_closes_the_count_of_the_last() -> None:
             failures.failed(message)
         failures.succeeded()
         failures.succeeded()  # nothing to end: nothing to say
+        for _ in range(4):
+            failures.failed("c")
+        failures.stop()  # shutdown in the middle of a run: its count is not lost
     assert lines == [
         "a",
         "(the failure above happened 3 times in all)",
         "b",
         "(the failure above happened 2 times in all)",
         "back",
+        "c",
+        "(the failure above happened 4 times in all)",
     ]
 
 
@@ -555,3 +560,23 @@ async def test_a_link_out_of_step_gets_the_client_a_502_with_its_explanation(
     assert head.startswith(b"HTTP/1.1 502 Bad Gateway\r\n")
     assert body == b"mismatch: b'TSWS'; fix it\n"
     assert "mismatch: b'TSWS'; fix it" in warnings_and_infos(caplog)
+
+
+async def test_refused_peers_are_logged_once_with_a_count(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO)
+
+    async def refuse(stream: trio.abc.Stream) -> str:
+        return "127.0.0.1: wrong key"
+
+    hop = Hop(UnixEndpoint(str(tmp_path / "up.sock")), "the test upstream", "start it")
+    relay = Relay.for_links(hop_connector(hop), admit=refuse)
+    async with running_relay(tmp_path, relay) as front:
+        for _ in range(5):
+            async with await open_stream(front) as client:
+                assert await receive_all(client) == b""  # refused: closed at once
+    assert warnings_and_infos(caplog) == [
+        "refused a connection: 127.0.0.1: wrong key",
+        "(the failure above happened 5 times in all)",
+    ]
