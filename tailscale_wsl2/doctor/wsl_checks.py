@@ -62,7 +62,7 @@ from tailscale_wsl2.link.mismatch import (
     explain_foreign,
     explain_insecure_windows_half,
     explain_no_handshake,
-    explain_out_of_step,
+    explain_unexpected_words,
     explain_wrong_key,
 )
 from tailscale_wsl2.net.connect import Hop
@@ -360,11 +360,10 @@ async def _check_insecure_windows_half(ctx: WslContext, hop: Hop) -> Verdict:
     if isinstance(asked, Unreachable):
         return _windows_half_unreachable(ctx, hop, asked)
     if asked.said is Said.HANDSHAKE:
-        what, _, fix = explain_out_of_step(hop.endpoint, ctx.fixes(), asked.sample).partition("; ")
+        what, fix = explain_unexpected_words(hop.endpoint, asked, ctx.fixes())
         return failure(what, f"{fix} (and run doctor without --insecure-no-auth too)")
     if asked.said in (Said.HTTP, Said.OTHER) and not asked.from_this_program:
-        what, _, fix = explain_out_of_step(hop.endpoint, ctx.fixes(), asked.sample).partition("; ")
-        return failure(what, fix)
+        return failure(*explain_unexpected_words(hop.endpoint, asked, ctx.fixes()))
     return ok(f"the Windows half accepts connections at {hop.endpoint} ({_link_note(ctx)})")
 
 

@@ -36,6 +36,7 @@ __all__ = [
     "explain_insecure_windows_half",
     "explain_no_handshake",
     "explain_out_of_step",
+    "explain_unexpected_words",
     "explain_wrong_key",
 ]
 
@@ -195,16 +196,21 @@ def explain_wrong_key(endpoint: Endpoint, fixes: LinkFixes) -> tuple[str, str]:
     )
 
 
-def explain_out_of_step(endpoint: Endpoint, fixes: LinkFixes, received: bytes) -> str:
-    """The one line for a link whose first bytes are no frame: a half run with
-    --insecure-no-auth met a peer that does not relay sessions."""
-    words = classify_first_words(received)
+def explain_unexpected_words(
+    endpoint: Endpoint, words: FirstWords, fixes: LinkFixes
+) -> tuple[str, str]:
+    """What and fix, for a half run with --insecure-no-auth whose peer said `words` first:
+    a hello (the Windows half expects the handshake), or another program's bytes."""
     if words.said is Said.HANDSHAKE:
-        what, fix = (
+        return (
             f"the Windows half at {endpoint} expects the link handshake: it runs without "
             "--insecure-no-auth, and this half with it",
             f"restart this half without --insecure-no-auth: `{fixes.wsl_up_with_key}`",
         )
-    else:
-        what, fix = explain_foreign(endpoint, words, fixes)
+    return explain_foreign(endpoint, words, fixes)
+
+
+def explain_out_of_step(endpoint: Endpoint, fixes: LinkFixes, received: bytes) -> str:
+    """The one line for a link whose first bytes are no frame (`sessions.LinkOutOfStep`)."""
+    what, fix = explain_unexpected_words(endpoint, classify_first_words(received), fixes)
     return f"{what}; {fix}"

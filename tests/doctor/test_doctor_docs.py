@@ -43,6 +43,11 @@ PASSED_ON = {
     ("doctor/link_key.py", "load_link_key", "exc.what"): "the key file's errors",
     ("doctor/localapi.py", "_state_verdict", "status.describe()"): "the daemon's status",
     ("doctor/wsl_checks.py", "_check_insecure_windows_half", "what"): "link/mismatch.py",
+    (
+        "doctor/wsl_checks.py",
+        "_check_insecure_windows_half",
+        "*explain_unexpected_words",
+    ): "link/mismatch.py",
     ("doctor/wsl_checks.py", "_no_handshake", "*explain_no_handshake"): "link/mismatch.py",
     ("doctor/wsl_checks.py", "_no_handshake", "*explain_insecure_windows_half"): "mismatch",
     ("doctor/wsl_checks.py", "_no_handshake", "*explain_foreign"): "link/mismatch.py",
