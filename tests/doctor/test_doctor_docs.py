@@ -49,7 +49,7 @@ PASSED_ON = {
         "*explain_unexpected_words",
     ): "link/mismatch.py",
     ("doctor/wsl_checks.py", "_no_handshake", "*explain_no_handshake"): "link/mismatch.py",
-    ("doctor/wsl_checks.py", "_no_handshake", "*explain_insecure_windows_half"): "mismatch",
+    ("doctor/wsl_checks.py", "_no_handshake", "*explain_insecure_windows_half"): "link/mismatch",
     ("doctor/wsl_checks.py", "_no_handshake", "*explain_foreign"): "link/mismatch.py",
     ("doctor/wsl_checks.py", "_handshake_failed", "*explain_wrong_key"): "link/mismatch.py",
 }
