@@ -15,6 +15,8 @@ from tailscale_wsl2.link.handshake import (
     MAGIC,
     VERSION,
     HandshakeFailed,
+    NoHandshake,
+    WrongKey,
     answer_for,
     challenge_client,
     prove_key,
@@ -103,8 +105,36 @@ async def test_silence_fails_at_the_deadline(autojump_clock: trio.testing.MockCl
 async def test_client_refuses_a_peer_that_is_not_a_windows_half() -> None:
     server_end, client_end = trio.testing.memory_stream_pair()
     await server_end.send_all(b"HTTP/1.1 400 Bad Request\r\n\r\n" + b"x" * 100)
-    with pytest.raises(HandshakeFailed, match="sent no tailscale-wsl2 handshake"):
+    with pytest.raises(NoHandshake, match="sent no tailscale-wsl2 handshake") as caught:
         await prove_key(client_end, KEY)
+    assert caught.value.received is not None
+    assert caught.value.received.startswith(b"HTTP/1.1 400")
+
+
+async def test_a_short_banner_is_told_at_once_not_at_the_deadline(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    # An SSH server greets with fewer bytes than a hello, then waits for the client.
+    server_end, client_end = trio.testing.memory_stream_pair()
+    await server_end.send_all(b"SSH-2.0-OpenSSH_9.6\r\n")
+    started = trio.current_time()
+    with pytest.raises(NoHandshake) as caught:
+        await prove_key(client_end, KEY, timeout=5)
+    assert caught.value.received == b"SSH-2.0-OpenSSH_9.6\r\n"
+    assert trio.current_time() == started
+
+
+async def test_a_close_before_any_byte_is_told_from_silence() -> None:
+    server_end, client_end = trio.testing.memory_stream_pair()
+    await server_end.aclose()
+    with pytest.raises(NoHandshake) as caught:
+        await prove_key(client_end, KEY)
+    assert caught.value.received == b""
+
+
+async def test_a_refused_key_is_its_own_failure() -> None:
+    _verdict, failure = await run_both(OTHER_KEY)
+    assert isinstance(failure, WrongKey)
 
 
 async def test_client_names_a_newer_protocol() -> None:
@@ -114,12 +144,42 @@ async def test_client_names_a_newer_protocol() -> None:
         await prove_key(client_end, KEY)
 
 
-async def test_client_gives_up_on_a_silent_old_windows_half(
+async def test_client_gives_up_on_silence_at_the_deadline(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
     _server_end, client_end = trio.testing.memory_stream_pair()
-    with pytest.raises(HandshakeFailed, match=r"within 5s \(an older Windows half"):
+    started = trio.current_time()
+    with pytest.raises(NoHandshake) as caught:
         await prove_key(client_end, KEY, timeout=5)
+    assert (caught.value.received, caught.value.waited) == (None, 5)
+    assert trio.current_time() - started == 5
+
+
+async def test_part_of_a_hello_then_silence_is_no_mismatch(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    server_end, client_end = trio.testing.memory_stream_pair()
+    await server_end.send_all(MAGIC + VERSION)
+    with pytest.raises(HandshakeFailed, match="part of a handshake") as caught:
+        await prove_key(client_end, KEY, timeout=5)
+    assert not isinstance(caught.value, NoHandshake)
+
+
+async def test_the_server_lets_its_caller_name_a_client_that_does_not_answer() -> None:
+    server_end, client_end = trio.testing.memory_stream_pair()
+
+    def describe(first_bytes: bytes) -> str | None:
+        return f"it said {first_bytes!r}" if first_bytes.startswith(b"\x00") else None
+
+    async def insecure_wsl_half() -> None:
+        await client_end.receive_some(HELLO_SIZE)
+        await client_end.send_all(b"\x00")  # SESSION_MODE, and nothing more: it waits
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(insecure_wsl_half)
+        with trio.fail_after(5):  # told at the first byte, not at the handshake's deadline
+            reason = await challenge_client(server_end, KEY, describe_first_bytes=describe)
+    assert reason == "it said b'\\x00'"
 
 
 async def test_accepted_is_sent_only_after_a_correct_answer() -> None:

@@ -16,7 +16,9 @@ import trio.testing
 from tailscale_wsl2.link.sessions import (
     GONE,
     HEADER,
+    MAX_FRAME,
     SESSION_MODE,
+    LinkOutOfStep,
     LinkSession,
     link_sessions,
     session_at_once,
@@ -382,6 +384,38 @@ async def test_what_came_before_a_broken_frame_still_goes_on() -> None:
     relay_out.close()
     assert await read_to_eof(trio.socket.from_stdlib_socket(reader)) == b"wholecut"
     for sock in (near, reader):
+        sock.close()
+
+
+async def test_bytes_that_are_no_frame_end_the_session_with_their_explanation() -> None:
+    # A WSL2 half run with --insecure-no-auth, met by a Windows half that greets with its
+    # handshake: those bytes must not reach the client as if they were its answer.
+    near, far = unix_pair()
+    relay_out, reader = unix_pair()
+    far.sendall(b"TSWSL\x01" + bytes(32))
+    explained: list[bytes] = []
+
+    def explain(received: bytes) -> str:
+        explained.append(received)
+        return "the Windows half expects the link handshake; restart this half without it"
+
+    session = LinkSession(RawSocketStream(near), explain_out_of_step=explain)
+    with pytest.raises(LinkOutOfStep, match=r"^the Windows half expects the link handshake"):
+        with trio.fail_after(10):
+            await OneWay(session, RawSocketStream(relay_out), Spares()).copy()
+    assert explained == [b"TSWS"]
+    relay_out.close()
+    assert await read_to_eof(trio.socket.from_stdlib_socket(reader)) == b""  # nothing passed on
+    for sock in (near, far, reader):
+        sock.close()
+
+
+async def test_the_largest_frame_is_still_a_frame() -> None:
+    near, far = unix_pair()
+    session = LinkSession(RawSocketStream(near))
+    far.sendall(HEADER.pack(MAX_FRAME) + b"x")
+    assert await session.receive_some(1) == b"x"
+    for sock in (near, far):
         sock.close()
 
 
