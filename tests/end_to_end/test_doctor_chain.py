@@ -22,8 +22,8 @@ from typer.testing import CliRunner
 from tailscale_wsl2.cli.app import app
 from tailscale_wsl2.doctor import command
 from tailscale_wsl2.wsl.side import Side, read_side
-from tests.conftest import require
 from tests.support.chain import Chain, connectable, running_chain, start_process, wait_for_process
+from tests.support.ci import require
 from tests.support.http_client import request
 from tests.support.printed_commands import (
     as_run_here,

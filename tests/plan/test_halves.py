@@ -227,7 +227,8 @@ def test_each_next_hop_is_named_with_its_fix() -> None:
     assert isinstance(windows.upstream, Hop)
     assert (windows.upstream.name, windows.upstream.fix) == (
         "Tailscale's LocalAPI on Windows",
-        "is Tailscale running on Windows? Start it, then run `tailscale-wsl2 doctor`",
+        "is Tailscale running on Windows? Start it, then run "
+        "`tailscale-wsl2.exe doctor --upstream unix:/tmp/api.sock` on Windows",
     )
 
 
