@@ -29,7 +29,6 @@ from tailscale_wsl2.cli.common import (
 from tailscale_wsl2.cli.firewall import firewall_app
 from tailscale_wsl2.facts import DEFAULT_PORT, DEFAULT_SOCKET, PROGRAM
 from tailscale_wsl2.tuning.deferred_ssl import defer_ssl
-from tailscale_wsl2.tuning.onefile import onefile_lifecycle
 
 if TYPE_CHECKING:
     from tailscale_wsl2.plan.halves import Options
@@ -190,5 +189,4 @@ app.add_typer(firewall_app)
 def main() -> None:
     # Before anything imports trio: OpenSSL stays unloaded (tuning/deferred_ssl.py).
     defer_ssl()
-    with onefile_lifecycle():
-        app(prog_name=PROGRAM)
+    app(prog_name=PROGRAM)

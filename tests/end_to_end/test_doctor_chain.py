@@ -22,7 +22,14 @@ from typer.testing import CliRunner
 from tailscale_wsl2.cli.app import app
 from tailscale_wsl2.doctor import command
 from tailscale_wsl2.wsl.side import Side, read_side
-from tests.support.chain import Chain, connectable, running_chain, start_process, wait_for_process
+from tests.support.chain import (
+    FROZEN_BINARY,
+    Chain,
+    connectable,
+    running_chain,
+    start_process,
+    wait_for_process,
+)
 from tests.support.ci import require
 from tests.support.http_client import request
 from tests.support.printed_commands import (
@@ -74,7 +81,7 @@ def doctor(
     bin_dir = path or chain.workdir / "bin"
     argv = [
         *(AS_NOBODY if as_nobody else []),
-        *chain.program,
+        *(program_for_nobody(chain) if as_nobody else chain.program),
         "doctor",
         "--side",
         "wsl",
@@ -255,6 +262,24 @@ def status_through(chain: Chain) -> int:
 def new_key(path: Path) -> None:
     path.write_text(secrets.token_hex(32) + "\n")
     path.chmod(0o600)
+
+
+def program_for_nobody(chain: Chain) -> list[str]:
+    """The program under test where `nobody` can run it. A checkout (and its venv) may sit
+    where only its owner can enter (a clone under /root or a private temporary directory):
+    then `nobody` runs a copy of the frozen binary, which needs nothing else, placed in the
+    work directory that other users may enter."""
+    probe = subprocess.run(
+        [*AS_NOBODY, *chain.program, "--version"], capture_output=True, timeout=30, check=False
+    )
+    if probe.returncode == 0:
+        return chain.program
+    require(FROZEN_BINARY.exists(), f"no frozen binary at {FROZEN_BINARY}: run `make build`")
+    copy = chain.workdir / "tailscale-wsl2-for-nobody"
+    if not copy.exists():
+        shutil.copy2(FROZEN_BINARY, copy)
+        copy.chmod(0o755)
+    return [str(copy)]
 
 
 @pytest.fixture
