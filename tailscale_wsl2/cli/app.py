@@ -3,21 +3,29 @@
 Each command turns its options into values, calls library code, and lets the
 one error family, `ActionableError`, become a single line on stderr with exit
 status 1 (with `--verbose`, the traceback too). Any other exception is a bug
-and keeps its traceback. Heavy imports (trio) happen inside the commands so
-that `--version` starts fast.
+and keeps its traceback. A value that cannot be parsed is bad usage, exit status
+2, as click reports it. Heavy imports (trio) happen inside the commands so
+that `--version` starts fast. The conventions every command follows (`-h`,
+completion, help on stdout, colour) are in `common.py`.
 """
 
+import os
+import sys
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from tailscale_wsl2 import __version__
 from tailscale_wsl2.cli.common import (
+    CONTEXT_SETTINGS,
+    EXIT_STATUS_HELP,
     HostIpOption,
     InsecureOption,
     KeyFileOption,
     ListenOption,
+    NoColorOption,
     PortOption,
+    ProgramGroup,
     SideChoice,
     SideOption,
     SocketOption,
@@ -25,9 +33,9 @@ from tailscale_wsl2.cli.common import (
     VerboseOption,
     configure_logging,
     run_reporting_errors,
+    wants_colour,
 )
 from tailscale_wsl2.cli.firewall import firewall_app
-from tailscale_wsl2.errors import ActionableError
 from tailscale_wsl2.facts import DEFAULT_PORT, DEFAULT_SOCKET, PROGRAM
 from tailscale_wsl2.tuning.deferred_ssl import defer_ssl
 from tailscale_wsl2.tuning.onefile import onefile_lifecycle
@@ -39,11 +47,18 @@ __all__ = ["app", "main"]
 
 
 # Help text goes in `help=`, never in docstrings: the frozen build strips docstrings (-OO).
+# A command's `short_help` is its line in the listing: it must fit an 80-column terminal whole.
 app = typer.Typer(
     name=PROGRAM,
+    cls=ProgramGroup,
     help="Use the Windows host's Tailscale from inside WSL2.",
+    epilog=EXIT_STATUS_HELP,
+    context_settings=CONTEXT_SETTINGS,
+    # ProgramGroup adds the completion options, taking an optional shell name.
     add_completion=False,
     no_args_is_help=True,
+    # click (8.4+) suggests a close command name itself; typer's would repeat it.
+    suggest_commands=False,
     pretty_exceptions_enable=False,
     rich_markup_mode=None,
 )
@@ -61,13 +76,16 @@ def _print_version(value: bool) -> None:
         raise typer.Exit
 
 
-def _parse_mode(text: str) -> int:
+def _parse_mode(text: str | int) -> int:
+    """An octal file mode; click hands the default over already parsed (an int)."""
+    if isinstance(text, int):
+        return text
     try:
         mode = int(text, 8)
     except ValueError:
         mode = -1
     if not 0 <= mode <= 0o777:
-        raise ActionableError(f"--socket-mode: not an octal file mode: {text!r}", "e.g. 0660")
+        raise typer.BadParameter(f"not an octal file mode: {text!r} (e.g. 0660)")
     return mode
 
 
@@ -93,12 +111,18 @@ def main_options(
     pass
 
 
-@app.command(help="Print the program's version and the platform it detected.")
+@app.command(
+    help="Print the program's version and the platform it detected.",
+    short_help="Print the version and the detected platform.",
+)
 def version() -> None:
     typer.echo(_version_line())
 
 
-@app.command(help="Run the relay half for this side in the foreground (Ctrl+C stops it).")
+@app.command(
+    help="Run the relay half for this side in the foreground (Ctrl+C stops it).",
+    short_help="Run this side's relay half in the foreground.",
+)
 def up(
     side: SideOption = None,
     port: PortOption = DEFAULT_PORT,
@@ -106,8 +130,15 @@ def up(
     host_ip: HostIpOption = None,
     socket: SocketOption = DEFAULT_SOCKET,
     socket_mode: Annotated[
-        str, typer.Option(help="WSL2 half: the socket's file mode, in octal.")
-    ] = "0660",
+        int,
+        typer.Option(
+            parser=_parse_mode,
+            metavar="MODE",
+            # click would show the parsed default (432), or a text one in parentheses.
+            show_default=False,
+            help="WSL2 half: the socket's file mode, in octal.  [default: 0660]",
+        ),
+    ] = 0o660,
     upstream: UpstreamOption = None,
     key_file: KeyFileOption = None,
     insecure_no_auth: InsecureOption = False,
@@ -129,7 +160,7 @@ def up(
                 listen=listen,
                 host_ip=host_ip,
                 socket=socket,
-                socket_mode=_parse_mode(socket_mode),
+                socket_mode=socket_mode,
                 key_file=key_file,
                 insecure_no_auth=insecure_no_auth,
                 wait_for_wsl=True,
@@ -140,7 +171,8 @@ def up(
 
 
 @app.command(
-    help="Find the broken hop between `tailscale` in WSL2 and Tailscale on Windows, and its fix."
+    help="Find the broken hop between `tailscale` in WSL2 and Tailscale on Windows, and its fix.",
+    short_help="Find the broken hop, and say how to fix it.",
 )
 def doctor(
     side: SideOption = None,
@@ -157,6 +189,7 @@ def doctor(
     json_output: Annotated[
         bool, typer.Option("--json", help="Print the results as one JSON document.")
     ] = False,
+    no_color: NoColorOption = False,
     verbose: VerboseOption = False,
 ) -> None:
     from tailscale_wsl2.doctor import run_doctor  # noqa: PLC0415 (imports trio)
@@ -177,6 +210,7 @@ def doctor(
             timeout=timeout,
             as_json=json_output,
             verbose=verbose,
+            colour=wants_colour(no_color, os.environ, sys.stdout),
         ),
     )
     raise typer.Exit(status)

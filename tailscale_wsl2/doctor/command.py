@@ -87,12 +87,14 @@ def diagnose(options: Options, timeout: float) -> Report:
     return trio.run(_diagnose, half, options, timeout, detected)
 
 
-def run_doctor(options: Options, *, timeout: float, as_json: bool, verbose: bool) -> int:
-    """Print the diagnosis; the exit status is 1 when any check failed."""
+def run_doctor(
+    options: Options, *, timeout: float, as_json: bool, verbose: bool, colour: bool = False
+) -> int:
+    """Print the diagnosis (`colour`: marks and summary in colour); 1 when any check failed."""
     report = diagnose(options, timeout)
     if as_json:
         print(render_json(report.results, side=report.side, version=__version__))
     else:
         encoding = sys.stdout.encoding or "utf-8"
-        print(render_text(report.results, verbose=verbose, encoding=encoding))
+        print(render_text(report.results, verbose=verbose, encoding=encoding, colour=colour))
     return exit_status(report.results)

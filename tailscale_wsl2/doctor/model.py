@@ -8,7 +8,8 @@ A check that raises becomes a one-line "crashed" failure whose traceback is kept
 (shown only with -v), never a traceback in the user's face.
 
 Results render as one marked line each (with an indented fix under every warning and failure)
-for people, or as one JSON document for scripts and bug reports.
+for people, or as one JSON document for scripts and bug reports. On a terminal the marks and the
+summary can be coloured (the caller decides: only it knows where the text goes).
 """
 
 import enum
@@ -145,6 +146,14 @@ def _marks(encoding: str) -> dict[Status, str]:
     return _MARKS
 
 
+# ANSI (ECMA-48 SGR) colours: green, yellow, red, dim.
+_COLOURS = {Status.OK: "32", Status.WARNING: "33", Status.FAILURE: "31", Status.SKIPPED: "2"}
+
+
+def _painted(text: str, status: Status, colour: bool) -> str:
+    return f"\x1b[{_COLOURS[status]}m{text}\x1b[0m" if colour else text
+
+
 _PLURALS = {Status.FAILURE: "failures", Status.WARNING: "warnings", Status.SKIPPED: "skipped"}
 
 
@@ -158,7 +167,9 @@ def _summary(results: Sequence[Result]) -> str:
     return f"doctor: {', '.join(found) or 'no issues found'} ({checks})"
 
 
-def render_text(results: Sequence[Result], *, verbose: bool, encoding: str = "utf-8") -> str:
+def render_text(
+    results: Sequence[Result], *, verbose: bool, encoding: str = "utf-8", colour: bool = False
+) -> str:
     """One marked line per check, its fix indented below; details only when `verbose`."""
     marks = _marks(encoding)
     bullet = "·" if marks is _MARKS else "-"
@@ -166,12 +177,13 @@ def render_text(results: Sequence[Result], *, verbose: bool, encoding: str = "ut
     lines = []
     for result in results:
         verdict = result.verdict
-        lines.append(f"[{marks[verdict.status]}] {result.check_id:<{width}}  {verdict.finding}")
+        mark = _painted(marks[verdict.status], verdict.status, colour)
+        lines.append(f"[{mark}] {result.check_id:<{width}}  {verdict.finding}")
         if verdict.fix is not None:
             lines.append(f"    fix: {verdict.fix}")
         if verbose:
             lines += [f"    {bullet} {detail}" for detail in verdict.details]
-    lines.append(_summary(results))
+    lines.append(_painted(_summary(results), _overall(results), colour))
     return "\n".join(lines)
 
 

@@ -122,3 +122,21 @@ def test_json_document_shape() -> None:
 def test_exit_status_is_1_only_for_failures() -> None:
     assert exit_status(RESULTS) == 1
     assert exit_status([RESULTS[0], RESULTS[2], RESULTS[3]]) == 0
+
+
+def test_colour_paints_the_marks_and_the_summary_by_their_status() -> None:
+    lines = render_text(RESULTS, verbose=False, colour=True).splitlines()
+    assert lines == [
+        "[\x1b[32m✓\x1b[0m] platform    WSL2",
+        "[\x1b[31m✗\x1b[0m] socket      no socket at /s",
+        "    fix: run `sudo tailscale-wsl2 up`",
+        "[\x1b[33m!\x1b[0m] cli         old CLI",
+        "    fix: upgrade it",
+        "[\x1b[2m-\x1b[0m] end-to-end  needs socket (failure)",
+        "\x1b[31mdoctor: 1 failure, 1 warning, 1 skipped (4 checks)\x1b[0m",
+    ]
+    assert (
+        render_text(RESULTS[2:3], verbose=False, colour=True)
+        .splitlines()[-1]
+        .startswith("\x1b[33mdoctor: 1 warning")
+    )
