@@ -146,7 +146,19 @@ def _install_completion(ctx: click.Context, param: click.Parameter, value: str |
     if value is None or ctx.resilient_parsing:
         return
     program = ctx.find_root().info_name or PROGRAM
-    shell, path = install(_completion_shell(value), program, _complete_var(program))
+    shell = _completion_shell(value)
+    if shell in ("powershell", "pwsh"):
+        # typer's installer would first set the user's execution policy to Unrestricted.
+        _fail(
+            ActionableError(
+                "not installing PowerShell completion: typer's installer sets the execution "
+                "policy to Unrestricted",
+                f"add this line to your profile (notepad $PROFILE): "
+                f"{program} --show-completion {shell} | Out-String | Invoke-Expression",
+            ),
+            verbose=False,
+        )
+    shell, path = install(shell, program, _complete_var(program))
     typer.echo(f"{shell} completion installed in {path}; it works in shells started from now on")
     ctx.exit(0)
 

@@ -237,6 +237,22 @@ def test_install_completion_writes_the_script_and_loads_it_from_bashrc(
     assert f"source '{script}'" in (tmp_path / ".bashrc").read_text()
 
 
+@pytest.mark.parametrize("shell", ["powershell", "pwsh"])
+def test_install_completion_leaves_the_powershell_execution_policy_alone(
+    monkeypatch: pytest.MonkeyPatch, shell: str
+) -> None:
+    ran: list[object] = []
+    monkeypatch.setattr(subprocess, "run", lambda *args, **kwargs: ran.append(args))
+    result = runner.invoke(app, ["--install-completion", shell])
+    assert result.exit_code == 1
+    assert ran == []
+    assert result.stderr.splitlines() == [
+        "tailscale-wsl2: not installing PowerShell completion: typer's installer sets the "
+        "execution policy to Unrestricted; add this line to your profile (notepad $PROFILE): "
+        f"tailscale-wsl2 --show-completion {shell} | Out-String | Invoke-Expression"
+    ]
+
+
 def test_doctor_colours_its_marks_and_summary_on_a_terminal_only(program: list[str]) -> None:
     on_terminal = run_on_terminal([*program, "doctor"], clean_environment())
     assert on_terminal.status == 1, on_terminal.stderr
