@@ -5,6 +5,7 @@
 #   make build-windows       dist/tailscale-wsl2.exe: build.spec under Wine, no test hooks
 #   make build-windows-test  build/wine-dist/tailscale-wsl2-test-hooks.exe: the same with the
 #                            Wine trio patch, for the tests (never a release artifact)
+#   make dist   build/pypi: the sdist and wheel, checked (twine) and tried in a fresh venv
 #   make bench  the relay benchmark against a socat chain (never part of `make test`)
 #   make mutation  how many broken versions of each pure-logic module its tests catch
 #                  (mutmut, tools/mutation.py; slow, never part of `make test`);
@@ -23,8 +24,11 @@ SOURCES := $(shell find tailscale_wsl2 -name '*.py') build.spec
 # them) and, for the test build, on the patch it carries.
 WINE_BUILD_INPUTS := $(SOURCES) tools/wine-pyinstaller tools/wine-env tools/wine-requirements.txt
 WINE_TEST_EXE := build/wine-dist/tailscale-wsl2-test-hooks.exe
+# The Python packages go under build/, never dist/: dist/ holds the release binaries.
+PYPI_DIST := build/pypi
+WHEEL_VENV := build/wheel-venv
 
-.PHONY: up test lint build build-windows build-windows-test bench mutation debian-packages clean
+.PHONY: up test lint build build-windows build-windows-test dist bench mutation debian-packages clean
 
 $(INSTALLED): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -66,7 +70,23 @@ build-windows-test: $(WINE_TEST_EXE)
 $(WINE_TEST_EXE): $(WINE_BUILD_INPUTS) tools/wine_trio_patch.py | $(INSTALLED)
 	tools/wine-pyinstaller test
 
-test: $(INSTALLED) debian-packages lint build build-windows-test
+# What PyPI gets, as a user gets it: build the sdist and the wheel (the wheel from the sdist, so
+# the sdist is complete), check their metadata and README, then install the wheel alone into a
+# fresh venv and run the program from there: --version, and doctor's JSON report as detected and
+# as each half (doctor exits 1 on a machine without WSL2 or Windows, as here).
+dist: $(INSTALLED)
+	rm -rf $(PYPI_DIST) $(WHEEL_VENV)
+	$(BIN)/python -m build --quiet --outdir $(PYPI_DIST) .
+	$(BIN)/twine check --strict $(PYPI_DIST)/*
+	# One pure-Python wheel serves Windows and Linux alike.
+	ls $(PYPI_DIST)/tailscale_wsl2-*-py3-none-any.whl
+	$(PYTHON) -m venv $(WHEEL_VENV)
+	$(WHEEL_VENV)/bin/python -m pip install -q --disable-pip-version-check $(PYPI_DIST)/*.whl
+	$(WHEEL_VENV)/bin/tailscale-wsl2 --version
+	$(WHEEL_VENV)/bin/tailscale-wsl2 --show-completion bash | grep _TAILSCALE_WSL2_COMPLETE >/dev/null
+	$(BIN)/python tools/check_doctor_report.py $(WHEEL_VENV)/bin/tailscale-wsl2
+
+test: $(INSTALLED) debian-packages lint build build-windows-test dist
 	$(BIN)/pytest
 
 bench: $(INSTALLED) debian-packages build

@@ -3,21 +3,29 @@
 Each command turns its options into values, calls library code, and lets the
 one error family, `ActionableError`, become a single line on stderr with exit
 status 1 (with `--verbose`, the traceback too). Any other exception is a bug
-and keeps its traceback. Heavy imports (trio) happen inside the commands so
-that `--version` starts fast.
+and keeps its traceback. A value that cannot be parsed is bad usage, exit status
+2, as click reports it. Heavy imports (trio) happen inside the commands so
+that `--version` starts fast. The conventions every command follows (`-h`,
+completion, help on stdout, colour) are in `common.py`.
 """
 
+import os
+import sys
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from tailscale_wsl2 import __version__
 from tailscale_wsl2.cli.common import (
+    CONTEXT_SETTINGS,
+    EXIT_STATUS_HELP,
     HostIpOption,
     InsecureOption,
     KeyFileOption,
     ListenOption,
+    NoColorOption,
     PortOption,
+    ProgramGroup,
     SideChoice,
     SideOption,
     SocketOption,
@@ -25,6 +33,7 @@ from tailscale_wsl2.cli.common import (
     VerboseOption,
     configure_logging,
     run_reporting_errors,
+    wants_colour,
 )
 from tailscale_wsl2.cli.firewall import firewall_app
 from tailscale_wsl2.facts import DEFAULT_PORT, DEFAULT_SOCKET, PROGRAM
@@ -37,11 +46,18 @@ __all__ = ["app", "main"]
 
 
 # Help text goes in `help=`, never in docstrings: the frozen build strips docstrings (-OO).
+# A command's `short_help` is its line in the listing: it must fit an 80-column terminal whole.
 app = typer.Typer(
     name=PROGRAM,
+    cls=ProgramGroup,
     help="Use the Windows host's Tailscale from inside WSL2.",
+    epilog=EXIT_STATUS_HELP,
+    context_settings=CONTEXT_SETTINGS,
+    # ProgramGroup adds the completion options, taking an optional shell name.
     add_completion=False,
     no_args_is_help=True,
+    # click (8.4+) suggests a close command name itself; typer's would repeat it.
+    suggest_commands=False,
     pretty_exceptions_enable=False,
     rich_markup_mode=None,
 )
@@ -93,12 +109,18 @@ def main_options(
     pass
 
 
-@app.command(help="Print the program's version and the platform it detected.")
+@app.command(
+    help="Print the program's version and the platform it detected.",
+    short_help="Print the version and the detected platform.",
+)
 def version() -> None:
     typer.echo(_version_line())
 
 
-@app.command(help="Run the relay half for this side in the foreground (Ctrl+C stops it).")
+@app.command(
+    help="Run the relay half for this side in the foreground (Ctrl+C stops it).",
+    short_help="Run this side's relay half in the foreground.",
+)
 def up(
     side: SideOption = None,
     port: PortOption = DEFAULT_PORT,
@@ -141,7 +163,8 @@ def up(
 
 
 @app.command(
-    help="Find the broken hop between `tailscale` in WSL2 and Tailscale on Windows, and its fix."
+    help="Find the broken hop between `tailscale` in WSL2 and Tailscale on Windows, and its fix.",
+    short_help="Find the broken hop, and say how to fix it.",
 )
 def doctor(
     side: SideOption = None,
@@ -158,6 +181,7 @@ def doctor(
     json_output: Annotated[
         bool, typer.Option("--json", help="Print the results as one JSON document.")
     ] = False,
+    no_color: NoColorOption = False,
     verbose: VerboseOption = False,
 ) -> None:
     from tailscale_wsl2.doctor import run_doctor  # noqa: PLC0415 (imports trio)
@@ -178,6 +202,7 @@ def doctor(
             timeout=timeout,
             as_json=json_output,
             verbose=verbose,
+            colour=wants_colour(no_color, os.environ, sys.stdout),
         ),
     )
     raise typer.Exit(status)

@@ -12,7 +12,12 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from tailscale_wsl2.cli.common import PortOption, VerboseOption, run_reporting_errors
+from tailscale_wsl2.cli.common import (
+    HelpOnStdoutGroup,
+    PortOption,
+    VerboseOption,
+    run_reporting_errors,
+)
 from tailscale_wsl2.errors import ActionableError
 from tailscale_wsl2.facts import DEFAULT_PORT
 
@@ -24,7 +29,9 @@ __all__ = ["firewall_app"]
 # Help text in `help=`, as in cli.py: the frozen build strips docstrings.
 firewall_app = typer.Typer(
     name="firewall",
+    cls=HelpOnStdoutGroup,
     help="Windows: the firewall rule that lets WSL2 reach the Windows half.",
+    short_help="Windows: the firewall rule for WSL2's link.",
     no_args_is_help=True,
     rich_markup_mode=None,
 )
@@ -75,7 +82,8 @@ def _report(verbose: bool, action: Callable[["FirewallSystem"], str]) -> None:
 
 
 @firewall_app.command(
-    help="Allow TCP PORT in from the WSL subnet (adds the rule, or updates it in place)."
+    help="Allow TCP PORT in from the WSL subnet (adds the rule, or updates it in place).",
+    short_help="Allow TCP PORT in from the WSL subnet.",
 )
 def add(
     port: PortOption = DEFAULT_PORT,

@@ -108,12 +108,16 @@ def _print(text: str, *, as_json: bool) -> None:
     sys.stdout.buffer.flush()
 
 
-def run_doctor(options: Options, *, timeout: float, as_json: bool, verbose: bool) -> int:
-    """Print the diagnosis; the exit status is 1 when any check failed or crashed."""
+def run_doctor(
+    options: Options, *, timeout: float, as_json: bool, verbose: bool, colour: bool = False
+) -> int:
+    """Print the diagnosis (`colour`: marks and summary in colour); the exit status is 1 when any
+    check failed or crashed."""
     report = diagnose(options, timeout)
     if as_json:
         _print(render_json(report.results, side=report.side, version=__version__), as_json=True)
     else:
         encoding = sys.stdout.encoding or "utf-8"
-        _print(render_text(report.results, verbose=verbose, encoding=encoding), as_json=False)
+        text = render_text(report.results, verbose=verbose, encoding=encoding, colour=colour)
+        _print(text, as_json=False)
     return exit_status(report.results)

@@ -9,7 +9,8 @@ with -v), never a traceback in the user's face. Crashed is a status of its own, 
 a script reading `--json` must be able to tell a bug in doctor from a finding about the system.
 
 Results render as one marked line each (with an indented fix under every warning and failure)
-for people, or as one JSON document for scripts and bug reports.
+for people, or as one JSON document for scripts and bug reports. On a terminal the marks and the
+summary can be coloured (the caller decides: only it knows where the text goes).
 """
 
 import enum
@@ -157,6 +158,20 @@ def _marks(encoding: str) -> dict[Status, str]:
     return _MARKS
 
 
+# ANSI (ECMA-48 SGR) colours: green, yellow, red, dim, magenta (a bug in doctor, not a finding).
+_COLOURS = {
+    Status.OK: "32",
+    Status.WARNING: "33",
+    Status.FAILURE: "31",
+    Status.SKIPPED: "2",
+    Status.CRASHED: "35",
+}
+
+
+def _painted(text: str, status: Status, colour: bool) -> str:
+    return f"\x1b[{_COLOURS[status]}m{text}\x1b[0m" if colour else text
+
+
 _PLURALS = {
     Status.CRASHED: "crashed",
     Status.FAILURE: "failures",
@@ -175,7 +190,9 @@ def _summary(results: Sequence[Result]) -> str:
     return f"doctor: {', '.join(found) or 'no issues found'} ({checks})"
 
 
-def render_text(results: Sequence[Result], *, verbose: bool, encoding: str = "utf-8") -> str:
+def render_text(
+    results: Sequence[Result], *, verbose: bool, encoding: str = "utf-8", colour: bool = False
+) -> str:
     """One marked line per check, its fix indented below; details only when `verbose`."""
     marks = _marks(encoding)
     bullet = "·" if marks is _MARKS else "-"
@@ -183,12 +200,13 @@ def render_text(results: Sequence[Result], *, verbose: bool, encoding: str = "ut
     lines = []
     for result in results:
         verdict = result.verdict
-        lines.append(f"[{marks[verdict.status]}] {result.check_id:<{width}}  {verdict.finding}")
+        mark = _painted(marks[verdict.status], verdict.status, colour)
+        lines.append(f"[{mark}] {result.check_id:<{width}}  {verdict.finding}")
         if verdict.fix is not None:
             lines.append(f"    fix: {verdict.fix}")
         if verbose:
             lines += [f"    {bullet} {detail}" for detail in verdict.details]
-    lines.append(_summary(results))
+    lines.append(_painted(_summary(results), _overall(results), colour))
     return "\n".join(lines)
 
 

@@ -143,3 +143,21 @@ async def test_a_crash_has_its_own_status_in_json_and_still_fails_the_run() -> N
     lines = render_text(results, verbose=False).splitlines()
     assert lines[0] == "[?] boom    the check crashed: KeyError: 'Self'"
     assert lines[-1] == "doctor: 1 crashed, 1 failure, 1 skipped (3 checks)"
+
+
+def test_colour_paints_the_marks_and_the_summary_by_their_status() -> None:
+    lines = render_text(RESULTS, verbose=False, colour=True).splitlines()
+    assert lines == [
+        "[\x1b[32m✓\x1b[0m] platform    WSL2",
+        "[\x1b[31m✗\x1b[0m] socket      no socket at /s",
+        "    fix: run `sudo tailscale-wsl2 up`",
+        "[\x1b[33m!\x1b[0m] cli         old CLI",
+        "    fix: upgrade it",
+        "[\x1b[2m-\x1b[0m] end-to-end  needs socket (failure)",
+        "\x1b[31mdoctor: 1 failure, 1 warning, 1 skipped (4 checks)\x1b[0m",
+    ]
+    assert (
+        render_text(RESULTS[2:3], verbose=False, colour=True)
+        .splitlines()[-1]
+        .startswith("\x1b[33mdoctor: 1 warning")
+    )
