@@ -25,12 +25,12 @@ from tailscale_wsl2.net.endpoints import Endpoint, TcpEndpoint
 from tailscale_wsl2.plan.halves import Discoverers, Options, WindowsHalf, plan_half
 from tailscale_wsl2.system import RunCommand
 from tailscale_wsl2.windows.firewall import (
-    SHOW_RULES,
     RuleSpec,
     add_rule_fix,
+    coverage_problem,
     this_program,
 )
-from tailscale_wsl2.windows.firewall_rules import firewall_coverage
+from tailscale_wsl2.windows.firewall_rules import NetshReading, firewall_coverage
 from tailscale_wsl2.windows.localapi import LEGACY_LOCALAPI, LOCALAPI_PIPE
 from tailscale_wsl2.windows.tools import (
     Listener,
@@ -58,6 +58,8 @@ class WindowsSystem:
     run: RunCommand
     discoverers: Discoverers  # `up`'s
     connect: Connect  # to the LocalAPI
+    read_firewall: Callable[[], NetshReading]  # `up`'s
+    image: str  # this executable, the program firewall rules are matched against
 
 
 @dataclass
@@ -256,21 +258,20 @@ async def check_firewall(ctx: WindowsContext) -> Verdict:
     port, subnet = ctx.options.port, ctx.wsl_subnet()
     if subnet is None:
         return ok("not needed: the Windows half listens on loopback")
-    answer = ctx.system.run(SHOW_RULES)
-    coverage = firewall_coverage(answer.output if answer else None, port, subnet)
-    fix = add_rule_fix(RuleSpec(port, subnet, this_program()))
+    spec = RuleSpec(port, subnet, this_program())
+    coverage = firewall_coverage(ctx.system.read_firewall(), port, subnet, ctx.system.image)
     if coverage.verdict == "unreadable":
         return warning(
             "could not read the firewall rules (is this Windows not in English?)",
-            f"make sure inbound TCP {port} from {subnet} is allowed; if not, {fix}",
+            f"make sure inbound TCP {port} from {subnet} is allowed; if not, {add_rule_fix(spec)}",
         )
-    if coverage.verdict == "blocked":
-        return failure(
-            f"the firewall rule {coverage.rule!r} blocks TCP {port} from {subnet}",
-            "disable it or narrow its scope in wf.msc (Inbound Rules): Block rules win over Allow",
-        )
-    if coverage.verdict == "missing":
-        return failure(f"no firewall rule allows TCP {port} from {subnet}", fix)
+    if coverage.verdict == "off":
+        return ok(f"the firewall is off for Public networks: nothing blocks TCP {port}")
+    problem = coverage_problem(coverage, spec, ctx.system.image)
+    if problem and coverage.verdict == "timed-out":
+        return warning(*problem)
+    if problem:
+        return failure(*problem)
     return ok(f"the firewall rule {coverage.rule!r} allows TCP {port} from {subnet}")
 
 
