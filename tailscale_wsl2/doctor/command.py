@@ -55,6 +55,7 @@ def _wsl_system(detected: Side) -> WslSystem:
         discoverers=system_discoverers(detected),
         find_key_file=find_key_from_wsl,
         peer_process=peer_process,
+        environ=os.environ,
     )
 
 

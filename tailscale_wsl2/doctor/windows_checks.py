@@ -79,9 +79,14 @@ class WindowsContext:
 
     def wsl_subnet(self) -> IPv4Network | None:
         """The WSL subnet the Windows half serves (found by the wsl-adapter check); None where
-        it listens on loopback."""
-        peers = self.found.half.allowed_peers if self.found.half else None
-        return peers if isinstance(peers, IPv4Network) and not peers.is_loopback else None
+        it listens on loopback only."""
+        places = self.found.half.places() if self.found.half else ()
+        subnets = [
+            place.allowed_peers
+            for place in places
+            if isinstance(place.allowed_peers, IPv4Network) and not place.allowed_peers.is_loopback
+        ]
+        return subnets[0] if subnets else None
 
 
 # --- platform ---------------------------------------------------------------------------------
@@ -172,6 +177,28 @@ async def check_localapi(ctx: WindowsContext) -> Verdict:
 # --- wsl-adapter ------------------------------------------------------------------------------
 
 
+def _listening_verdict(half: WindowsHalf) -> Verdict:
+    """Where the Windows half listens, and so which way WSL2 comes in (mirrored or NAT)."""
+    places = half.places()
+    details = [f"address found by: {place.found_by}" for place in places]
+    where = " and on ".join(f"{place.endpoint} for {place.allowed_peers}" for place in places)
+    if half.mirrored and half.adapter is not None:
+        return ok(
+            f"the Windows half listens on {where}: mirrored networking is configured, but WSL "
+            "made the vEthernet (WSL) adapter, so it fell back to NAT and WSL2 comes in there",
+            details,
+        )
+    if half.mirrored:
+        return ok(
+            f"the Windows half listens on {where}: mirrored networking, WSL2 comes in on "
+            "loopback (and on the vEthernet (WSL) adapter, should WSL fall back to NAT)",
+            details,
+        )
+    if not places:
+        return ok("the Windows half waits for the vEthernet (WSL) adapter", details)
+    return ok(f"the Windows half listens on {where}", details)
+
+
 async def check_wsl_adapter(ctx: WindowsContext) -> Verdict:
     # The link key is the link-key check's business: planning here must not look for it.
     options = replace(ctx.options, side="windows", insecure_no_auth=True)
@@ -182,10 +209,7 @@ async def check_wsl_adapter(ctx: WindowsContext) -> Verdict:
     if not isinstance(half, WindowsHalf):
         raise TypeError(f"planned the wrong half: {half!r}")
     ctx.found.half = half
-    return ok(
-        f"the Windows half listens on {half.listen} for {half.allowed_peers}",
-        [f"address found by: {half.listen_found_by}"],
-    )
+    return _listening_verdict(half)
 
 
 # --- link-key ---------------------------------------------------------------------------------
@@ -221,9 +245,13 @@ def _is_this_tool(holder: str) -> bool:
     return holder.lower().startswith("tailscale-wsl2")
 
 
-def _listens_where_planned(holders: list[Listener], planned: TcpEndpoint | None) -> bool:
+def _not_listening(holders: list[Listener], planned: Sequence[TcpEndpoint]) -> list[TcpEndpoint]:
+    """The planned places nothing of this tool listens on."""
     wildcard = ("0.0.0.0", "::")
-    return planned is None or any(h.address in (planned.host, *wildcard) for h in holders)
+    addresses = {holder.address for holder in holders}
+    return [
+        place for place in planned if place.host not in addresses and not addresses & {*wildcard}
+    ]
 
 
 async def check_listen_port(ctx: WindowsContext) -> Verdict:
@@ -242,11 +270,18 @@ async def check_listen_port(ctx: WindowsContext) -> Verdict:
             "stop that program, or pick another port with --port on both sides",
         )
     where = ", ".join(f"{holder.address}:{port}" for holder in holders)
-    planned = ctx.found.half.listen if ctx.found.half else None
-    if not _listens_where_planned(holders, planned):
+    half = ctx.found.half
+    missing = _not_listening(holders, [place.endpoint for place in half.places()] if half else [])
+    if half and half.adapter and half.adapter.endpoint in missing:
         return warning(
-            f"tailscale-wsl2 listens on {where}, but the WSL adapter is now at {planned}",
+            f"tailscale-wsl2 listens on {where}, but the WSL adapter is now at "
+            f"{half.adapter.endpoint}",
             "restart the Windows half (WSL changed the adapter's address since it started)",
+        )
+    if missing:
+        return warning(
+            f"tailscale-wsl2 listens on {where}, not on {', '.join(map(str, missing))}",
+            "restart the Windows half (it was started with other settings)",
         )
     return ok(f"{', '.join(names.values())} listens on {where}")
 

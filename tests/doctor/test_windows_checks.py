@@ -411,3 +411,48 @@ async def test_a_slow_netsh_is_said_not_blamed_on_the_language() -> None:
     assert verdict.status is Status.WARNING
     assert verdict.finding == "could not check the firewall: netsh gave no answer within 60 s"
     assert "language" not in verdict.finding
+
+
+# --- mirrored networking: which way WSL2 comes in ------------------------------------------------
+
+
+def mirrored(adapter: str) -> Discoverers:
+    mode = partial(wslconfig_networking_mode, fixture("windows/wslconfig-mirrored.txt"))
+    return Discoverers(
+        lambda: ipconfig_adapter(adapter), never, never, never, windows_networking_mode=mode
+    )
+
+
+async def test_wsl_adapter_mirrored_says_loopback_is_the_way_in() -> None:
+    ctx = context(discoverers=mirrored("english-no-wsl.txt"))
+    verdict = await check_wsl_adapter(ctx)
+    assert verdict.status is Status.OK
+    assert verdict.finding == (
+        "the Windows half listens on 127.0.0.1:41113 for 127.0.0.0/8: mirrored networking, "
+        "WSL2 comes in on loopback (and on the vEthernet (WSL) adapter, should WSL fall back "
+        "to NAT)"
+    )
+    assert ctx.wsl_subnet() is None  # no firewall rule needed on loopback
+
+
+async def test_wsl_adapter_mirrored_fallen_back_to_nat_says_the_adapter_is_the_way_in() -> None:
+    ctx = context(discoverers=mirrored("english.txt"))
+    verdict = await check_wsl_adapter(ctx)
+    assert verdict.finding == (
+        "the Windows half listens on 127.0.0.1:41113 for 127.0.0.0/8 and on 172.27.64.1:41113 "
+        "for 172.27.64.0/20: mirrored networking is configured, but WSL made the vEthernet "
+        "(WSL) adapter, so it fell back to NAT and WSL2 comes in there"
+    )
+    # The adapter needs its firewall rule.
+    assert ctx.wsl_subnet() == IPv4Network("172.27.64.0/20")
+
+
+async def test_listen_port_must_hold_every_planned_place() -> None:
+    ctx = port_context("tasklist-tailscale-wsl2.txt")  # holds 172.27.64.1:41113 only
+    ctx.system = replace(ctx.system, discoverers=mirrored("english.txt"))
+    await check_wsl_adapter(ctx)
+    verdict = await check_listen_port(ctx)
+    assert verdict.status is Status.WARNING
+    assert verdict.finding == (
+        "tailscale-wsl2 listens on 172.27.64.1:41113, not on 127.0.0.1:41113"
+    )

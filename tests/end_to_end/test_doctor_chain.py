@@ -67,7 +67,12 @@ def doctor(chain: Chain, *extra: str, path: Path | None = None) -> subprocess.Co
         str(chain.key_file),
         *extra,
     ]
-    environ = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.defpath}"}
+    # As a user who followed doctor's advice for `tailscale up` (the up-defaults check).
+    environ = {
+        **os.environ,
+        "PATH": f"{bin_dir}{os.pathsep}{os.defpath}",
+        "TS_DEBUG_UP_FLAG_GOOS": "windows",
+    }
     return subprocess.run(
         argv, capture_output=True, text=True, timeout=30, env=environ, check=False
     )
@@ -91,6 +96,7 @@ ALL_GREEN = {
     "localapi": "ok",
     "socket": "ok",
     "cli": "ok",
+    "up-defaults": "ok",
     "end-to-end": "ok",
 }
 
