@@ -28,19 +28,20 @@ if sys.platform == "win32":
     from tailscale_wsl2.net.listeners import open_tcp_listener
     from tailscale_wsl2.net.sockets import connect_socket, initial_rto_parameters
     from tests.in_wine.test_windows_half_wine import free_tcp_port
+    from tests.in_wine.wine_main import running_under_wine
 
 # Everything below is Windows-only: mypy checks it with --platform win32.
 assert sys.platform == "win32" or not TYPE_CHECKING
 
 
-def test_the_ioctl_is_called_for_real_and_answers() -> None:
+def test_the_ioctl_is_called_for_real() -> None:
     assert sockets.give_up_at_once is not None
     parameters = initial_rto_parameters("127.0.0.1")
     assert parameters is not None
     with socket.socket() as sock:
         taken = sockets.give_up_at_once(sock, parameters)
-    assert isinstance(taken, bool)
-    print(f"SIO_TCP_INITIAL_RTO taken: {taken}")
+    # Windows 10 1709 and later take it; Wine 8 does not implement the control code.
+    assert taken is not running_under_wine()
 
 
 async def test_a_closed_loopback_port_is_refused() -> None:
