@@ -6,21 +6,25 @@
 #   make build-windows-test  build/wine-dist/tailscale-wsl2-test-hooks.exe: the same with the
 #                            Wine trio patch, for the tests (never a release artifact)
 #   make bench  the relay benchmark against a socat chain (never part of `make test`)
+#   make mutation  how many broken versions of each pure-logic module its tests catch
+#                  (mutmut, tools/mutation.py; slow, never part of `make test`);
+#                  MODULES="windows/ipconfig.py ..." measures only those
 SHELL := bash
 .SHELLFLAGS := -euo pipefail -c
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
-# curl and socat: real clients and the comparison relay; binutils: objdump.
-DEBIAN_PACKAGES := curl socat binutils
+# curl and socat: real clients and the comparison relay; binutils: objdump; systemd:
+# systemd-analyze, which checks the unit `install` writes.
+DEBIAN_PACKAGES := curl socat binutils systemd
 SOURCES := $(shell find tailscale_wsl2 -name '*.py') build.spec tools/windows_exe_resources.py
 # The Wine builds also depend on the Windows Python's packages (PyInstaller's version among
 # them) and, for the test build, on the patch it carries.
 WINE_BUILD_INPUTS := $(SOURCES) tools/wine-pyinstaller tools/wine-env tools/wine-requirements.txt
 WINE_TEST_EXE := build/wine-dist/tailscale-wsl2-test-hooks.exe
 
-.PHONY: up test lint build build-windows build-windows-test bench debian-packages clean
+.PHONY: up test lint build build-windows build-windows-test bench mutation debian-packages clean
 
 $(INSTALLED): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -68,6 +72,9 @@ test: $(INSTALLED) debian-packages lint build build-windows-test
 
 bench: $(INSTALLED) debian-packages build
 	$(BIN)/python bench/relay_bench.py --bars later --compare-auth
+
+mutation: $(INSTALLED)
+	$(BIN)/python tools/mutation.py $(MODULES)
 
 clean:
 	rm -rf build dist $(VENV)

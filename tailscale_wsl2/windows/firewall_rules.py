@@ -76,14 +76,17 @@ class FirewallRule:
 
 
 def _rule(fields: dict[str, str]) -> FirewallRule:
+    protocol = fields.get("Protocol", "")
+    # netsh prints no ports for a protocol without them (Any, ICMP): every port then. A TCP or
+    # UDP rule always has its ports printed; one without them is not taken to cover ours.
+    no_ports = "" if protocol.lower() in ("tcp", "udp") else "Any"
     return FirewallRule(
         name=fields["Rule Name"],
         enabled=fields.get("Enabled", "").lower() == "yes",
         direction=fields.get("Direction", ""),
         profiles=fields.get("Profiles", ""),
-        protocol=fields.get("Protocol", ""),
-        # netsh prints no ports for a protocol without them (Any, ICMP): every port then.
-        local_port=fields.get("LocalPort", "Any"),
+        protocol=protocol,
+        local_port=fields.get("LocalPort", no_ports),
         remote_ip=fields.get("RemoteIP", ""),
         action=fields.get("Action", ""),
         program=fields.get("Program", ""),

@@ -27,8 +27,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import require
 from tests.support import localapi_standin
+from tests.support.ci import require
 from tests.support.http_client import parse_answer, request
 from tests.support.procstats import fd_count
 from tests.support.wine_chain import (
@@ -42,6 +42,8 @@ from tests.support.wine_chain import (
 
 pytestmark = [
     pytest.mark.wine,
+    # Wine's start-up alone may take a minute (WINE_START_TIMEOUT) on a loaded machine.
+    pytest.mark.timeout(300),
     pytest.mark.skipif(
         sys.platform == "win32", reason="drives Wine from Linux; on Windows see tests/in_wine"
     ),

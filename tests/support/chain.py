@@ -5,7 +5,6 @@ run by this interpreter, or the frozen binary), forced to a side with `--side`
 so the whole chain runs on Linux.
 """
 
-import os
 import signal
 import socket
 import subprocess
@@ -20,10 +19,6 @@ from tests.support import ROOT
 
 FROZEN_BINARY = ROOT / "dist" / "tailscale-wsl2"
 START_TIMEOUT = 15.0
-
-
-def in_ci() -> bool:
-    return os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
 
 def module_program() -> list[str]:
@@ -67,9 +62,9 @@ class Process:
             raise
 
 
-def start_process(argv: Sequence[str], log: Path) -> Process:
+def start_process(argv: Sequence[str], log: Path, env: dict[str, str] | None = None) -> Process:
     with log.open("wb") as out:
-        popen = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT)
+        popen = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT, env=env)
     return Process(popen, log)
 
 

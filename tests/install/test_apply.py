@@ -1,0 +1,125 @@
+"""Carrying out a plan: in order, stopping at a failure, files replaced whole."""
+
+import stat
+from collections.abc import Sequence
+from pathlib import Path
+
+import pytest
+
+from tailscale_wsl2.errors import ActionableError
+from tailscale_wsl2.install.apply import LocalSystem, apply_plan
+from tailscale_wsl2.install.plan import CopyFile, InstallPlan, RemoveFile, RunCommand, WriteFile
+
+
+class RecordingSystem:
+    """Records each operation; commands exit with the status given for them."""
+
+    def __init__(self, statuses: dict[str, int] | None = None) -> None:
+        self.done: list[tuple[str, ...]] = []
+        self.statuses = statuses or {}
+
+    def write(self, path: str, data: bytes, mode: int) -> None:
+        self.done.append(("write", path, data.decode(), oct(mode)))
+
+    def copy(self, source: str, destination: str, mode: int) -> None:
+        self.done.append(("copy", source, destination, oct(mode)))
+
+    def remove(self, path: str) -> None:
+        self.done.append(("remove", path))
+
+    def run(self, argv: Sequence[str]) -> int:
+        self.done.append(("run", *argv))
+        return self.statuses.get(argv[-1], 0)
+
+
+PLAN = InstallPlan(
+    (
+        CopyFile("/tmp/a", "/usr/local/bin/b"),
+        WriteFile.utf8("/etc/u", "unit\n"),
+        RunCommand(("/bin/ctl", "stop-old"), may_fail=True),
+        RunCommand(("/bin/ctl", "start")),
+        RemoveFile("/tmp/x"),
+    )
+)
+
+
+def test_steps_run_in_order() -> None:
+    system = RecordingSystem()
+    apply_plan(PLAN, system)
+    assert system.done == [
+        ("copy", "/tmp/a", "/usr/local/bin/b", "0o755"),
+        ("write", "/etc/u", "unit\n", "0o644"),
+        ("run", "/bin/ctl", "stop-old"),
+        ("run", "/bin/ctl", "start"),
+        ("remove", "/tmp/x"),
+    ]
+
+
+def test_a_command_that_may_fail_does_not_stop_the_rest() -> None:
+    system = RecordingSystem({"stop-old": 1})
+    apply_plan(PLAN, system)
+    assert system.done[-1] == ("remove", "/tmp/x")
+
+
+def test_a_failing_command_stops_the_rest_with_one_line() -> None:
+    system = RecordingSystem({"start": 5})
+    with pytest.raises(ActionableError, match=r"`/bin/ctl start` failed \(exit status 5\)"):
+        apply_plan(PLAN, system)
+    assert system.done[-1] == ("run", "/bin/ctl", "start")
+
+
+def test_local_files_are_written_whole_with_their_mode(tmp_path: Path) -> None:
+    target = tmp_path / "etc" / "systemd" / "unit.service"
+    system = LocalSystem()
+    system.write(str(target), b"first\n", 0o600)
+    system.write(str(target), b"second\n", 0o644)
+    assert target.read_bytes() == b"second\n"
+    assert stat.S_IMODE(target.stat().st_mode) == 0o644
+    assert sorted(path.name for path in target.parent.iterdir()) == ["unit.service"]
+
+
+def test_a_missing_source_is_one_line_and_changes_nothing(tmp_path: Path) -> None:
+    target = tmp_path / "tailscale-wsl2"
+    target.write_bytes(b"old program")
+    with pytest.raises(ActionableError, match=r"cannot read .*missing: No such file"):
+        LocalSystem().copy(str(tmp_path / "missing"), str(target), 0o755)
+    assert target.read_bytes() == b"old program"
+    assert [path.name for path in tmp_path.iterdir()] == ["tailscale-wsl2"]
+
+
+def test_a_failed_replacement_leaves_what_was_there_and_no_temporary_file(
+    tmp_path: Path,
+) -> None:
+    target = tmp_path / "tailscale-wsl2.service"
+    target.mkdir()  # the file is filled, then renaming it over a directory fails
+    (target / "kept").write_text("kept")
+    with pytest.raises(ActionableError, match="cannot write"):
+        LocalSystem().write(str(target), b"[Unit]\n", 0o644)
+    assert (target / "kept").read_text() == "kept"
+    assert [path.name for path in tmp_path.iterdir()] == ["tailscale-wsl2.service"]
+
+
+def test_no_permission_says_to_run_as_root(tmp_path: Path) -> None:
+    with pytest.raises(ActionableError, match="cannot write /proc/version") as caught:
+        LocalSystem().write("/proc/version", b"x", 0o644)
+    assert caught.value.fix
+
+
+def test_local_copy_and_remove(tmp_path: Path) -> None:
+    source = tmp_path / "tailscale-wsl2"
+    source.write_bytes(b"\x7fELF" + bytes(range(256)) * 100)
+    destination = tmp_path / "usr" / "local" / "bin" / "tailscale-wsl2"
+    system = LocalSystem()
+    system.copy(str(source), str(destination), 0o755)
+    assert destination.read_bytes() == source.read_bytes()
+    assert stat.S_IMODE(destination.stat().st_mode) == 0o755
+    system.remove(str(destination))
+    system.remove(str(destination))  # already gone is fine
+    assert not destination.exists()
+
+
+def test_local_commands_report_their_status(tmp_path: Path) -> None:
+    system = LocalSystem()
+    assert system.run(["/bin/sh", "-c", "exit 3"]) == 3
+    with pytest.raises(ActionableError, match="cannot run /nonexistent/systemctl"):
+        system.run(["/nonexistent/systemctl"])
