@@ -19,7 +19,7 @@ INSTALLED := $(VENV)/.installed
 # curl and socat: real clients and the comparison relay; binutils: objdump; systemd:
 # systemd-analyze, which checks the unit `install` writes.
 DEBIAN_PACKAGES := curl socat binutils systemd
-SOURCES := $(shell find tailscale_wsl2 -name '*.py') build.spec
+SOURCES := $(shell find tailscale_wsl2 -name '*.py') build.spec tools/windows_exe_resources.py
 # The Wine builds also depend on the Windows Python's packages (PyInstaller's version among
 # them) and, for the test build, on the patch it carries.
 WINE_BUILD_INPUTS := $(SOURCES) tools/wine-pyinstaller tools/wine-env tools/wine-requirements.txt
@@ -49,8 +49,9 @@ lint: $(INSTALLED)
 	$(BIN)/lint-imports
 	# Windows-only code sits behind sys.platform checks that hide it from a
 	# Linux run; type-check it as Windows code too.
-	$(BIN)/mypy --platform win32 tailscale_wsl2 tests/in_wine tools/wine_trio_patch.py
-	tools/lint-workflows .github/workflows/release.yml
+	$(BIN)/mypy --platform win32 tailscale_wsl2 tests/in_wine tests/windows_ci \
+		tools/wine_trio_patch.py tools/windows_exe_resources.py
+	tools/lint-workflows .github/workflows/ci.yml .github/workflows/release.yml
 
 build: dist/tailscale-wsl2
 

@@ -17,9 +17,12 @@ __all__ = [
     "COMMAND_TIMEOUT_SECONDS",
     "CommandResult",
     "RunCommand",
+    "RunCommandTimed",
+    "TimedOut",
     "oem_codec",
     "read_text_if_present",
     "run_command",
+    "run_command_timed",
 ]
 
 # Generous: on a Windows host with hundreds of firewall rules, `netsh ... show rule name=all
@@ -33,8 +36,17 @@ class CommandResult:
     output: str  # stdout, then stderr
 
 
+@dataclass(frozen=True)
+class TimedOut:
+    """The program ran but gave no answer within `seconds` (and was stopped)."""
+
+    seconds: float
+
+
 # None: the program could not be run at all (missing, or no answer in time).
 RunCommand = Callable[[Sequence[str]], CommandResult | None]
+# The same, for callers that tell the user "no answer in time" apart from "could not run".
+RunCommandTimed = Callable[[Sequence[str]], CommandResult | TimedOut | None]
 
 
 def oem_codec(code_page: int) -> str:
@@ -66,10 +78,11 @@ def _no_console_window() -> int:
     return subprocess.CREATE_NO_WINDOW
 
 
-def run_command(
+def run_command_timed(
     argv: Sequence[str], *, timeout: float = COMMAND_TIMEOUT_SECONDS
-) -> CommandResult | None:
-    """Run `argv` with a time limit and capture its output; None when it cannot be run."""
+) -> CommandResult | TimedOut | None:
+    """Run `argv` with a time limit and capture its output; TimedOut when it gave no answer
+    in time, None when it cannot be run."""
     try:
         completed = subprocess.run(
             list(argv),
@@ -79,11 +92,21 @@ def run_command(
             check=False,
             creationflags=_no_console_window(),
         )
+    except subprocess.TimeoutExpired:
+        return TimedOut(timeout)
     except (OSError, subprocess.SubprocessError):
         return None
     codec = _console_codec()
     output = completed.stdout.decode(codec, "replace") + completed.stderr.decode(codec, "replace")
     return CommandResult(completed.returncode, output)
+
+
+def run_command(
+    argv: Sequence[str], *, timeout: float = COMMAND_TIMEOUT_SECONDS
+) -> CommandResult | None:
+    """Run `argv` with a time limit and capture its output; None when it cannot be run."""
+    answer = run_command_timed(argv, timeout=timeout)
+    return answer if isinstance(answer, CommandResult) else None
 
 
 def read_text_if_present(path: Path) -> str | None:

@@ -3,8 +3,8 @@
 Why: when trio's IOCP loop starts it checks for layered socket providers by comparing
 `WSAIoctl(SIO_BSP_HANDLE_SELECT)` with `SIO_BASE_HANDLE` on a fresh socket. Wine 8.0 does not
 implement SIO_BSP_HANDLE_SELECT and answers WSAEOPNOTSUPP (10045), so `trio.run` dies at its
-first socket. Wine does implement
-SIO_BASE_HANDLE, which is the right answer wherever no layered providers exist (Wine has none).
+first socket. Wine does implement SIO_BASE_HANDLE, which is the right answer wherever no
+layered providers exist (Wine has none).
 
 Strategy: wrap trio's private `_get_underlying_socket` so that exactly that failure (error
 10045 for SIO_BSP_HANDLE_SELECT) is answered with SIO_BASE_HANDLE; every other call and error

@@ -5,8 +5,9 @@ library does the work, an ActionableError becomes one line. The WSL subnet defau
 vEthernet (WSL) adapter's, found as `up` finds it. Heavy imports happen inside the commands.
 """
 
+import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from ipaddress import IPv4Network
 from typing import TYPE_CHECKING, Annotated
 
@@ -22,7 +23,8 @@ from tailscale_wsl2.errors import ActionableError
 from tailscale_wsl2.facts import DEFAULT_PORT
 
 if TYPE_CHECKING:
-    from tailscale_wsl2.windows.firewall import FirewallSystem
+    from tailscale_wsl2.windows.firewall import Consent, FirewallSystem
+    from tailscale_wsl2.windows.firewall_rules import FirewallRule
 
 __all__ = ["firewall_app"]
 
@@ -66,9 +68,39 @@ def _subnet(text: str | None) -> IPv4Network:
 def _system() -> "FirewallSystem":
     from tailscale_wsl2.system import run_command  # noqa: PLC0415
     from tailscale_wsl2.windows.elevation import is_admin, run_elevated  # noqa: PLC0415 (Windows only)
-    from tailscale_wsl2.windows.firewall import FirewallSystem  # noqa: PLC0415
+    from tailscale_wsl2.windows.firewall import (  # noqa: PLC0415
+        FirewallSystem,
+        read_firewall_here,
+        running_image,
+    )
 
-    return FirewallSystem(run=run_command, is_admin=is_admin, run_elevated=run_elevated)
+    return FirewallSystem(
+        run=run_command,
+        is_admin=is_admin,
+        run_elevated=run_elevated,
+        read=read_firewall_here,
+        image=running_image(),
+        environ=os.environ,
+    )
+
+
+def _consent(remove_blocking: bool) -> "Consent":
+    """Never silent: --remove-blocking consents in advance; otherwise the user is asked, and
+    without a terminal to ask on the answer is no (the error then names the flag)."""
+
+    def ask(rules: Sequence["FirewallRule"]) -> bool:
+        if remove_blocking:
+            return True
+        if not sys.stdin.isatty():
+            return False
+        names = ", ".join(f"{rule.name!r} ({rule.program})" for rule in rules)
+        return typer.confirm(
+            f"Windows' firewall prompt left Block rules for this program that beat the new "
+            f"rule: {names}. Remove them?",
+            default=False,
+        )
+
+    return ask
 
 
 def _report(verbose: bool, action: Callable[["FirewallSystem"], str]) -> None:
@@ -91,13 +123,22 @@ def add(
         str | None,
         typer.Option(help="The WSL subnet (default: the vEthernet (WSL) adapter's)."),
     ] = None,
+    remove_blocking: Annotated[
+        bool,
+        typer.Option(
+            "--remove-blocking",
+            help="Remove, without asking, the Block rules Windows' firewall prompt left for "
+            "this program (they beat the new rule).",
+        ),
+    ] = False,
     verbose: VerboseOption = False,
 ) -> None:
 
     def add_rule(system: "FirewallSystem") -> str:
         from tailscale_wsl2.windows.firewall import RuleSpec, add_or_update_rule, this_program  # noqa: PLC0415
 
-        return add_or_update_rule(RuleSpec(port, _subnet(subnet), this_program()), system)
+        spec = RuleSpec(port, _subnet(subnet), this_program())
+        return add_or_update_rule(spec, system, _consent(remove_blocking))
 
     _report(verbose, add_rule)
 

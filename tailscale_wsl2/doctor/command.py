@@ -34,6 +34,7 @@ from tailscale_wsl2.net.connect import open_stream
 from tailscale_wsl2.plan.halves import HalfName, Options, half_for
 from tailscale_wsl2.plan.lookups import system_discoverers
 from tailscale_wsl2.system import read_text_if_present, run_command
+from tailscale_wsl2.windows.firewall import read_firewall_here, running_image
 from tailscale_wsl2.wsl.side import Side, read_networking_mode, read_side
 
 __all__ = ["Report", "run_doctor"]
@@ -57,6 +58,7 @@ def _wsl_system(detected: Side) -> WslSystem:
         discoverers=system_discoverers(detected),
         find_key_file=find_key_from_wsl,
         peer_process=peer_process,
+        environ=os.environ,
     )
 
 
@@ -69,6 +71,8 @@ def _windows_system() -> WindowsSystem:
         run=run_command,
         discoverers=system_discoverers(Side.WINDOWS),
         connect=open_stream,
+        read_firewall=read_firewall_here,
+        image=running_image(),
     )
 
 

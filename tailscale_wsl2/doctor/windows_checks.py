@@ -27,12 +27,12 @@ from tailscale_wsl2.plan.commands import windows_up_command
 from tailscale_wsl2.plan.halves import Discoverers, Options, WindowsHalf, plan_half
 from tailscale_wsl2.system import RunCommand
 from tailscale_wsl2.windows.firewall import (
-    SHOW_RULES,
     RuleSpec,
     add_rule_fix,
+    coverage_problem,
     this_program,
 )
-from tailscale_wsl2.windows.firewall_rules import firewall_coverage
+from tailscale_wsl2.windows.firewall_rules import NetshReading, firewall_coverage
 from tailscale_wsl2.windows.localapi import LEGACY_LOCALAPI, LOCALAPI_PIPE
 from tailscale_wsl2.windows.tools import (
     Listener,
@@ -65,6 +65,8 @@ class WindowsSystem:
     run: RunCommand
     discoverers: Discoverers  # `up`'s
     connect: Connect  # to the LocalAPI
+    read_firewall: Callable[[], NetshReading]  # `up`'s
+    image: str  # this executable, the program firewall rules are matched against
 
 
 @dataclass
@@ -84,9 +86,14 @@ class WindowsContext:
 
     def wsl_subnet(self) -> IPv4Network | None:
         """The WSL subnet the Windows half serves (found by the wsl-adapter check); None where
-        it listens on loopback."""
-        peers = self.found.half.allowed_peers if self.found.half else None
-        return peers if isinstance(peers, IPv4Network) and not peers.is_loopback else None
+        it listens on loopback only."""
+        places = self.found.half.places() if self.found.half else ()
+        subnets = [
+            place.allowed_peers
+            for place in places
+            if isinstance(place.allowed_peers, IPv4Network) and not place.allowed_peers.is_loopback
+        ]
+        return subnets[0] if subnets else None
 
 
 # --- platform ---------------------------------------------------------------------------------
@@ -177,6 +184,28 @@ async def check_localapi(ctx: WindowsContext) -> Verdict:
 # --- wsl-adapter ------------------------------------------------------------------------------
 
 
+def _listening_verdict(half: WindowsHalf) -> Verdict:
+    """Where the Windows half listens, and so which way WSL2 comes in (mirrored or NAT)."""
+    places = half.places()
+    details = [f"address found by: {place.found_by}" for place in places]
+    where = " and on ".join(f"{place.endpoint} for {place.allowed_peers}" for place in places)
+    if half.mirrored and half.adapter is not None:
+        return ok(
+            f"the Windows half listens on {where}: mirrored networking is configured, but WSL "
+            "made the vEthernet (WSL) adapter, so it fell back to NAT and WSL2 comes in there",
+            details,
+        )
+    if half.mirrored:
+        return ok(
+            f"the Windows half listens on {where}: mirrored networking, WSL2 comes in on "
+            "loopback (and on the vEthernet (WSL) adapter, should WSL fall back to NAT)",
+            details,
+        )
+    if not places:
+        return ok("the Windows half waits for the vEthernet (WSL) adapter", details)
+    return ok(f"the Windows half listens on {where}", details)
+
+
 async def check_wsl_adapter(ctx: WindowsContext) -> Verdict:
     # The link key is the link-key check's business: planning here must not look for it.
     options = replace(ctx.options, side="windows", insecure_no_auth=True)
@@ -187,10 +216,7 @@ async def check_wsl_adapter(ctx: WindowsContext) -> Verdict:
     if not isinstance(half, WindowsHalf):
         raise TypeError(f"planned the wrong half: {half!r}")
     ctx.found.half = half
-    return ok(
-        f"the Windows half listens on {half.listen} for {half.allowed_peers}",
-        [f"address found by: {half.listen_found_by}"],
-    )
+    return _listening_verdict(half)
 
 
 # --- link-key ---------------------------------------------------------------------------------
@@ -227,9 +253,13 @@ def _is_this_tool(holder: str) -> bool:
     return holder.lower().startswith("tailscale-wsl2")
 
 
-def _listens_where_planned(holders: list[Listener], planned: TcpEndpoint | None) -> bool:
+def _not_listening(holders: list[Listener], planned: Sequence[TcpEndpoint]) -> list[TcpEndpoint]:
+    """The planned places nothing of this tool listens on."""
     wildcard = ("0.0.0.0", "::")
-    return planned is None or any(h.address in (planned.host, *wildcard) for h in holders)
+    addresses = {holder.address for holder in holders}
+    return [
+        place for place in planned if place.host not in addresses and not addresses & {*wildcard}
+    ]
 
 
 async def _ask_holder(ctx: WindowsContext, holder: Listener) -> str | None:
@@ -266,11 +296,19 @@ async def check_listen_port(ctx: WindowsContext) -> Verdict:
             f"stop it: `taskkill /PID {others[0].pid}`, or run both halves with another --port",
         )
     where = ", ".join(f"{holder.address}:{port}" for holder in holders)
-    planned = ctx.found.half.listen if ctx.found.half else None
-    if not _listens_where_planned(holders, planned):
+    half = ctx.found.half
+    missing = _not_listening(holders, [place.endpoint for place in half.places()] if half else [])
+    if half and half.adapter and half.adapter.endpoint in missing:
         return warning(
-            f"tailscale-wsl2 listens on {where}, but the WSL adapter is now at {planned}",
+            f"tailscale-wsl2 listens on {where}, but the WSL adapter is now at "
+            f"{half.adapter.endpoint}",
             "restart the Windows half (WSL changed the adapter's address since it started): "
+            f"`{windows_up_command(ctx.options, from_wsl=False)}`",
+        )
+    if missing:
+        return warning(
+            f"tailscale-wsl2 listens on {where}, not on {', '.join(map(str, missing))}",
+            "restart the Windows half (it was started with other settings): "
             f"`{windows_up_command(ctx.options, from_wsl=False)}`",
         )
     return ok(f"{', '.join(names.values())} listens on {where}")
@@ -283,21 +321,20 @@ async def check_firewall(ctx: WindowsContext) -> Verdict:
     port, subnet = ctx.options.port, ctx.wsl_subnet()
     if subnet is None:
         return ok("not needed: the Windows half listens on loopback")
-    answer = ctx.system.run(SHOW_RULES)
-    coverage = firewall_coverage(answer.output if answer else None, port, subnet)
-    fix = add_rule_fix(RuleSpec(port, subnet, this_program()))
+    spec = RuleSpec(port, subnet, this_program())
+    coverage = firewall_coverage(ctx.system.read_firewall(), port, subnet, ctx.system.image)
     if coverage.verdict == "unreadable":
         return warning(
             "could not read the firewall rules (is this Windows not in English?)",
-            f"make sure inbound TCP {port} from {subnet} is allowed; if not, {fix}",
+            f"make sure inbound TCP {port} from {subnet} is allowed; if not, {add_rule_fix(spec)}",
         )
-    if coverage.verdict == "blocked":
-        return failure(
-            f"the firewall rule {coverage.rule!r} blocks TCP {port} from {subnet}",
-            "disable it or narrow its scope in wf.msc (Inbound Rules): Block rules win over Allow",
-        )
-    if coverage.verdict == "missing":
-        return failure(f"no firewall rule allows TCP {port} from {subnet}", fix)
+    if coverage.verdict == "off":
+        return ok(f"the firewall is off for Public networks: nothing blocks TCP {port}")
+    problem = coverage_problem(coverage, spec, ctx.system.image)
+    if problem and coverage.verdict == "timed-out":
+        return warning(*problem)
+    if problem:
+        return failure(*problem)
     return ok(f"the firewall rule {coverage.rule!r} allows TCP {port} from {subnet}")
 
 

@@ -21,7 +21,7 @@ import os
 import shlex
 import stat
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from functools import partial
 from ipaddress import IPv4Address, IPv4Network, ip_address
@@ -116,6 +116,7 @@ class WslSystem:
     discoverers: Discoverers  # `up`'s; the host-address check binds host discovery to its reads
     find_key_file: Callable[[], Path]
     peer_process: Callable[[trio.abc.Stream], PeerProcess | None]
+    environ: Mapping[str, str]  # the user's shell environment, as doctor inherits it
     may_create: Callable[[Path], bool] = may_create_socket  # else fixes need sudo
 
 
@@ -297,12 +298,28 @@ def _wsl_subnet(route: DefaultRoute | None, endpoint: Endpoint) -> IPv4Network |
     return route.subnet if isinstance(host, IPv4Address) and host in route.subnet else None
 
 
+def _timed_out_on_loopback(ctx: WslContext, hop: Hop) -> Verdict:
+    """Under mirrored networking 127.0.0.1 reaches Windows, where a port nothing listens on is
+    not refused at once: a connect can wait out its time. That is no firewall's doing (none
+    filters loopback): the likely cause is a Windows half that is not running."""
+    return failure(
+        f"nothing answered at {hop.endpoint} in time: under mirrored networking a Windows port "
+        "that nothing listens on can go unanswered rather than refused, so the Windows half is "
+        "most likely not running",
+        f"start the Windows half: run `{ctx.fixes().windows_up}` on Windows, then "
+        f"`{ctx.fixes().windows_doctor}` there",
+    )
+
+
 def _windows_half_unreachable(ctx: WslContext, hop: Hop, failed: Unreachable) -> Verdict:
     finding = f"cannot connect to the Windows half at {hop.endpoint}: {failed.reason}"
     if failed.kind is UnreachableKind.REFUSED:
         return failure(
             finding, f"start the Windows half: run `{ctx.fixes().windows_up}` on Windows"
         )
+    loopback = isinstance(hop.endpoint, TcpEndpoint) and ip_address(hop.endpoint.host).is_loopback
+    if failed.kind is UnreachableKind.TIMED_OUT and loopback:
+        return _timed_out_on_loopback(ctx, hop)
     if failed.kind is UnreachableKind.TIMED_OUT:
         port = hop.endpoint.port if isinstance(hop.endpoint, TcpEndpoint) else ctx.options.port
         add = firewall_add_command(port, _wsl_subnet(ctx.found.route, hop.endpoint))
@@ -652,6 +669,32 @@ async def check_cli(ctx: WslContext) -> Verdict:
     return ok(f"tailscale {cli_version} at {path}, the Windows daemon's release")
 
 
+# --- up-defaults ------------------------------------------------------------------------------
+
+# The Linux CLI computes `tailscale up`'s flag defaults for its own OS unless this names another
+# (tailscale cmd/tailscale/cli/up.go, effectiveGOOS).
+UP_FLAG_GOOS = "TS_DEBUG_UP_FLAG_GOOS"
+UP_FLAG_GOOS_FIX = (
+    "change single settings with `tailscale set` (e.g. `tailscale set --accept-routes`), or make "
+    f"`tailscale up` use Windows' defaults: echo 'export {UP_FLAG_GOOS}=windows' >> ~/.bashrc"
+)
+
+
+async def check_up_defaults(ctx: WslContext) -> Verdict:
+    """`tailscale up` here compares its flags against Linux's defaults, while the daemon runs
+    Windows' (--accept-routes is on by default on Windows, off on Linux): run without its
+    flags re-specified, it refuses, or with --reset puts Windows-only preferences back."""
+    goos = ctx.system.environ.get(UP_FLAG_GOOS, "")
+    if goos == "windows":
+        return ok(f"`tailscale up` uses Windows' flag defaults here ({UP_FLAG_GOOS}=windows)")
+    told = f" ({UP_FLAG_GOOS}={goos})" if goos else ""
+    return warning(
+        f"`tailscale up` here computes its flag defaults for Linux{told}, not for the Windows "
+        "daemon it talks to: it may ask for flags again, or reset Windows' preferences",
+        UP_FLAG_GOOS_FIX,
+    )
+
+
 # --- end-to-end -------------------------------------------------------------------------------
 
 
@@ -685,5 +728,6 @@ WSL_CHECKS: list[Check[WslContext]] = [
     Check("localapi", check_localapi, needs=("windows-half", "link-key")),
     Check("socket", check_socket),
     Check("cli", check_cli),
+    Check("up-defaults", check_up_defaults, needs=("cli",)),
     Check("end-to-end", check_end_to_end, needs=("socket", "localapi")),
 ]

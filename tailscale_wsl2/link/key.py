@@ -11,6 +11,12 @@ itself keeps on its own named pipe.
 Both sides take `--key-file PATH` instead (the Windows half creates the file
 there if missing), which is also how the tests run both halves on Linux.
 
+On Windows the new key is made private with `icacls`, granting access to the user's SID
+(`*S-1-5-21-...`), read from this process's own token: the account is named without a name
+lookup, and not from environment variables (USERDOMAIN, USERNAME), which may be unset or name
+someone else than the account the process runs as. If that fails, `up` says so in one line
+and leaves no temporary key file behind, so the next `up` starts clean.
+
 Reading the file is careful because the path is the user's to type and the WSL2
 half reads it as root: only a regular file is read (never through a symbolic
 link, so no other file can be passed off as the key), opened without blocking
@@ -23,10 +29,9 @@ import enum
 import os
 import secrets
 import stat
-import subprocess
 import sys
-from collections.abc import Mapping, Sequence
-from pathlib import Path
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path, PureWindowsPath
 
 from tailscale_wsl2.errors import ActionableError
 from tailscale_wsl2.facts import PROGRAM
@@ -36,9 +41,13 @@ __all__ = [
     "KEY_BYTES",
     "KeyFileError",
     "KeyProblem",
+    "Lockdown",
+    "current_user_sid",
     "find_key_from_wsl",
+    "icacls_argv",
     "load_key",
     "load_or_create_key",
+    "restrict_to_owner",
     "windows_key_path",
 ]
 
@@ -263,36 +272,125 @@ def load_key(path: Path) -> bytes:
     return _parse_key(_read_key_file(path).decode("ascii", errors="replace"), path)
 
 
-def restrict_to_owner(path: Path) -> None:
-    """Make `path` readable by its owner only (on Windows: drop inherited access)."""
+def current_user_sid() -> str:
+    """The SID of the user this process runs as, from its token (Windows only)."""
     if sys.platform != "win32":
+        raise OSError("user SIDs exist only on Windows")
+    import ctypes  # noqa: PLC0415 (Windows only)
+    from ctypes import wintypes  # noqa: PLC0415
+
+    advapi32 = ctypes.WinDLL("advapi32", use_last_error=True)
+    kernel32 = ctypes.WinDLL("kernel32", use_last_error=True)
+    kernel32.GetCurrentProcess.argtypes = ()
+    kernel32.GetCurrentProcess.restype = wintypes.HANDLE
+    advapi32.OpenProcessToken.argtypes = (
+        wintypes.HANDLE,
+        wintypes.DWORD,
+        ctypes.POINTER(wintypes.HANDLE),
+    )
+    advapi32.GetTokenInformation.argtypes = (
+        wintypes.HANDLE,
+        ctypes.c_int,
+        wintypes.LPVOID,
+        wintypes.DWORD,
+        ctypes.POINTER(wintypes.DWORD),
+    )
+    advapi32.ConvertSidToStringSidW.argtypes = (wintypes.LPVOID, ctypes.POINTER(wintypes.LPWSTR))
+    kernel32.LocalFree.argtypes = (wintypes.LPVOID,)
+    kernel32.CloseHandle.argtypes = (wintypes.HANDLE,)
+
+    def check(succeeded: int) -> None:
+        if not succeeded:
+            raise ctypes.WinError(ctypes.get_last_error())
+
+    token = wintypes.HANDLE()
+    token_query, token_user = 0x0008, 1
+    check(advapi32.OpenProcessToken(kernel32.GetCurrentProcess(), token_query, ctypes.byref(token)))
+    try:
+        # TOKEN_USER: a pointer to the SID, then the SID itself.
+        buffer = ctypes.create_string_buffer(256)
+        size = wintypes.DWORD()
+        check(advapi32.GetTokenInformation(token, token_user, buffer, 256, ctypes.byref(size)))
+        sid = ctypes.cast(buffer, ctypes.POINTER(wintypes.LPVOID))[0]
+        text = wintypes.LPWSTR()
+        check(advapi32.ConvertSidToStringSidW(sid, ctypes.byref(text)))
+        try:
+            return str(text.value)
+        finally:
+            kernel32.LocalFree(text)
+    finally:
+        kernel32.CloseHandle(token)
+
+
+def _icacls(environ: Mapping[str, str]) -> str:
+    # By absolute path: the .exe often runs from Downloads, where a planted icacls.exe would
+    # otherwise be found first.
+    system_root = environ.get("SystemRoot") or r"C:\Windows"
+    return str(PureWindowsPath(system_root, "System32", "icacls.exe"))
+
+
+def icacls_argv(path: Path, sid: str, environ: Mapping[str, str]) -> list[str]:
+    """Drop inherited access to `path` and give full control to the user `sid` alone."""
+    # %LOCALAPPDATA% inherits the profile's ACL (the user, SYSTEM and the Administrators
+    # group); the key needs the user alone. `*SID` names the account by SID.
+    return [_icacls(environ), str(path), "/inheritance:r", "/grant:r", f"*{sid}:F"]
+
+
+def _first_line(text: str) -> str:
+    return next((line.strip() for line in text.splitlines() if line.strip()), "no output")
+
+
+Lockdown = Callable[[Path], None]
+
+
+def restrict_to_owner(
+    path: Path,
+    *,
+    run: RunCommand = run_command,
+    user_sid: Callable[[], str] = current_user_sid,
+    environ: Mapping[str, str] = os.environ,
+    platform: str = sys.platform,
+) -> None:
+    """Make `path` readable by its owner only (on Windows: the user's SID alone, through
+    icacls); raises ActionableError, one line, when that cannot be done."""
+    if platform != "win32":
         os.chmod(path, 0o600)
         return
-    # %LOCALAPPDATA% inherits the profile's ACL (the user, SYSTEM and the
-    # Administrators group); the key needs the user alone.
-    user = f"{os.environ.get('USERDOMAIN', '.')}\\{os.environ.get('USERNAME', '')}"
-    subprocess.run(
-        ["icacls", str(path), "/inheritance:r", "/grant:r", f"{user}:F"],
-        capture_output=True,
-        check=True,
-        creationflags=subprocess.CREATE_NO_WINDOW,
-    )
+    fix = f'check who may change that folder with: icacls "{path.parent}"'
+    try:
+        sid = user_sid()
+    except OSError as exc:
+        raise ActionableError(
+            f"cannot make the link key private: this process's user is unknown ({exc})", fix
+        ) from None
+    argv = icacls_argv(path, sid, environ)
+    answer = run(argv)
+    if answer is None or answer.returncode != 0:
+        why = "it could not be run" if answer is None else _first_line(answer.output)
+        raise ActionableError(
+            f"cannot make the link key private to you: icacls failed ({why})", fix
+        )
 
 
-def _create_key(path: Path) -> bytes:
+def _create_key(path: Path, lockdown: Lockdown) -> bytes:
     path.parent.mkdir(parents=True, exist_ok=True)
     staging = path.with_name(f".{path.name}.{os.getpid()}")
     key = secrets.token_bytes(KEY_BYTES)
     # Written and locked down under a temporary name, then renamed, so the key
     # is never readable by others and never half-written at `path`.
-    with open(os.open(staging, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as out:
-        out.write(key.hex() + "\n")
-    restrict_to_owner(staging)
-    os.replace(staging, path)
+    try:
+        with open(os.open(staging, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as out:
+            out.write(key.hex() + "\n")
+        lockdown(staging)
+        os.replace(staging, path)
+    except BaseException:
+        # A key that could not be locked down is never used, nor left for the next try.
+        staging.unlink(missing_ok=True)
+        raise
     return key
 
 
-def load_or_create_key(path: Path) -> bytes:
+def load_or_create_key(path: Path, *, lockdown: Lockdown = restrict_to_owner) -> bytes:
     """The Windows half's key: the one at `path`, or a new one written there."""
     try:
         return load_key(path)
@@ -300,7 +398,7 @@ def load_or_create_key(path: Path) -> bytes:
         if exc.problem is not KeyProblem.MISSING:
             raise
     try:
-        return _create_key(path)
+        return _create_key(path, lockdown)
     except OSError as exc:
         raise KeyFileError(
             KeyProblem.BAD_PATH,

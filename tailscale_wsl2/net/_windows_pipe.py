@@ -9,10 +9,12 @@ bindings), and trio's public IOCP primitives for the I/O itself: the pipe is ope
 and read and written with `readinto_overlapped` / `write_overlapped`, so a pipe costs no thread.
 Only `WaitNamedPipeW`, which blocks, runs in a worker thread.
 
-- Impersonation: the handle is opened with the default security quality of service, i.e. no
-  `SECURITY_SQOS_PRESENT` flag, which gives the daemon the SecurityImpersonation level. The
-  Tailscale daemon impersonates its pipe clients to learn who they are and refuses clients at
-  the Anonymous level.
+- Impersonation: the daemon impersonates each pipe client to learn who it is (its token's
+  user, and its process) and refuses a client at the Anonymous level. The handle is opened
+  with `SECURITY_SQOS_PRESENT | SECURITY_IDENTIFICATION`, as Tailscale's own client opens it:
+  the daemon may read our token's identity, but cannot act as us (without the flags Windows
+  would grant the Impersonation level, more than the daemon needs). Wine ignores these flags
+  and reports Impersonation whatever is asked; the Windows CI job checks the level.
 - Errors: a missing pipe raises `PipeNotFoundError` (a `FileNotFoundError` naming the pipe:
   for the LocalAPI pipe it means Tailscale is not running on Windows, and the relay should
   answer 502). A pipe whose instances are all in use is waited for with `WaitNamedPipeW`, up to
@@ -68,6 +70,12 @@ _GENERIC_READ: Final = 0x80000000
 _GENERIC_WRITE: Final = 0x40000000
 _OPEN_EXISTING: Final = 3
 _FILE_FLAG_OVERLAPPED: Final = 0x40000000
+# winbase.h: the security quality of service is given, and it is SecurityIdentification (1)
+# shifted into place.
+_SECURITY_SQOS_PRESENT: Final = 0x00100000
+_SECURITY_IDENTIFICATION: Final = 0x00010000
+# Overlapped I/O (IOCP), and the least impersonation level that lets the daemon identify us.
+_CLIENT_FLAGS: Final = _FILE_FLAG_OVERLAPPED | _SECURITY_SQOS_PRESENT | _SECURITY_IDENTIFICATION
 _INVALID_HANDLE_VALUE: Final = ctypes.c_void_p(-1).value
 
 _ERROR_FILE_NOT_FOUND: Final = 2
@@ -145,8 +153,7 @@ def _create_file(pipe_name: str) -> tuple[int | None, int]:
         0,  # no sharing
         None,  # default security attributes
         _OPEN_EXISTING,
-        # Deliberately no SECURITY_SQOS_PRESENT: see "Impersonation" above.
-        _FILE_FLAG_OVERLAPPED,
+        _CLIENT_FLAGS,  # see "Impersonation" above
         None,
     )
     if handle is None or handle == _INVALID_HANDLE_VALUE:

@@ -8,6 +8,7 @@ relay sends back to the client (see `bad_gateway.py`).
 """
 
 import errno
+import ipaddress
 import socket
 import sys
 from collections.abc import Awaitable, Callable
@@ -15,10 +16,17 @@ from dataclasses import dataclass
 
 import trio
 
-from tailscale_wsl2.net.endpoints import Endpoint, NamedPipeEndpoint, UnixEndpoint
+from tailscale_wsl2.net.endpoints import Endpoint, NamedPipeEndpoint, TcpEndpoint, UnixEndpoint
 from tailscale_wsl2.net.sockets import connect_socket
 
-__all__ = ["Connector", "Hop", "UpstreamUnavailable", "hop_connector", "open_stream"]
+__all__ = [
+    "Connector",
+    "Hop",
+    "UpstreamUnavailable",
+    "describe_timeout",
+    "hop_connector",
+    "open_stream",
+]
 
 # A firewall that drops SYNs makes a TCP connect hang for minutes; the CLI user
 # deserves an answer long before that.
@@ -72,6 +80,19 @@ def describe_connect_error(exc: OSError) -> str:
     return exc.strerror or str(exc)
 
 
+def _on_loopback(endpoint: Endpoint) -> bool:
+    return isinstance(endpoint, TcpEndpoint) and ipaddress.ip_address(endpoint.host).is_loopback
+
+
+def describe_timeout(endpoint: Endpoint) -> str:
+    """Why a connect to `endpoint` may have had no answer. On loopback no firewall is in the
+    way, but WSL's mirrored networking passes 127.0.0.1 to Windows, where a port nothing
+    listens on is not refused at once: the connect then waits out its time instead."""
+    if _on_loopback(endpoint):
+        return "no answer in time; on loopback a closed port may go unanswered: is it running?"
+    return describe_connect_error(TimeoutError())
+
+
 def hop_connector(hop: Hop, *, timeout: float = DEFAULT_CONNECT_TIMEOUT) -> Connector:
     """A connector that opens `hop` or raises `UpstreamUnavailable` naming it."""
 
@@ -79,7 +100,7 @@ def hop_connector(hop: Hop, *, timeout: float = DEFAULT_CONNECT_TIMEOUT) -> Conn
         try:
             return await open_stream(hop.endpoint, timeout=timeout)
         except trio.TooSlowError:
-            reason = describe_connect_error(TimeoutError())
+            reason = describe_timeout(hop.endpoint)
         except OSError as exc:
             reason = describe_connect_error(exc)
         raise UpstreamUnavailable(

@@ -14,13 +14,27 @@ a trio checkpoint, and a loop that never waits (a bulk copy) yields by itself
 treats it like any other stream; `connect_socket` and `RawSocketListener`
 produce them. OS errors become trio's `BrokenResourceError` (the peer is gone)
 or `ClosedResourceError` (we closed it), as trio's own streams do.
+
+Two Windows differences are settled here, for every connect and listener:
+
+- A closed port on Windows, loopback included, is not refused at once: the stack
+  sends the SYN again for about 2 s first. For a loopback connect (the Windows half
+  to Tailscale's legacy port, doctor's probes) a refusal is final, so the socket is
+  told not to retransmit its SYN (`SIO_TCP_INITIAL_RTO`, Windows 10 1709 and
+  later), as libuv and Go's runtime do. Should the call fail, the connect only
+  takes its 2 s as before.
+- Listeners set no address option on Windows: see `listen_options`.
 """
 
 import errno
+import functools
+import ipaddress
 import os
 import select
 import socket
+import struct
 import sys
+from collections.abc import Callable
 from types import TracebackType
 
 import trio
@@ -28,11 +42,15 @@ import trio
 __all__ = [
     "COPY_CHUNK_SIZE",
     "FAIRNESS_BYTES",
+    "NO_SYN_RETRANSMISSIONS",
     "PEER_GONE",
+    "SIO_TCP_INITIAL_RTO",
     "PeerErrorsAsBroken",
     "RawSocketListener",
     "RawSocketStream",
     "connect_socket",
+    "initial_rto_parameters",
+    "listen_options",
     "listening_socket",
     "peer_closed_entirely",
     "send_all_when_ready",
@@ -58,6 +76,74 @@ ACCEPT_SKIPPABLE = {errno.ECONNABORTED, errno.EPROTO, errno.EPERM, errno.ENETDOW
 # system can (Linux): the Windows half opens one per client connection, and
 # this spares it the ioctl that setblocking() makes.
 CREATED_NON_BLOCKING = getattr(socket, "SOCK_NONBLOCK", 0)
+
+# Windows (mstcpip.h): the control code _WSAIOW(IOC_VENDOR, 17), and its input, a
+# TCP_INITIAL_RTO_PARAMETERS: USHORT Rtt (0xFFFF: unspecified, keep the system's), UCHAR
+# MaxSynRetransmissions (0xFE: TCP_INITIAL_RTO_NO_SYN_RETRANSMISSIONS), one byte of padding.
+SIO_TCP_INITIAL_RTO = 0x98000011
+NO_SYN_RETRANSMISSIONS = 0xFE
+_UNSPECIFIED_RTT = 0xFFFF
+
+
+def initial_rto_parameters(host: str) -> bytes | None:
+    """The SIO_TCP_INITIAL_RTO input that makes a connect to `host` fail at its first refusal,
+    or None to keep Windows' retries (a host that is not loopback may just be slow to answer)."""
+    try:
+        loopback = ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return None
+    if not loopback:
+        return None
+    return struct.pack("<HBx", _UNSPECIFIED_RTT, NO_SYN_RETRANSMISSIONS)
+
+
+@functools.cache
+def _wsaioctl() -> Callable[..., int]:
+    if sys.platform != "win32":
+        raise OSError(errno.ENOSYS, "WSAIoctl exists only on Windows")
+    import ctypes  # noqa: PLC0415 (Windows only, loaded at the first loopback connect)
+    from ctypes import wintypes  # noqa: PLC0415
+
+    function = ctypes.WinDLL("ws2_32").WSAIoctl
+    function.argtypes = (
+        ctypes.c_size_t,  # SOCKET s
+        wintypes.DWORD,  # dwIoControlCode
+        wintypes.LPVOID,  # lpvInBuffer
+        wintypes.DWORD,  # cbInBuffer
+        wintypes.LPVOID,  # lpvOutBuffer
+        wintypes.DWORD,  # cbOutBuffer
+        ctypes.POINTER(wintypes.DWORD),  # lpcbBytesReturned
+        wintypes.LPVOID,  # lpOverlapped
+        wintypes.LPVOID,  # lpCompletionRoutine
+    )
+    function.restype = ctypes.c_int
+    return function
+
+
+def _no_retries_here(sock: socket.socket, parameters: bytes) -> bool:
+    """Give `parameters` to SIO_TCP_INITIAL_RTO on `sock`; whether Windows took them."""
+    import ctypes  # noqa: PLC0415 (Windows only)
+    from ctypes import wintypes  # noqa: PLC0415
+
+    returned = wintypes.DWORD()
+    status = _wsaioctl()(
+        sock.fileno(),
+        SIO_TCP_INITIAL_RTO,
+        parameters,
+        len(parameters),
+        None,
+        0,
+        ctypes.byref(returned),
+        None,
+        None,
+    )
+    return status == 0
+
+
+# How a socket about to connect to a host is told not to retransmit its SYN; None off
+# Windows, where a closed port is refused at once anyway. A seam: tests watch the calls.
+GiveUpAtOnce = Callable[[socket.socket, bytes], bool]
+give_up_at_once: GiveUpAtOnce | None = _no_retries_here if sys.platform == "win32" else None
 
 
 class PeerErrorsAsBroken:
@@ -202,6 +288,11 @@ async def connect_socket(
     (at most `timeout` seconds, then trio.TooSlowError)."""
     sock = socket.socket(family, socket.SOCK_STREAM | CREATED_NON_BLOCKING)
     try:
+        if give_up_at_once is not None and isinstance(address, tuple):
+            parameters = initial_rto_parameters(address[0])
+            if parameters is not None:
+                # Its failure costs only the retries' 2 s: nothing to report.
+                give_up_at_once(sock, parameters)
         error = await _connect(sock, address, timeout)
     except BaseException:
         sock.close()
@@ -212,17 +303,35 @@ async def connect_socket(
     return RawSocketStream(sock)
 
 
+def listen_options(platform: str) -> list[tuple[int, int, int]]:
+    """The socket options (level, name, value) a TCP listener sets before binding on `platform`.
+
+    The listener must bind again at once after a restart, or after the vEthernet (WSL) adapter
+    came back at the same address while links accepted before are still open, and a second
+    `up` must still fail with "port in use".
+
+    - Linux: SO_REUSEADDR, which lets a bind pass the old connections in TIME_WAIT and still
+      refuses a second listener.
+    - Windows: none. Microsoft documents that a port bound with SO_EXCLUSIVEADDRUSE cannot be
+      bound again until every connection accepted on it is inactive, so a quick restart (or a
+      rebind while links linger) would fail as "in use"; and Windows' SO_REUSEADDR lets a
+      second socket bind the very same port, so a second `up` would not fail and connections
+      would go to either. With no option, Windows' default (enhanced socket security, Windows
+      Server 2003 and later) already refuses a second bind, and lets only the same user's
+      sockets bind over it with SO_REUSEADDR.
+    """
+    if platform == "win32":
+        return []
+    return [(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)]
+
+
 def listening_socket(family: int, address: str | tuple[str, int], backlog: int) -> socket.socket:
-    """A bound, listening socket that no other program can share the port of."""
+    """A bound, listening socket that no other listener can share the port of."""
     sock = socket.socket(family, socket.SOCK_STREAM)
     try:
         if family in (socket.AF_INET, socket.AF_INET6):
-            if sys.platform == "win32":
-                # Windows' SO_REUSEADDR would let another program take the
-                # port over; exclusive use is what a server wants there.
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_EXCLUSIVEADDRUSE, 1)
-            else:
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            for level, name, value in listen_options(sys.platform):
+                sock.setsockopt(level, name, value)
         sock.bind(address)
         sock.listen(backlog)
         sock.setblocking(False)

@@ -4,11 +4,14 @@
 every combination with canned look-ups); `serve` runs what it returns, and doctor checks it,
 so both see exactly the same plan.
 
-The Windows half listens on one of three kinds of address: the one given with `--listen`;
-127.0.0.1 under mirrored networking (WSL2 reaches Windows through loopback there, and no
-vEthernet (WSL) adapter exists); or, by default, the vEthernet (WSL) adapter's, followed as WSL
-creates and re-creates it. It relays to Tailscale's LocalAPI wherever the installed Tailscale
-serves it (`windows.localapi`) unless `--upstream` names a place.
+Where the Windows half listens: with `--listen`, there and only there. Otherwise on the
+vEthernet (WSL) adapter whenever it exists, followed as WSL creates and re-creates it; and,
+when `.wslconfig` configures mirrored networking, on 127.0.0.1 as well (WSL2 reaches Windows
+through loopback there). Both, because the configuration is not what runs: WSL falls back to
+NAT when mirrored networking cannot run (IPv6 disabled, an old kernel, Windows 10), and then
+creates the adapter; listening on both serves WSL2 whichever way it comes in, and never waits
+for an adapter mirrored networking does not make. It relays to Tailscale's LocalAPI wherever
+the installed Tailscale serves it (`windows.localapi`) unless `--upstream` names a place.
 """
 
 import ipaddress
@@ -39,6 +42,7 @@ __all__ = [
     "Discoverers",
     "Half",
     "HalfName",
+    "ListenPlace",
     "Options",
     "WindowsHalf",
     "WslHalf",
@@ -70,15 +74,29 @@ class Options:
 
 
 @dataclass(frozen=True)
+class ListenPlace:
+    """One address the Windows half listens on, how it was found, and the peers it admits."""
+
+    endpoint: TcpEndpoint
+    found_by: str
+    allowed_peers: IPNetwork
+
+
+@dataclass(frozen=True)
 class WindowsHalf:
-    # listen and allowed_peers are None while the WSL adapter does not exist (wait_for_wsl).
-    listen: TcpEndpoint | None
-    listen_found_by: str
-    allowed_peers: IPNetwork | None
+    # Bound at start, for the whole run: --listen's address, or loopback (mirrored networking).
+    fixed: tuple[ListenPlace, ...]
+    # The vEthernet (WSL) adapter's place as planning found it; None while WSL has not made it.
+    adapter: ListenPlace | None
+    follow_adapter: bool  # listen on the adapter too, and rebind as it comes, goes and moves
+    mirrored: bool  # .wslconfig configures mirrored networking (not asked with --listen)
     upstream: Hop | LocalApiAuto
     key_file: Path | None  # None: --insecure-no-auth
     port: int
-    follow_adapter: bool  # rebind as the vEthernet (WSL) adapter comes, goes and moves
+
+    def places(self) -> tuple[ListenPlace, ...]:
+        """Where it listens now (as planned): the fixed places, then the adapter's."""
+        return self.fixed + ((self.adapter,) if self.adapter and self.follow_adapter else ())
 
 
 @dataclass(frozen=True)
@@ -168,38 +186,53 @@ def _loopback_peers(address: str) -> IPNetwork:
     return ipaddress.ip_network("127.0.0.0/8" if version == 4 else "::1/128")
 
 
-# Where the Windows half listens, the peers it accepts, and whether it follows the adapter.
-WindowsListen = tuple[Discovered | None, IPNetwork | None, bool]
-
-
-def _listen_given(listen: str, discover: Discoverers) -> WindowsListen:
+def _listen_given(listen: str, port: int, discover: Discoverers) -> ListenPlace:
     found = _override(listen, "--listen")
+    endpoint = TcpEndpoint(found.address, port)
     address = ipaddress.ip_address(found.address)
     if address.is_loopback:  # mirrored networking, or a test
-        return found, _loopback_peers(found.address), False
+        return ListenPlace(endpoint, found.method, _loopback_peers(found.address))
     adapter = _wsl_adapter(discover)
     if address not in adapter.network:
         raise ActionableError(
             f"--listen {address} is not on the WSL adapter's subnet {adapter.network}",
             "omit --listen, or listen on a loopback address",
         )
-    return found, adapter.network, False
+    return ListenPlace(endpoint, found.method, adapter.network)
 
 
-def _windows_listen(options: Options, discover: Discoverers) -> WindowsListen:
-    if options.listen:
-        return _listen_given(options.listen, discover)
-    mode, source = discover.windows_networking_mode()
-    if mode == "mirrored":
-        # No NAT adapter exists; mirrored WSL2 reaches Windows services on 127.0.0.1.
-        found = Discovered(LOOPBACK, f"mirrored networking ({source}): WSL2 comes in on loopback")
-        return found, _loopback_peers(LOOPBACK), False
-    adapter = discover.windows_adapter()
+def _adapter_place(adapter: WslAdapter | None, port: int) -> ListenPlace | None:
     if adapter is None:
-        if not options.wait_for_wsl:
-            raise _no_wsl_adapter()
-        return None, None, True
-    return adapter.found, adapter.network, True
+        return None
+    return ListenPlace(
+        TcpEndpoint(adapter.found.address, port), adapter.found.method, adapter.network
+    )
+
+
+def _mirrored_loopback(port: int, source: str) -> ListenPlace:
+    return ListenPlace(
+        TcpEndpoint(LOOPBACK, port),
+        f"mirrored networking ({source}): WSL2 comes in on loopback",
+        _loopback_peers(LOOPBACK),
+    )
+
+
+# The Windows half's places: fixed ones, the adapter's now, following it, mirrored configured.
+WindowsPlaces = tuple[tuple[ListenPlace, ...], ListenPlace | None, bool, bool]
+
+
+def _windows_places(options: Options, discover: Discoverers) -> WindowsPlaces:
+    port = options.port
+    if options.listen:  # there and only there, whatever WSL does
+        return (_listen_given(options.listen, port, discover),), None, False, False
+    mode, source = discover.windows_networking_mode()
+    adapter = discover.windows_adapter()
+    if mode == "mirrored":
+        # The adapter exists only if WSL fell back to NAT: listen there too, never wait for it.
+        return (_mirrored_loopback(port, source),), _adapter_place(adapter, port), True, True
+    if adapter is None and not options.wait_for_wsl:
+        raise _no_wsl_adapter()
+    return (), _adapter_place(adapter, port), True, False
 
 
 def _key_file(options: Options, default: Callable[[], Path]) -> Path | None:
@@ -223,17 +256,15 @@ def plan_half(
     options: Options, side: Side, discover: Discoverers, environ: Mapping[str, str]
 ) -> Half:
     if half_for(options, side) == "windows":
-        found, allowed_peers, follow_adapter = _windows_listen(options, discover)
+        fixed, adapter, follow_adapter, mirrored = _windows_places(options, discover)
         return WindowsHalf(
-            listen=TcpEndpoint(found.address, options.port) if found else None,
-            listen_found_by=found.method
-            if found
-            else "the vEthernet (WSL) adapter, once WSL starts",
-            allowed_peers=allowed_peers,
+            fixed=fixed,
+            adapter=adapter,
+            follow_adapter=follow_adapter,
+            mirrored=mirrored,
             upstream=_windows_upstream(options),
             key_file=_key_file(options, discover.windows_key_file),
             port=options.port,
-            follow_adapter=follow_adapter,
         )
     found = (
         _override(options.host_ip, "--host-ip") if options.host_ip else discover.wsl_host_address()

@@ -25,7 +25,7 @@ import trio
 from tailscale_wsl2.errors import ActionableError
 from tailscale_wsl2.windows.ipconfig import AdapterAddress, WslAdapter, find_wsl_adapter
 
-__all__ = ["POLL_INTERVAL", "ListAdapters", "RebindingListener", "follow_wsl_adapter"]
+__all__ = ["POLL_INTERVAL", "WAITING", "ListAdapters", "RebindingListener", "follow_wsl_adapter"]
 
 log = logging.getLogger(__name__)
 
@@ -100,11 +100,13 @@ async def follow_wsl_adapter(
     unbind: Callable[[], Awaitable[None]],
     *,
     interval: float = POLL_INTERVAL,
+    waiting: str = WAITING,
 ) -> NoReturn:
     """Keep `bind` applied to the WSL adapter as it comes, goes and moves; never returns.
 
     `bind(adapter)` starts listening on `adapter` (raising ActionableError when it cannot);
-    `unbind()` stops listening once the adapter is gone.
+    `unbind()` stops listening once the adapter is gone; `waiting` is logged, once, while there
+    is none.
     """
     bound: WslAdapter | None = None
     said_waiting = False  # the log says each thing once, not every poll
@@ -117,7 +119,7 @@ async def follow_wsl_adapter(
                 log.warning("the vEthernet (WSL) adapter is gone (%s)", _describe(bound))
                 bound = None
             if not said_waiting:
-                log.info("%s", WAITING)
+                log.info("%s", waiting)
                 said_waiting = True
         elif adapter != bound:
             try:

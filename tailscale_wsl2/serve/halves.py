@@ -1,15 +1,17 @@
-"""Running a planned half: open its listener, relay until Ctrl+C or SIGTERM, shut down cleanly.
+"""Running a planned half: open its listeners, relay until Ctrl+C or SIGTERM, shut down cleanly.
 
 The WSL2 half serves the Unix socket and relays over warm, authenticated links; the Windows half
-listens where the plan says (following the vEthernet (WSL) adapter as WSL re-creates it), admits
-peers by subnet and link key, and relays each session to the LocalAPI.
+listens where the plan says (its fixed places, such as loopback under mirrored networking, and
+the vEthernet (WSL) adapter, followed as WSL re-creates it; one relay serves them all), admits
+peers by the network they come from and the link key, and relays each session to the LocalAPI.
 """
 
+import ipaddress
 import logging
 import math
 import signal
 import sys
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from functools import partial
 from ipaddress import IPv4Network
@@ -29,12 +31,17 @@ from tailscale_wsl2.link.sessions import (
 )
 from tailscale_wsl2.link.warm import WarmLinks
 from tailscale_wsl2.net.connect import Connector, Hop, hop_connector
-from tailscale_wsl2.net.endpoints import Discovered, IPNetwork, TcpEndpoint
+from tailscale_wsl2.net.endpoints import IPNetwork, TcpEndpoint
 from tailscale_wsl2.net.listeners import open_tcp_listener
-from tailscale_wsl2.net.sockets import RawSocketListener
-from tailscale_wsl2.plan.halves import Half, WindowsHalf, WslHalf
+from tailscale_wsl2.net.sockets import RawSocketListener, RawSocketStream
+from tailscale_wsl2.plan.halves import Half, ListenPlace, WindowsHalf, WslHalf
 from tailscale_wsl2.relay.core import Relay
-from tailscale_wsl2.serve.adapter_watch import ListAdapters, RebindingListener, follow_wsl_adapter
+from tailscale_wsl2.serve.adapter_watch import (
+    WAITING,
+    ListAdapters,
+    RebindingListener,
+    follow_wsl_adapter,
+)
 from tailscale_wsl2.tuning.heap import settle_after_start_up
 from tailscale_wsl2.tuning.open_files import raise_open_file_limit
 from tailscale_wsl2.windows.ipconfig import WslAdapter
@@ -69,13 +76,13 @@ def _describe_security(key_file: Path | None, reachable_at: object) -> None:
 
 async def _relay_until_signal(
     relay: Relay,
-    listener: trio.abc.Listener[trio.abc.Stream],
+    listeners: Sequence[trio.abc.Listener[trio.abc.Stream]],
     helpers: list[Callable[[], Awaitable[object]]],
     signals: ShutdownSignals,
 ) -> None:
     """Serve until SIGINT or SIGTERM, with `helpers` running alongside until then."""
     async with trio.open_nursery() as nursery:
-        await nursery.start(relay.serve, [listener])
+        await nursery.start(relay.serve, list(listeners))
         settle_after_start_up()  # its garbage goes back to the system (heap.py)
         async with trio.open_nursery() as helping:
             for helper in helpers:
@@ -141,7 +148,7 @@ async def _run_wsl_half(half: WslHalf, max_connections: int, signals: ShutdownSi
     )
     _describe_security(half.key_file, half.upstream.endpoint)
     try:
-        await _relay_until_signal(relay, listener, [warm.keep_warm], signals)
+        await _relay_until_signal(relay, [listener], [warm.keep_warm], signals)
     finally:
         remove_socket_file()
 
@@ -159,17 +166,24 @@ class WindowsLookups:
     firewall_warning: Callable[[int, IPv4Network], str | None]
 
 
-class _CurrentSubnetAdmission:
-    """The Windows half's admission, for the subnet it listens on now (it follows the adapter)."""
+class _PeerNetworks:
+    """The Windows half's admission: a peer from a network it listens for (each fixed place's,
+    and the adapter's subnet as it is now: it follows the adapter), then the link key."""
 
-    def __init__(self, allowed_peers: IPNetwork | None, key: bytes | None) -> None:
-        self.allowed_peers = allowed_peers
+    def __init__(self, fixed: Sequence[IPNetwork], key: bytes | None) -> None:
+        self._fixed = list(fixed)
+        self.adapter: IPNetwork | None = None
         self._key = key
 
     async def __call__(self, stream: trio.abc.Stream) -> str | None:
-        if self.allowed_peers is None:
+        networks = [*self._fixed, *([self.adapter] if self.adapter else [])]
+        if not networks:
             return "accepted after the WSL adapter went away"
-        return await admit_windows_peer(stream, self.allowed_peers, self._key)
+        assert isinstance(stream, RawSocketStream)  # the Windows half listens on TCP
+        peer = ipaddress.ip_address(stream.socket.getpeername()[0])
+        # The network the peer is in, if any; else the last, which the refusal then names.
+        network = next((net for net in networks if peer in net), networks[-1])
+        return await admit_windows_peer(stream, network, self._key)
 
 
 def _windows_connector(
@@ -190,13 +204,21 @@ def _upstream_name(upstream: Hop | LocalApiAuto) -> str:
     return "Tailscale's LocalAPI"
 
 
+MIRRORED_NO_ADAPTER = (
+    "no vEthernet (WSL) adapter, as mirrored networking makes none; should WSL fall back to "
+    "NAT, the Windows half listens on the adapter as well"
+)
+
+
 class _WindowsListening:
-    """Where the Windows half listens now: binding, rebinding, and the firewall warning."""
+    """Where the Windows half listens: its fixed places, the adapter it follows (rebinding as
+    WSL re-creates it), and the firewall warning for each subnet it binds."""
 
     def __init__(
-        self, half: WindowsHalf, admission: _CurrentSubnetAdmission, lookups: WindowsLookups | None
+        self, half: WindowsHalf, admission: _PeerNetworks, lookups: WindowsLookups | None
     ) -> None:
-        self.listener = RebindingListener()
+        self.fixed: list[RawSocketListener] = []
+        self.adapter = RebindingListener()
         self._half = half
         self._admission = admission
         self._lookups = lookups
@@ -205,26 +227,45 @@ class _WindowsListening:
             math.inf
         )
 
-    async def bind(self, address: Discovered, allowed_peers: IPNetwork) -> None:
-        endpoint = TcpEndpoint(address.address, self._half.port)
-        new = open_tcp_listener(endpoint)  # before any change: a failure changes nothing
-        self._admission.allowed_peers = allowed_peers
-        await self.listener.replace(new)
-        log.info("listening on %s (%s)", endpoint, address.method)
-        log.info("accepting connections from %s only", allowed_peers)
-        if isinstance(allowed_peers, IPv4Network) and not allowed_peers.is_loopback:
-            self._bound_subnets.send_nowait(allowed_peers)
+    def listeners(self) -> list[trio.abc.Listener[trio.abc.Stream]]:
+        adapter = [self.adapter] if self._half.follow_adapter else []
+        return [*self.fixed, *adapter]
+
+    def _opened(self, endpoint: TcpEndpoint, found_by: str, peers: IPNetwork) -> None:
+        log.info("listening on %s (%s)", endpoint, found_by)
+        log.info("accepting connections there from %s only", peers)
+        if isinstance(peers, IPv4Network) and not peers.is_loopback:
+            self._bound_subnets.send_nowait(peers)
+
+    def bind_fixed(self, place: ListenPlace) -> None:
+        """Bind a place for the whole run (before serving: a port in use ends `up` with its
+        one-line error)."""
+        self.fixed.append(open_tcp_listener(place.endpoint))
+        self._opened(place.endpoint, place.found_by, place.allowed_peers)
 
     async def bind_adapter(self, adapter: WslAdapter) -> None:
-        await self.bind(adapter.found, adapter.network)
+        endpoint = TcpEndpoint(adapter.found.address, self._half.port)
+        new = open_tcp_listener(endpoint)  # before any change: a failure changes nothing
+        self._admission.adapter = adapter.network
+        await self.adapter.replace(new)
+        self._opened(endpoint, adapter.found.method, adapter.network)
+        if self._half.mirrored:
+            log.warning(
+                "mirrored networking is configured, yet the vEthernet (WSL) adapter exists: "
+                "WSL fell back to NAT, and WSL2 comes in on the adapter"
+            )
 
     async def unbind(self) -> None:
-        await self.listener.replace(None)
+        self._admission.adapter = None
+        await self.adapter.replace(None)
 
     async def follow_adapter(self) -> None:
         if self._lookups is None:
             raise ValueError("following the WSL adapter needs WindowsLookups")
-        await follow_wsl_adapter(self._lookups.list_adapters, self.bind_adapter, self.unbind)
+        waiting = MIRRORED_NO_ADAPTER if self._half.mirrored else WAITING
+        await follow_wsl_adapter(
+            self._lookups.list_adapters, self.bind_adapter, self.unbind, waiting=waiting
+        )
 
     async def warn_if_firewalled(self) -> None:
         """Check each subnet bound to; warn (one line) when the firewall keeps it out."""
@@ -245,7 +286,7 @@ async def _run_windows_half(
     signals: ShutdownSignals,
 ) -> None:
     key = load_or_create_key(half.key_file) if half.key_file else None
-    admission = _CurrentSubnetAdmission(half.allowed_peers, key)
+    admission = _PeerNetworks([place.allowed_peers for place in half.fixed], key)
     connect, helpers = _windows_connector(half.upstream)
     relay = Relay.for_links(
         connect,
@@ -256,16 +297,17 @@ async def _run_windows_half(
     )
     listening = _WindowsListening(half, admission, lookups)
     helpers.append(listening.warn_if_firewalled)
+    try:
+        for place in half.fixed:
+            listening.bind_fixed(place)
+    except BaseException:
+        for listener in listening.fixed:
+            await listener.aclose()
+        raise
     if half.follow_adapter:
         helpers.append(listening.follow_adapter)
-    else:
-        # Bound before serving, so that a port in use ends `up` with its one-line error.
-        assert half.listen is not None
-        assert half.allowed_peers is not None
-        fixed = Discovered(half.listen.host, half.listen_found_by)
-        await listening.bind(fixed, half.allowed_peers)
     _describe_security(half.key_file, f"TCP port {half.port}")
-    await _relay_until_signal(relay, listening.listener, helpers, signals)
+    await _relay_until_signal(relay, listening.listeners(), helpers, signals)
 
 
 async def run_half(

@@ -9,16 +9,22 @@ import trio
 from tailscale_wsl2.plan.halves import Options, plan_half
 from tailscale_wsl2.plan.lookups import system_discoverers
 from tailscale_wsl2.serve.halves import WindowsLookups, run_half
-from tailscale_wsl2.system import run_command
 from tailscale_wsl2.windows.adapters import list_adapters
-from tailscale_wsl2.windows.firewall import RuleSpec, firewall_warning, this_program
+from tailscale_wsl2.windows.firewall import (
+    RuleSpec,
+    firewall_warning,
+    read_firewall_here,
+    running_image,
+    this_program,
+)
 from tailscale_wsl2.wsl.side import read_side
 
 __all__ = ["start", "windows_lookups"]
 
 
 def _firewall_warning(port: int, subnet: IPv4Network) -> str | None:
-    return firewall_warning(RuleSpec(port, subnet, this_program()), run_command)
+    spec = RuleSpec(port, subnet, this_program())
+    return firewall_warning(spec, running_image(), read_firewall_here())
 
 
 def windows_lookups() -> WindowsLookups:

@@ -10,34 +10,67 @@ new subnet, say) instead of adding a second one.
 
 Strategy: the netsh command lines are pure functions (tested to the argument); running them
 goes through seams: `run` (netsh unelevated: `show rule` needs no rights), `is_admin` and
-`run_elevated` (the UAC prompt, `_windows_elevation.py`). Not elevated and refused (or no
-prompt possible), the exact command for an elevated shell is the fix. Reading the rules
-reuses doctor's parser and coverage test, so `up`'s warning and `doctor` agree.
+`run_elevated` (the UAC prompt, `elevation.py`). Not elevated and refused (or no prompt
+possible), the exact command for an elevated shell is the fix. Reading the firewall
+(`read_firewall`) and its verdict (`firewall_rules.py`) are shared by `up`'s warning, `firewall
+add` and doctor, and so is the one line each verdict prints (`coverage_problem`).
+
+After adding the rule, `firewall add` reads the firewall again: a rule that does not let WSL2 in
+is not reported as done. Windows' first-listen prompt leaves Block rules scoped to the program
+that beat the new Allow rule; those, and only those (local, for this program), are removed,
+through an elevated PowerShell, when the user consents (asked, or `--remove-blocking`), and
+never silently. Anything else that still blocks is named with where to change it.
+
+Listing every rule can take longer than the usual command time limit on a machine with many
+rules, so it gets its own (`RULES_TIMEOUT_SECONDS`), and running out of it is its own verdict.
 """
 
+import base64
 import subprocess
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from functools import partial
 from ipaddress import IPv4Network
+from pathlib import PureWindowsPath
 
 from tailscale_wsl2.errors import ActionableError
 from tailscale_wsl2.facts import DEFAULT_PORT, FIREWALL_RULE_NAME, PROGRAM
-from tailscale_wsl2.system import RunCommand
-from tailscale_wsl2.windows.firewall_rules import firewall_coverage
+from tailscale_wsl2.system import (
+    CommandResult,
+    RunCommand,
+    RunCommandTimed,
+    TimedOut,
+    run_command_timed,
+)
+from tailscale_wsl2.windows.firewall_rules import (
+    Coverage,
+    FirewallRule,
+    NetshReading,
+    firewall_coverage,
+)
 
 __all__ = [
+    "RULES_TIMEOUT_SECONDS",
+    "SHOW_PROFILES",
     "SHOW_RULES",
+    "Consent",
     "FirewallSystem",
     "RuleSpec",
     "add_or_update_rule",
     "add_rule_argv",
     "add_rule_fix",
     "command_line",
+    "coverage_problem",
     "delete_rule_argv",
     "firewall_add_command",
     "firewall_warning",
+    "read_firewall",
+    "read_firewall_here",
+    "remove_blocking_argv",
+    "remove_blocking_script",
     "remove_rule",
+    "running_image",
     "show_rule",
     "show_rule_argv",
     "this_program",
@@ -47,6 +80,10 @@ __all__ = [
 NETSH_RULES = ["netsh", "advfirewall", "firewall"]
 # Every inbound rule, for the coverage verdict (firewall_rules.py).
 SHOW_RULES = [*NETSH_RULES, "show", "rule", "name=all", "dir=in", "verbose"]
+# Each profile's settings as applied, local and policy merged (firewall_rules.py).
+SHOW_PROFILES = ["netsh", "advfirewall", "monitor", "show", "firewall"]
+# netsh lists a few hundred rules in seconds; thousands (managed machines) take longer.
+RULES_TIMEOUT_SECONDS = 60.0
 
 
 @dataclass(frozen=True)
@@ -62,6 +99,11 @@ def this_program() -> str | None:
     """The program the rule is for: this executable when frozen; None (any program) when
     running from source, where the executable is a python.exe shared with other programs."""
     return sys.executable if getattr(sys, "frozen", False) else None
+
+
+def running_image() -> str:
+    """The executable this process runs as: the program Windows matches rules against."""
+    return sys.executable
 
 
 def _scope(spec: RuleSpec) -> list[str]:
@@ -125,49 +167,165 @@ def add_rule_fix(spec: RuleSpec) -> str:
     )
 
 
-def firewall_warning(spec: RuleSpec, run: RunCommand) -> str | None:
-    """One line when no enabled inbound rule lets TCP `spec.port` in from `spec.subnet` (or one
-    blocks it), else None. Rules netsh prints in another language cannot be read: None then too,
-    as `up` must not warn on a guess (`doctor` says it could not tell)."""
-    port, subnet = spec.port, spec.subnet
-    answer = run(SHOW_RULES)
-    coverage = firewall_coverage(answer.output if answer else None, port, subnet)
-    if coverage.verdict == "blocked":
+def read_firewall(run: RunCommandTimed) -> NetshReading:
+    """The rules and the profiles, as netsh prints them (see `NetshReading`)."""
+    rules = run(SHOW_RULES)
+    profiles = run(SHOW_PROFILES)
+    return NetshReading(
+        rules=rules.output if isinstance(rules, CommandResult) else None,
+        profiles=profiles.output
+        if isinstance(profiles, CommandResult) and profiles.returncode == 0
+        else None,
+        rules_timed_out_after=rules.seconds if isinstance(rules, TimedOut) else None,
+    )
+
+
+def read_firewall_here() -> NetshReading:
+    """`read_firewall` with this machine's netsh, and the rules' own time limit."""
+    return read_firewall(partial(run_command_timed, timeout=RULES_TIMEOUT_SECONDS))
+
+
+def _quoted(names: Iterable[str]) -> str:
+    # Quoted as they are, not repr()'d: Windows paths keep single backslashes.
+    return ", ".join(f"'{name}'" for name in dict.fromkeys(names))
+
+
+def _prompt_rules_problem(removable: Sequence[FirewallRule], spec: RuleSpec) -> tuple[str, str]:
+    programs = _quoted(PureWindowsPath(rule.program).name for rule in removable)
+    return (
+        f"the Block rules {_quoted(rule.name for rule in removable)} that Windows' firewall "
+        f"prompt made for {programs} keep WSL2 out (TCP {spec.port} from {spec.subnet}; "
+        "Block wins over Allow)",
+        f"run `{firewall_add_command(spec.port, spec.subnet)} --remove-blocking` "
+        "(it asks for elevation)",
+    )
+
+
+def _blocked_problem(coverage: Coverage, spec: RuleSpec, image: str) -> tuple[str, str]:
+    removable = coverage.removable(image)
+    if removable:
+        return _prompt_rules_problem(removable, spec)
+    traffic = f"TCP {spec.port} from {spec.subnet}"
+    if any(rule.from_policy for rule in coverage.blocking):
         return (
-            f"the firewall rule {coverage.rule!r} blocks WSL2 (TCP {port} from {subnet}); "
-            "disable it or narrow it in wf.msc (Inbound Rules)"
+            f"the firewall rule {coverage.rule!r}, set by policy, blocks {traffic}",
+            f"ask your administrator to allow {traffic} for {PROGRAM}.exe "
+            "(a policy's rule cannot be changed on this machine)",
+        )
+    return (
+        f"the firewall rule {coverage.rule!r} blocks {traffic}",
+        "disable it or narrow its scope in wf.msc (Inbound Rules): Block rules win over Allow",
+    )
+
+
+def coverage_problem(coverage: Coverage, spec: RuleSpec, image: str) -> tuple[str, str] | None:
+    """What keeps WSL2 out, and what to do, for a verdict that does; None when nothing does
+    (or when the rules could not be read: that is the caller's to word)."""
+    traffic = f"TCP {spec.port} from {spec.subnet}"
+    if coverage.verdict == "blocked":
+        return _blocked_problem(coverage, spec, image)
+    if coverage.verdict == "block-all":
+        return (
+            "the firewall blocks all incoming connections on Public networks, where WSL2's "
+            "adapter is",
+            "in an elevated PowerShell: netsh advfirewall set publicprofile firewallpolicy "
+            'blockinbound,allowoutbound (or clear "Blocks all incoming connections" under '
+            "Windows Security, Firewall & network protection, Public network)",
+        )
+    if coverage.verdict == "local-rules-ignored":
+        return (
+            f"policy makes the firewall ignore local rules, so the rule {coverage.rule!r} does "
+            f"not let {traffic} in",
+            f"ask your administrator to allow {traffic} for {PROGRAM}.exe by policy",
         )
     if coverage.verdict == "missing":
+        return f"no firewall rule allows {traffic}", add_rule_fix(spec)
+    if coverage.verdict == "timed-out":
         return (
-            f"no firewall rule lets WSL2 in (TCP {port} from {subnet}), so WSL2 cannot connect; "
-            + add_rule_fix(spec)
+            f"could not check the firewall: netsh gave no answer within {coverage.seconds:g} s",
+            f"if WSL2 cannot connect, {add_rule_fix(spec)}",
         )
     return None
 
 
+def firewall_warning(spec: RuleSpec, image: str, reading: NetshReading) -> str | None:
+    """`up`'s one line when the firewall keeps WSL2 out of TCP `spec.port` (or netsh gave no
+    answer in time), else None. Rules netsh prints in another language cannot be read: None
+    then too, as `up` must not warn on a guess (`doctor` says it could not tell)."""
+    coverage = firewall_coverage(reading, spec.port, spec.subnet, image)
+    problem = coverage_problem(coverage, spec, image)
+    return f"{problem[0]}; {problem[1]}" if problem else None
+
+
+def _powershell(environ: Mapping[str, str]) -> str:
+    # By absolute path, as icacls: a planted powershell.exe beside the .exe must not run elevated.
+    system_root = environ.get("SystemRoot") or r"C:\Windows"
+    return str(
+        PureWindowsPath(system_root, "System32", "WindowsPowerShell", "v1.0", "powershell.exe")
+    )
+
+
+def remove_blocking_script(programs: Sequence[str]) -> str:
+    """PowerShell that removes the local inbound Block rules scoped to each of `programs` and
+    nothing else (netsh cannot select rules by action: its `delete rule` would take the
+    prompt's Allow rules for Private networks along)."""
+
+    def one(program: str) -> str:
+        quoted = "'" + program.replace("'", "''") + "'"
+        return (
+            f"Get-NetFirewallApplicationFilter -Program {quoted} -PolicyStore PersistentStore "
+            "| Get-NetFirewallRule "
+            "| Where-Object { $_.Direction -eq 'Inbound' -and $_.Action -eq 'Block' } "
+            "| Remove-NetFirewallRule"
+        )
+
+    return "; ".join(one(program) for program in dict.fromkeys(programs))
+
+
+def remove_blocking_argv(programs: Sequence[str], environ: Mapping[str, str]) -> list[str]:
+    """The script for `powershell.exe`, encoded, so no quoting stands between it and the
+    elevated PowerShell; errors stop it with a non-zero exit status."""
+    script = "$ErrorActionPreference = 'Stop'; " + remove_blocking_script(programs)
+    encoded = base64.b64encode(script.encode("utf-16-le")).decode("ascii")
+    return [_powershell(environ), "-NoProfile", "-NonInteractive", "-EncodedCommand", encoded]
+
+
 @dataclass(frozen=True)
 class FirewallSystem:
-    """The seams: netsh unelevated, whether we are elevated, and netsh through the UAC prompt
-    (its exit status; None when the prompt was declined or cannot be shown)."""
+    """The seams: netsh unelevated, whether we are elevated, a command through the UAC prompt
+    (its exit status; None when the prompt was declined or cannot be shown), reading the
+    firewall, this executable's path, and the environment (where Windows is)."""
 
     run: RunCommand
     is_admin: Callable[[], bool]
     run_elevated: Callable[[Sequence[str]], int | None]
+    read: Callable[[], NetshReading]
+    image: str
+    environ: Mapping[str, str]
+
+
+# Asked with the Block rules that removing would clear; True: remove them.
+Consent = Callable[[Sequence[FirewallRule]], bool]
 
 
 def _first_line(text: str) -> str:
     return next((line.strip() for line in text.splitlines() if line.strip()), "no output")
 
 
-def _change(argv: Sequence[str], system: FirewallSystem) -> None:
-    """Run a rule-changing netsh command with the rights it needs, or say how to."""
-    elevated_shell = f"in an elevated shell (Run as administrator), run: {command_line(argv)}"
+def _change(argv: Sequence[str], system: FirewallSystem, by_hand: str | None = None) -> None:
+    """Run a rule-changing command with the rights it needs, or say how to (`by_hand`: that
+    fix, when `argv` is not what a user would type)."""
+    elevated_shell = (
+        by_hand or f"in an elevated shell (Run as administrator), run: {command_line(argv)}"
+    )
     if system.is_admin():
         answer = system.run(argv)
         if answer is None:
-            raise ActionableError("could not run netsh", elevated_shell)
+            raise ActionableError(f"could not run {_program_name(argv)}", elevated_shell)
         if answer.returncode != 0:
-            raise ActionableError(f"netsh failed: {_first_line(answer.output)}", elevated_shell)
+            raise ActionableError(
+                f"{_program_name(argv)} failed: {_first_line(answer.output)}", elevated_shell
+            )
         return
     status = system.run_elevated(argv)
     if status is None:
@@ -176,7 +334,13 @@ def _change(argv: Sequence[str], system: FirewallSystem) -> None:
             elevated_shell,
         )
     if status != 0:
-        raise ActionableError(f"netsh failed with exit status {status}", elevated_shell)
+        raise ActionableError(
+            f"{_program_name(argv)} failed with exit status {status}", elevated_shell
+        )
+
+
+def _program_name(argv: Sequence[str]) -> str:
+    return PureWindowsPath(argv[0]).stem
 
 
 def _rule_exists(system: FirewallSystem) -> bool:
@@ -187,8 +351,42 @@ def _rule_exists(system: FirewallSystem) -> bool:
     return answer.returncode == 0
 
 
-def add_or_update_rule(spec: RuleSpec, system: FirewallSystem) -> str:
-    """Create the rule, or update it in place when it exists; returns what was done."""
+def _remove_prompt_rules(
+    removable: Sequence[FirewallRule], system: FirewallSystem, consent: Consent, spec: RuleSpec
+) -> str:
+    """Remove the prompt's Block rules if the user agrees; what was done, or why not."""
+    what, fix = _prompt_rules_problem(removable, spec)
+    if not consent(removable):
+        raise ActionableError(f"the rule is in place, but {what}", fix)
+    programs = [rule.program for rule in removable]
+    _change(
+        remove_blocking_argv(programs, system.environ),
+        system,
+        by_hand=f"in an elevated PowerShell, run: {remove_blocking_script(programs)}",
+    )
+    names, made_for = _quoted(rule.name for rule in removable), _quoted(programs)
+    return f"removed the Block rules {names} that Windows' firewall prompt made for {made_for}"
+
+
+def _check_it_works(spec: RuleSpec, system: FirewallSystem, consent: Consent) -> list[str]:
+    """Read the firewall back: what more was done, or an error naming what still blocks."""
+    coverage = firewall_coverage(system.read(), spec.port, spec.subnet, system.image)
+    removable = coverage.removable(system.image)
+    done = []
+    if removable:
+        done.append(_remove_prompt_rules(removable, system, consent, spec))
+        coverage = firewall_coverage(system.read(), spec.port, spec.subnet, system.image)
+    problem = coverage_problem(coverage, spec, system.image)
+    if coverage.verdict == "timed-out" and problem:
+        done.append(problem[0])  # not known to fail: said, not raised
+    elif problem:
+        raise ActionableError(f"the rule is in place, but {problem[0]}", problem[1])
+    return done
+
+
+def add_or_update_rule(spec: RuleSpec, system: FirewallSystem, consent: Consent) -> str:
+    """Create the rule, or update it in place when it exists, then check that WSL2 gets in;
+    returns what was done, one line each."""
     if _rule_exists(system):
         _change(update_rule_argv(spec), system)
         done = "updated"
@@ -197,7 +395,12 @@ def add_or_update_rule(spec: RuleSpec, system: FirewallSystem) -> str:
         done = "added"
     program = spec.program or "any program"
     rule = f"firewall rule {FIREWALL_RULE_NAME!r}"
-    return f"{done} {rule}: TCP {spec.port} from {spec.subnet} to {program}"
+    lines = [f"{done} {rule}: TCP {spec.port} from {spec.subnet} to {program}"]
+    try:
+        lines += _check_it_works(spec, system, consent)
+    except ActionableError as exc:
+        raise ActionableError(f"{lines[0]}; {exc.what}", exc.fix) from None
+    return "\n".join(lines)
 
 
 def remove_rule(system: FirewallSystem) -> str:

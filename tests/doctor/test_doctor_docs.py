@@ -52,7 +52,13 @@ PASSED_ON = {
     ("doctor/wsl_checks.py", "_no_handshake", "*explain_insecure_windows_half"): "link/mismatch",
     ("doctor/wsl_checks.py", "_no_handshake", "*explain_foreign"): "link/mismatch.py",
     ("doctor/wsl_checks.py", "_handshake_failed", "*explain_wrong_key"): "link/mismatch.py",
+    ("doctor/windows_checks.py", "check_firewall", "*problem"): "windows/firewall.py",
 }
+# Modules whose functions return (what, fix) pairs that a check prints: (module, name prefixes).
+PAIR_MODULES = [
+    ("link/mismatch.py", ("explain",)),
+    ("windows/firewall.py", ("coverage_problem", "_blocked_problem", "_prompt_rules_problem")),
+]
 # The verdict constructors themselves take the finding as a parameter.
 CONSTRUCTORS = {("doctor/model.py", name) for name in ("ok", "warning", "failure")}
 
@@ -134,12 +140,12 @@ def _calls(module: str, makers: dict[str, int]) -> Iterator[Finding]:
                 yield _finding(module, name, call.args[index], scope)
 
 
-def _mismatch_findings() -> Iterator[Finding]:
-    """The first of each (what, fix) pair the explain_* functions of link/mismatch.py make."""
-    module = "link/mismatch.py"
+def _pair_findings(module: str, prefixes: tuple[str, ...]) -> Iterator[Finding]:
+    """The first of each (what, fix) pair the functions of `module` named with `prefixes` make
+    (link/mismatch.py's explanations, windows/firewall.py's coverage problems)."""
     tree = ast.parse((PACKAGE / module).read_text(encoding="utf-8"))
     for function in ast.walk(tree):
-        if not (isinstance(function, ast.FunctionDef) and function.name.startswith("explain")):
+        if not (isinstance(function, ast.FunctionDef) and function.name.startswith(prefixes)):
             continue
         for node in ast.walk(function):
             if isinstance(node, ast.Return | ast.Assign) and isinstance(node.value, ast.Tuple):
@@ -152,7 +158,8 @@ def collect_findings() -> list[Finding]:
         found += _calls(module, VERDICT_MAKERS)
     for module, constructor, index in PASSED_ON_MODULES:
         found += _calls(module, {constructor: index})
-    found += _mismatch_findings()
+    for module, prefixes in PAIR_MODULES:
+        found += _pair_findings(module, prefixes)
     return found
 
 
@@ -192,6 +199,7 @@ def test_the_collection_reads_the_checks() -> None:
     assert len(templates) > 80
     assert "no socket at {path}" in templates
     assert "no link key at {path}" in templates  # passed on from link/key.py
+    assert "no firewall rule allows {traffic}" in templates  # from windows/firewall.py
     assert "the firewall rule '{coverage.rule}' allows TCP {port} from {subnet}" in templates
     assert (
         "the Windows half at {endpoint} runs with --insecure-no-auth, and this half expects "

@@ -27,6 +27,7 @@ from tailscale_wsl2.net.endpoints import Discovered, Endpoint, TcpEndpoint, Unix
 from tailscale_wsl2.plan.halves import Discoverers, Options
 from tailscale_wsl2.system import CommandResult, RunCommand
 from tailscale_wsl2.windows.firewall import RuleSpec, add_rule_argv, command_line
+from tailscale_wsl2.windows.firewall_rules import NetshReading
 from tailscale_wsl2.windows.ipconfig import WslAdapter, find_wsl_adapter, parse_ipconfig
 from tailscale_wsl2.windows.localapi import LEGACY_LOCALAPI, LOCALAPI_PIPE
 from tailscale_wsl2.windows.tools import wslconfig_networking_mode
@@ -42,6 +43,8 @@ from tests.support.doctor_fakes import (
 from tests.support.netsh import rule_block
 
 PROFILE = Path("/profiles/me")
+# This executable, for firewall rules: a source run's python.exe.
+IMAGE = r"C:\Users\me\AppData\Local\Programs\Python\Python311\python.exe"
 ENVIRON = {"USERPROFILE": str(PROFILE), "SystemRoot": "/windows", "LOCALAPPDATA": "/appdata"}
 
 
@@ -68,6 +71,8 @@ def context(options: Options | None = None, **changes: object) -> WindowsContext
         run=commands({"wsl.exe": ""}),
         discoverers=Discoverers(lambda: ipconfig_adapter("english.txt"), never, never, never),
         connect=open_stream,
+        read_firewall=never,
+        image=IMAGE,
     )
     return WindowsContext(options or Options(), 2.0, replace(base, **changes))  # type: ignore[arg-type]
 
@@ -359,6 +364,10 @@ async def test_listen_port_on_an_old_adapter_address() -> None:
         "tailscale-wsl2 listens on 172.27.64.1:41113, but the WSL adapter is now at "
         "172.22.16.1:41113"
     )
+    assert verdict.fix == (
+        "restart the Windows half (WSL changed the adapter's address since it started): "
+        "`tailscale-wsl2.exe up`"
+    )
 
 
 async def test_listen_port_without_netstat() -> None:
@@ -369,8 +378,14 @@ async def test_listen_port_without_netstat() -> None:
 # --- firewall ---------------------------------------------------------------------------------
 
 
-async def firewall(rules: str | None, options: Options | None = None) -> Verdict:
-    ctx = context(options, run=commands({"netsh": rules}))
+async def firewall(
+    rules: str | None,
+    options: Options | None = None,
+    profiles: str | None = None,
+    timed_out_after: float | None = None,
+) -> Verdict:
+    reading = NetshReading(rules, profiles, timed_out_after)
+    ctx = context(options, read_firewall=lambda: reading)
     await check_wsl_adapter(ctx)
     return await check_firewall(ctx)
 
@@ -417,3 +432,88 @@ async def test_firewall_rules_unreadable(output: str | None) -> None:
 async def test_firewall_not_needed_on_loopback() -> None:
     verdict = await firewall(None, Options(listen="127.0.0.1"))
     assert verdict == Verdict(Status.OK, "not needed: the Windows half listens on loopback")
+
+
+async def test_firewall_off_for_public_needs_no_rule() -> None:
+    profiles = fixture("windows/netsh-monitor-firewall-public-off.txt")
+    verdict = await firewall(fixture("windows/netsh-rules.txt"), profiles=profiles)
+    assert verdict == Verdict(
+        Status.OK, "the firewall is off for Public networks: nothing blocks TCP 41113"
+    )
+
+
+async def test_firewall_blocking_all_incoming_fails_with_the_setting() -> None:
+    profiles = fixture("windows/netsh-monitor-firewall-block-all.txt")
+    verdict = await firewall(rule_block(), profiles=profiles)
+    assert verdict.status is Status.FAILURE
+    assert verdict.finding.startswith("the firewall blocks all incoming connections on Public")
+
+
+async def test_firewall_prompt_rules_point_at_remove_blocking() -> None:
+    verdict = await firewall(fixture("windows/netsh-rules-prompt-blocks.txt"))
+    assert verdict.status is Status.FAILURE
+    assert verdict.finding.startswith(
+        "the Block rules 'tailscale-wsl2.exe' that Windows' firewall prompt made for"
+    )
+    assert verdict.fix == (
+        "run `tailscale-wsl2.exe firewall add --subnet 172.27.64.0/20 --remove-blocking` "
+        "(it asks for elevation)"
+    )
+
+
+async def test_a_slow_netsh_is_said_not_blamed_on_the_language() -> None:
+    verdict = await firewall(None, timed_out_after=60.0)
+    assert verdict.status is Status.WARNING
+    assert verdict.finding == "could not check the firewall: netsh gave no answer within 60 s"
+    assert "language" not in verdict.finding
+
+
+# --- mirrored networking: which way WSL2 comes in ------------------------------------------------
+
+
+def mirrored(adapter: str) -> Discoverers:
+    mode = partial(wslconfig_networking_mode, fixture("windows/wslconfig-mirrored.txt"))
+    return Discoverers(
+        lambda: ipconfig_adapter(adapter), never, never, never, windows_networking_mode=mode
+    )
+
+
+async def test_wsl_adapter_mirrored_says_loopback_is_the_way_in() -> None:
+    ctx = context(discoverers=mirrored("english-no-wsl.txt"))
+    verdict = await check_wsl_adapter(ctx)
+    assert verdict.status is Status.OK
+    assert verdict.finding == (
+        "the Windows half listens on 127.0.0.1:41113 for 127.0.0.0/8: mirrored networking, "
+        "WSL2 comes in on loopback (and on the vEthernet (WSL) adapter, should WSL fall back "
+        "to NAT)"
+    )
+    assert ctx.wsl_subnet() is None  # no firewall rule needed on loopback
+
+
+async def test_wsl_adapter_mirrored_fallen_back_to_nat_says_the_adapter_is_the_way_in() -> None:
+    ctx = context(discoverers=mirrored("english.txt"))
+    verdict = await check_wsl_adapter(ctx)
+    assert verdict.finding == (
+        "the Windows half listens on 127.0.0.1:41113 for 127.0.0.0/8 and on 172.27.64.1:41113 "
+        "for 172.27.64.0/20: mirrored networking is configured, but WSL made the vEthernet "
+        "(WSL) adapter, so it fell back to NAT and WSL2 comes in there"
+    )
+    # The adapter needs its firewall rule.
+    assert ctx.wsl_subnet() == IPv4Network("172.27.64.0/20")
+
+
+async def test_listen_port_must_hold_every_planned_place() -> None:
+    ctx = port_context("tasklist-tailscale-wsl2.txt")  # holds 172.27.64.1:41113 only
+    ctx.options = Options(key_file=Path(r"C:\keys\link.key"))
+    ctx.system = replace(ctx.system, discoverers=mirrored("english.txt"))
+    await check_wsl_adapter(ctx)
+    verdict = await check_listen_port(ctx)
+    assert verdict.status is Status.WARNING
+    assert verdict.finding == (
+        "tailscale-wsl2 listens on 172.27.64.1:41113, not on 127.0.0.1:41113"
+    )
+    # The restart carries the options doctor was given.
+    assert verdict.fix == (
+        "restart the Windows half (it was started with other settings): "
+        "`tailscale-wsl2.exe up --key-file C:\\keys\\link.key`"
+    )

@@ -27,6 +27,7 @@ from tailscale_wsl2.doctor.wsl_checks import (
     check_localapi,
     check_platform,
     check_socket,
+    check_up_defaults,
     check_windows_half,
 )
 from tailscale_wsl2.errors import ActionableError
@@ -81,6 +82,7 @@ def system(**changes: object) -> WslSystem:
         discoverers=Discoverers(never, never, never, never),
         find_key_file=never,
         peer_process=peer_process,
+        environ={},
         may_create=lambda path: False,  # as a user without sudo: fixes that start a half say sudo
     )
     return replace(base, **changes)  # type: ignore[arg-type]
@@ -323,6 +325,31 @@ async def test_windows_half_timed_out_gets_the_firewall_rule_for_the_wsl_subnet(
     assert verdict.fix == (
         "on Windows, run `tailscale-wsl2.exe firewall add --subnet 172.27.64.0/20` "
         "(it asks for elevation once)"
+    )
+
+
+async def test_windows_half_timed_out_on_loopback_is_not_blamed_on_a_firewall(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    # Mirrored networking: 127.0.0.1 is Windows', where a closed port may go unanswered.
+    verdict = await check_windows_half(at(41113, context(connect=hang)))
+    assert verdict.status is Status.FAILURE
+    assert verdict.finding.startswith(
+        "nothing answered at 127.0.0.1:41113 in time: under mirrored networking a Windows port"
+    )
+    assert verdict.fix is not None
+    assert "firewall" not in verdict.finding + verdict.fix
+    assert verdict.fix.startswith("start the Windows half: run `tailscale-wsl2.exe up`")
+
+
+async def test_windows_half_timed_out_on_loopback_names_the_commands_with_the_users_options(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    options = Options(port=41200, host_ip="127.0.0.1")
+    verdict = await check_windows_half(at(41200, context(options, connect=hang)))
+    assert verdict.fix == (
+        "start the Windows half: run `tailscale-wsl2.exe up --port 41200 --listen 127.0.0.1` on "
+        "Windows, then `tailscale-wsl2.exe doctor --port 41200 --listen 127.0.0.1` there"
     )
 
 
@@ -798,6 +825,34 @@ async def test_everything_down_outside_wsl(tmp_path: Path) -> None:
         ("localapi", "skipped"),
         ("socket", "failure"),
         ("cli", "failure"),
+        ("up-defaults", "skipped"),
         ("end-to-end", "skipped"),
     ]
     assert results[4].verdict.finding == "needs windows-half (skipped), link-key (failure)"
+
+
+# --- up-defaults ------------------------------------------------------------------------------
+
+
+async def test_up_defaults_for_linux_are_a_warning_with_both_ways_out() -> None:
+    verdict = await check_up_defaults(context())
+    assert verdict.status is Status.WARNING
+    assert verdict.finding == (
+        "`tailscale up` here computes its flag defaults for Linux, not for the Windows daemon it "
+        "talks to: it may ask for flags again, or reset Windows' preferences"
+    )
+    assert verdict.fix == (
+        "change single settings with `tailscale set` (e.g. `tailscale set --accept-routes`), or "
+        "make `tailscale up` use Windows' defaults: "
+        "echo 'export TS_DEBUG_UP_FLAG_GOOS=windows' >> ~/.bashrc"
+    )
+
+
+async def test_up_defaults_for_windows_are_fine() -> None:
+    verdict = await check_up_defaults(context(environ={"TS_DEBUG_UP_FLAG_GOOS": "windows"}))
+    assert verdict == Verdict(
+        Status.OK, "`tailscale up` uses Windows' flag defaults here (TS_DEBUG_UP_FLAG_GOOS=windows)"
+    )
+    other = await check_up_defaults(context(environ={"TS_DEBUG_UP_FLAG_GOOS": "linux"}))
+    assert other.status is Status.WARNING
+    assert "(TS_DEBUG_UP_FLAG_GOOS=linux)" in other.finding

@@ -74,6 +74,10 @@ def fake_tailscale_cli(directory: Path, version: str) -> None:
     cli.chmod(0o755)
 
 
+# As a user who followed doctor's advice for `tailscale up` (the up-defaults check).
+ADVISED_SHELL = {"TS_DEBUG_UP_FLAG_GOOS": "windows"}
+
+
 def doctor(
     chain: Chain, *extra: str, path: Path | None = None, as_nobody: bool = False
 ) -> subprocess.CompletedProcess[str]:
@@ -95,7 +99,7 @@ def doctor(
         str(chain.key_file),
         *extra,
     ]
-    environ = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.defpath}"}
+    environ = {**os.environ, **ADVISED_SHELL, "PATH": f"{bin_dir}{os.pathsep}{os.defpath}"}
     return subprocess.run(
         argv, capture_output=True, text=True, timeout=30, env=environ, check=False
     )
@@ -119,6 +123,7 @@ ALL_GREEN = {
     "localapi": "ok",
     "socket": "ok",
     "cli": "ok",
+    "up-defaults": "ok",
     "end-to-end": "ok",
 }
 
@@ -243,7 +248,8 @@ def test_bad_upstream_is_one_line() -> None:
 
 def printed_doctor(chain: Chain, command: str) -> dict[str, dict[str, Any]]:
     """The checks of a doctor command as a fix printed it (with --json to read them)."""
-    environ = {**os.environ, "PATH": f"{chain.workdir / 'bin'}{os.pathsep}{os.defpath}"}
+    path = f"{chain.workdir / 'bin'}{os.pathsep}{os.defpath}"
+    environ = {**os.environ, **ADVISED_SHELL, "PATH": path}
     argv = [*as_run_here(chain, command), "--json"]
     done = subprocess.run(argv, capture_output=True, text=True, env=environ, check=False)
     return checks(done)

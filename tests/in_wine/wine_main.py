@@ -9,24 +9,36 @@ applies the patch (a no-op outside Wine) and hands over to the real entry point,
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import runpy
 import sys
 from pathlib import Path
+from types import ModuleType
 
-__all__ = ["apply_wine_trio_patch", "main"]
+__all__ = ["apply_wine_trio_patch", "main", "running_under_wine"]
 
 # The same file tests/in_wine/conftest.py loads: tools/ is not a package, so load it by path.
 _PATCH_PATH = Path(__file__).resolve().parents[2] / "tools" / "wine_trio_patch.py"
 
 
-def apply_wine_trio_patch() -> None:
+@functools.cache
+def _patch_module() -> ModuleType:
     spec = importlib.util.spec_from_file_location("wine_trio_patch", _PATCH_PATH)
     assert spec is not None
     assert spec.loader is not None
     patch = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(patch)
-    patch.patch_trio_for_wine()
+    return patch
+
+
+def apply_wine_trio_patch() -> None:
+    _patch_module().patch_trio_for_wine()
+
+
+def running_under_wine() -> bool:
+    """Whether this Windows Python runs under Wine (tests say what Wine does differently)."""
+    return bool(_patch_module().running_under_wine())
 
 
 def main() -> None:

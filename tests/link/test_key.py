@@ -1,7 +1,8 @@
 import os
 import pwd
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from functools import partial
 from pathlib import Path
 
 import pytest
@@ -12,8 +13,10 @@ from tailscale_wsl2.link.key import (
     KeyFileError,
     KeyProblem,
     find_key_from_wsl,
+    icacls_argv,
     load_key,
     load_or_create_key,
+    restrict_to_owner,
     windows_key_path,
 )
 from tailscale_wsl2.system import CommandResult
@@ -93,6 +96,90 @@ def test_interop_failure_says_what_to_pass(failure: CommandResult | None, reason
     assert caught.value.fix == (
         "pass --key-file /mnt/c/Users/NAME/AppData/Local/tailscale-wsl2/link.key"
     )
+
+
+# --- the key's ACL on Windows, through the seams -----------------------------------------------
+
+SID = "S-1-5-21-1004336348-1177238915-682003330-1001"
+WINDOWS_ENV = {"SystemRoot": r"C:\WINDOWS"}
+
+
+def test_icacls_grants_the_users_sid_alone_by_absolute_path() -> None:
+    path = Path(r"C:\Users\Zoë\AppData\Local\tailscale-wsl2\.link.key.42")
+    assert icacls_argv(path, SID, WINDOWS_ENV) == [
+        r"C:\WINDOWS\System32\icacls.exe",
+        str(path),
+        "/inheritance:r",
+        "/grant:r",
+        f"*{SID}:F",
+    ]
+    assert icacls_argv(path, SID, {})[0] == r"C:\Windows\System32\icacls.exe"
+
+
+def windows_lockdown(
+    tmp_path: Path, answer: CommandResult | None, ran: list[Sequence[str]]
+) -> Callable[[Path], None]:
+    def run(argv: Sequence[str]) -> CommandResult | None:
+        ran.append(argv)
+        return answer
+
+    return partial(
+        restrict_to_owner, run=run, user_sid=lambda: SID, environ=WINDOWS_ENV, platform="win32"
+    )
+
+
+def test_the_key_is_locked_to_the_sid_of_this_process(tmp_path: Path) -> None:
+    ran: list[Sequence[str]] = []
+    done = CommandResult(0, "processed file: ...\r\nSuccessfully processed 1 files")
+    key = load_or_create_key(tmp_path / "link.key", lockdown=windows_lockdown(tmp_path, done, ran))
+    [argv] = ran
+    assert argv[-1] == f"*{SID}:F"
+    assert argv[1].endswith(f".link.key.{os.getpid()}")  # locked before it takes its name
+    assert load_key(tmp_path / "link.key") == key
+
+
+@pytest.mark.parametrize(
+    ("answer", "why"),
+    [
+        (
+            CommandResult(
+                5,
+                "C:\\Users\\me\\AppData\\Local\\tailscale-wsl2\\.link.key.42: Access is denied."
+                "\r\nSuccessfully processed 0 files; Failed processing 1 files\r\n",
+            ),
+            "C:\\Users\\me\\AppData\\Local\\tailscale-wsl2\\.link.key.42: Access is denied.",
+        ),
+        (None, "it could not be run"),
+    ],
+)
+def test_a_failed_lockdown_is_one_line_and_leaves_nothing_behind(
+    tmp_path: Path, answer: CommandResult | None, why: str
+) -> None:
+    path = tmp_path / "tailscale-wsl2" / "link.key"
+    with pytest.raises(ActionableError) as caught:
+        load_or_create_key(path, lockdown=windows_lockdown(tmp_path, answer, []))
+    assert str(caught.value) == (
+        f"cannot make the link key private to you: icacls failed ({why}); "
+        f'check who may change that folder with: icacls "{path.parent}"'
+    )
+    assert list(path.parent.iterdir()) == []  # no key, no temporary file
+    # So the next try starts clean, and succeeds once icacls does.
+    done = CommandResult(0, "Successfully processed 1 files")
+    assert len(load_or_create_key(path, lockdown=windows_lockdown(tmp_path, done, []))) == 32
+
+
+def test_an_unknown_user_is_one_line_too(tmp_path: Path) -> None:
+    def no_token() -> str:
+        raise OSError(1008, "An attempt was made to reference a token that does not exist")
+
+    staging = tmp_path / "k"
+    staging.write_text("secret")
+    with pytest.raises(ActionableError, match=r"^cannot make the link key private: this process"):
+        restrict_to_owner(staging, run=never_run, user_sid=no_token, platform="win32")
+
+
+def never_run(argv: Sequence[str]) -> CommandResult | None:
+    raise AssertionError("icacls must not run without a SID")
 
 
 # --- a key file that is no key file: one line each, with the fix ------------------------------

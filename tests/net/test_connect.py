@@ -10,7 +10,7 @@ import trio
 import trio.testing
 
 from tailscale_wsl2.net.connect import Hop, UpstreamUnavailable, hop_connector
-from tailscale_wsl2.net.endpoints import UnixEndpoint
+from tailscale_wsl2.net.endpoints import TcpEndpoint, UnixEndpoint
 from tailscale_wsl2.net.sockets import connect_socket
 
 
@@ -87,3 +87,24 @@ async def test_a_connected_socket_is_non_blocking_from_its_creation(
         assert flags & os.O_NONBLOCK  # by the kernel, at socket()
         assert made_non_blocking_later == []  # so no ioctl afterwards
         stream.close()
+
+
+async def test_a_loopback_hop_that_gives_no_answer_is_not_blamed_on_a_firewall(
+    autojump_clock: trio.testing.MockClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def no_answer(endpoint: object, *, timeout: float) -> trio.abc.Stream:
+        await trio.sleep(timeout)
+        raise trio.TooSlowError
+
+    monkeypatch.setattr("tailscale_wsl2.net.connect.open_stream", no_answer)
+    fix = "run `tailscale-wsl2.exe up` on Windows"
+    loopback = hop_connector(Hop(TcpEndpoint("127.0.0.1", 41113), "the Windows half", fix))
+    with pytest.raises(UpstreamUnavailable) as caught:
+        await loopback()
+    assert str(caught.value) == (
+        "the Windows half is not reachable at 127.0.0.1:41113 (no answer in time; on loopback "
+        f"a closed port may go unanswered: is it running?); {fix}"
+    )
+    across = hop_connector(Hop(TcpEndpoint("172.27.64.1", 41113), "the Windows half", fix))
+    with pytest.raises(UpstreamUnavailable, match="is a firewall dropping the connection"):
+        await across()

@@ -12,6 +12,7 @@ from tailscale_wsl2.net.connect import Hop
 from tailscale_wsl2.net.endpoints import Discovered, TcpEndpoint, UnixEndpoint
 from tailscale_wsl2.plan.halves import (
     Discoverers,
+    ListenPlace,
     Options,
     WindowsHalf,
     WslHalf,
@@ -41,16 +42,21 @@ OVERRIDDEN = Discoverers(
     windows_adapter=never, wsl_host_address=never, windows_key_file=never, wsl_key_file=never
 )
 KEY = Path("/tmp/link.key")
+ADAPTER_PLACE = ListenPlace(
+    TcpEndpoint("172.27.64.1", 41113), "vEthernet (WSL) adapter", WSL_NETWORK
+)
+LOOPBACK_NETWORK = ip_network("127.0.0.0/8")
 
 
 def test_windows_follows_the_adapter_and_relays_to_the_localapi_found_per_connection() -> None:
     half = plan_half(Options(), Side.WINDOWS, ADAPTER, {})
     assert isinstance(half, WindowsHalf)
-    assert half.listen == TcpEndpoint("172.27.64.1", 41113)
-    assert half.listen_found_by == "vEthernet (WSL) adapter"
+    assert half.fixed == ()
+    assert half.adapter == ADAPTER_PLACE
+    assert half.places() == (ADAPTER_PLACE,)
     assert half.follow_adapter
+    assert not half.mirrored
     assert half.upstream == LocalApiAuto()
-    assert half.allowed_peers == WSL_NETWORK
     assert half.key_file == Path("C:/Users/me/AppData/Local/tailscale-wsl2/link.key")
 
 
@@ -75,10 +81,9 @@ def test_side_option_wins_over_detection(detected: Side) -> None:
 def test_overrides_skip_discovery_and_say_so() -> None:
     windows = plan_half(Options(listen="127.0.0.1", key_file=KEY), Side.WINDOWS, OVERRIDDEN, {})
     assert isinstance(windows, WindowsHalf)
-    assert (windows.listen, windows.listen_found_by) == (
-        TcpEndpoint("127.0.0.1", 41113),
-        "--listen",
-    )
+    assert [(p.endpoint, p.found_by) for p in windows.places()] == [
+        (TcpEndpoint("127.0.0.1", 41113), "--listen")
+    ]
     wsl = plan_half(Options(host_ip="172.20.0.1", key_file=KEY), Side.WSL2, OVERRIDDEN, {})
     assert isinstance(wsl, WslHalf)
     assert (wsl.upstream.endpoint, wsl.upstream_found_by) == (
@@ -111,13 +116,14 @@ def test_socket_group_comes_from_sudo() -> None:
 def test_loopback_listen_accepts_loopback_peers_only() -> None:
     half = plan_half(Options(listen="127.0.0.1", key_file=KEY), Side.WINDOWS, OVERRIDDEN, {})
     assert isinstance(half, WindowsHalf)
-    assert half.allowed_peers == ip_network("127.0.0.0/8")
+    assert [place.allowed_peers for place in half.places()] == [LOOPBACK_NETWORK]
+    assert not half.follow_adapter
 
 
 def test_listen_on_the_adapter_keeps_its_subnet() -> None:
     half = plan_half(Options(listen="172.27.64.1"), Side.WINDOWS, ADAPTER, {})
     assert isinstance(half, WindowsHalf)
-    assert (half.listen_found_by, half.allowed_peers) == ("--listen", WSL_NETWORK)
+    assert half.places() == (ListenPlace(ADAPTER_PLACE.endpoint, "--listen", WSL_NETWORK),)
 
 
 def test_listen_outside_the_wsl_subnet_is_refused() -> None:
@@ -142,29 +148,55 @@ def test_no_adapter_is_an_error_unless_asked_to_wait() -> None:
 def test_up_waits_for_the_adapter() -> None:
     half = plan_half(Options(wait_for_wsl=True), Side.WINDOWS, NO_ADAPTER_YET, {})
     assert isinstance(half, WindowsHalf)
-    assert (half.listen, half.allowed_peers, half.port) == (None, None, 41113)
+    assert (half.places(), half.adapter, half.port) == ((), None, 41113)
     assert half.follow_adapter
 
 
+def mirrored(discoverers: Discoverers) -> Discoverers:
+    return replace(
+        discoverers,
+        windows_networking_mode=lambda: ("mirrored", ".wslconfig [wsl2] networkingMode"),
+    )
+
+
+MIRRORED_LOOPBACK = ListenPlace(
+    TcpEndpoint("127.0.0.1", 41113),
+    "mirrored networking (.wslconfig [wsl2] networkingMode): WSL2 comes in on loopback",
+    LOOPBACK_NETWORK,
+)
+
+
 def test_mirrored_networking_listens_on_loopback_and_says_why() -> None:
-    mirrored = replace(
-        OVERRIDDEN, windows_networking_mode=lambda: ("mirrored", ".wslconfig [wsl2] networkingMode")
-    )
-    half = plan_half(Options(key_file=KEY), Side.WINDOWS, mirrored, {})
+    # No adapter (mirrored makes none), and not asked to wait: no error, loopback.
+    half = plan_half(Options(key_file=KEY), Side.WINDOWS, mirrored(NO_ADAPTER_YET), {})
     assert isinstance(half, WindowsHalf)
-    assert half.listen == TcpEndpoint("127.0.0.1", 41113)
-    assert half.allowed_peers == ip_network("127.0.0.0/8")
-    assert not half.follow_adapter
-    assert half.listen_found_by == (
-        "mirrored networking (.wslconfig [wsl2] networkingMode): WSL2 comes in on loopback"
-    )
+    assert half.fixed == (MIRRORED_LOOPBACK,)
+    assert half.places() == (MIRRORED_LOOPBACK,)
+    assert half.mirrored
+    # ...and it still follows the adapter, should WSL fall back to NAT later.
+    assert half.follow_adapter
+
+
+def test_mirrored_configured_but_fallen_back_to_nat_listens_on_both() -> None:
+    # WSL made the adapter: mirrored could not run (IPv6 off, old kernel, Windows 10).
+    half = plan_half(Options(key_file=KEY), Side.WINDOWS, mirrored(ADAPTER), {})
+    assert isinstance(half, WindowsHalf)
+    assert half.places() == (MIRRORED_LOOPBACK, ADAPTER_PLACE)
+    assert half.follow_adapter
+
+
+def test_nat_never_listens_on_loopback() -> None:
+    # Loopback is for mirrored WSL only; under NAT nothing of WSL2 comes in there.
+    half = plan_half(Options(key_file=KEY), Side.WINDOWS, ADAPTER, {})
+    assert isinstance(half, WindowsHalf)
+    assert [place.endpoint.host for place in half.places()] == ["172.27.64.1"]
 
 
 def test_listen_wins_over_the_networking_mode() -> None:
-    mirrored = replace(ADAPTER, windows_networking_mode=lambda: ("mirrored", "test"))
-    half = plan_half(Options(listen="172.27.64.1"), Side.WINDOWS, mirrored, {})
+    half = plan_half(Options(listen="172.27.64.1"), Side.WINDOWS, mirrored(ADAPTER), {})
     assert isinstance(half, WindowsHalf)
-    assert (half.listen_found_by, half.follow_adapter) == ("--listen", False)
+    assert [place.found_by for place in half.places()] == ["--listen"]
+    assert not half.follow_adapter
 
 
 # --- what the user reads: every refusal's words and fix, every hop's name ---------------------
@@ -235,7 +267,14 @@ def test_each_next_hop_is_named_with_its_fix() -> None:
 def test_waiting_for_the_adapter_says_what_it_waits_for() -> None:
     half = plan_half(Options(wait_for_wsl=True), Side.WINDOWS, NO_ADAPTER_YET, {})
     assert isinstance(half, WindowsHalf)
-    assert half.listen_found_by == "the vEthernet (WSL) adapter, once WSL starts"
+    # Listening places now carry how they were found; while waiting there is none yet, and what
+    # is awaited is the adapter (followed), not mirrored networking's loopback.
+    assert (half.places(), half.adapter, half.follow_adapter, half.mirrored) == (
+        (),
+        None,
+        True,
+        False,
+    )
 
 
 def test_without_word_from_windows_the_networking_mode_is_nat() -> None:
@@ -246,7 +285,7 @@ def test_without_word_from_windows_the_networking_mode_is_nat() -> None:
 def test_an_ipv6_loopback_listen_accepts_ipv6_loopback_peers_and_stays_put() -> None:
     half = plan_half(Options(listen="::1", key_file=KEY), Side.WINDOWS, OVERRIDDEN, {})
     assert isinstance(half, WindowsHalf)
-    assert half.allowed_peers == ip_network("::1/128")
+    assert [place.allowed_peers for place in half.places()] == [ip_network("::1/128")]
     assert not half.follow_adapter  # a loopback address does not move with the adapter
 
 

@@ -104,3 +104,56 @@ async def test_waits_binds_and_rebinds_without_dropping_connections(
     )
     assert "the WSL adapter moved: 127.0.0.2 on 127.0.0.0/8 -> 127.0.0.3 on 127.0.0.0/8" in messages
     assert firewall_checks == []  # loopback needs no firewall rule
+
+
+async def test_mirrored_listens_on_loopback_and_on_the_adapter_once_it_exists(
+    autojump_clock: trio.testing.MockClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Mirrored networking is configured, and WSL falls back to NAT later: both ways in work.
+    caplog.set_level(logging.INFO)
+    adapters: list[AdapterAddress] = []
+
+    async with trio.open_nursery() as nursery:
+        upstream = (await nursery.start(partial(trio.serve_tcp, echo, 0, host="127.0.0.1")))[0]
+        port = free_port()
+        options = Options(
+            port=port,
+            upstream=TcpEndpoint("127.0.0.1", upstream.socket.getsockname()[1]),
+            insecure_no_auth=True,
+        )
+        discover = Discoverers(
+            lambda: None,
+            never,  # type: ignore[arg-type]
+            never,
+            never,
+            windows_networking_mode=lambda: ("mirrored", ".wslconfig [wsl2] networkingMode"),
+        )
+        half = plan_half(options, Side.WINDOWS, discover, {})
+        lookups = WindowsLookups(
+            list_adapters=lambda: list(adapters), firewall_warning=lambda port, subnet: None
+        )
+        nursery.start_soon(lambda: run_half(half, max_connections=8, windows=lookups))
+
+        over_loopback = await connected("127.0.0.1", port)
+        assert await talk(over_loopback, b"mirrored") == b"mirrored"
+        await trio.sleep(5)
+        adapters[:] = [AdapterAddress("vEthernet (WSL)", "127.0.0.2", 8)]  # fell back to NAT
+        with trio.fail_after(60):  # a few polls; never binding is a failure, not a hang
+            over_adapter = await connected("127.0.0.2", port)
+        assert await talk(over_adapter, b"nat") == b"nat"
+        assert await talk(over_loopback, b"both") == b"both"
+        await over_loopback.aclose()
+        await over_adapter.aclose()
+        nursery.cancel_scope.cancel()
+
+    messages = [record.getMessage() for record in caplog.records]
+    assert (
+        f"listening on 127.0.0.1:{port} (mirrored networking (.wslconfig [wsl2] networkingMode):"
+        " WSL2 comes in on loopback)"
+    ) in messages
+    assert not any("waiting for the vEthernet (WSL) adapter" in line for line in messages)
+    assert any(line.startswith("no vEthernet (WSL) adapter, as mirrored") for line in messages)
+    assert (
+        "mirrored networking is configured, yet the vEthernet (WSL) adapter exists: WSL fell "
+        "back to NAT, and WSL2 comes in on the adapter"
+    ) in messages

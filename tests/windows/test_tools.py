@@ -22,6 +22,8 @@ from tests.support.netsh import rule_block
 
 FIXTURES = SUPPORT_FIXTURES / "windows"
 WSL_SUBNET = IPv4Network("172.27.64.0/20")
+# The running executable: the frozen program, installed elsewhere than the rules above name.
+IMAGE = r"C:\Program Files\tailscale-wsl2\tailscale-wsl2.exe"
 
 
 def fixture(name: str) -> str:
@@ -104,7 +106,7 @@ def test_parses_every_rule_of_a_real_listing() -> None:
     python = rules[2]
     assert python.program == r"C:\users\me\appdata\local\programs\python\python312\python.exe"
     assert (python.enabled, python.action, python.local_port) == (True, "Block", "Any")
-    assert not any(rule_covers(rule, 41113, WSL_SUBNET) for rule in rules)
+    assert not any(rule_covers(rule, 41113, WSL_SUBNET, IMAGE) for rule in rules)
 
 
 @pytest.mark.parametrize(
@@ -125,7 +127,7 @@ def test_parses_every_rule_of_a_real_listing() -> None:
 )
 def test_rules_that_cover_the_windows_half(fields: dict[str, str]) -> None:
     [rule] = parse_firewall_rules(rule_block(**fields))
-    assert rule_covers(rule, 41113, WSL_SUBNET)
+    assert rule_covers(rule, 41113, WSL_SUBNET, IMAGE)
 
 
 @pytest.mark.parametrize(
@@ -146,7 +148,7 @@ def test_rules_that_cover_the_windows_half(fields: dict[str, str]) -> None:
 )
 def test_rules_that_do_not(fields: dict[str, str]) -> None:
     [rule] = parse_firewall_rules(rule_block(**fields))
-    assert not rule_covers(rule, 41113, WSL_SUBNET)
+    assert not rule_covers(rule, 41113, WSL_SUBNET, IMAGE)
 
 
 def test_the_add_command_carries_the_users_port_and_the_subnet() -> None:
