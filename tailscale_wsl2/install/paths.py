@@ -9,11 +9,12 @@ journal. A log file nobody reads must not grow without end, hence `rotating_log_
 
 import logging
 import logging.handlers
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path, PureWindowsPath
 
 from tailscale_wsl2.errors import ActionableError
+from tailscale_wsl2.system import environ_value, find_first
 
 __all__ = [
     "LOG_BACKUPS",
@@ -36,12 +37,6 @@ WSL_LOG = "/var/log/tailscale-wsl2.log"
 SYSTEMCTL_CANDIDATES = ("/usr/bin/systemctl", "/bin/systemctl")
 LOG_MAX_BYTES = 1024 * 1024
 LOG_BACKUPS = 3
-
-
-def environ_value(environ: Mapping[str, str], name: str) -> str | None:
-    """An environment variable by name compared without case, as Windows compares them."""
-    wanted = name.upper()
-    return next((value for key, value in environ.items() if key.upper() == wanted), None)
 
 
 def _windows_dir(environ: Mapping[str, str], name: str) -> PureWindowsPath:
@@ -71,11 +66,6 @@ def windows_paths(environ: Mapping[str, str]) -> WindowsPaths:
         log_file=str(logs / "tailscale-wsl2.log"),
         task_xml=str(_windows_dir(environ, "TEMP") / "tailscale-wsl2-task.xml"),
     )
-
-
-def find_first(candidates: Iterable[str], exists: Callable[[str], bool]) -> str | None:
-    """The first path of `candidates` that `exists`."""
-    return next((path for path in candidates if exists(path)), None)
 
 
 def rotating_log_handler(
