@@ -11,6 +11,7 @@ import signal
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
+from functools import partial
 from ipaddress import IPv4Network
 from pathlib import Path
 
@@ -26,13 +27,14 @@ from tailscale_wsl2.link.sessions import (
     start_session_mode,
 )
 from tailscale_wsl2.link.warm import WarmLinks
-from tailscale_wsl2.net.connect import Connector, Hop, hop_connector
+from tailscale_wsl2.net.connect import Connector, Hop, UpstreamUnavailable, hop_connector
 from tailscale_wsl2.net.endpoints import Discovered, IPNetwork, TcpEndpoint
 from tailscale_wsl2.net.listeners import open_tcp_listener
 from tailscale_wsl2.net.sockets import RawSocketListener
 from tailscale_wsl2.plan.halves import Half, WindowsHalf, WslHalf
 from tailscale_wsl2.relay.core import Relay
 from tailscale_wsl2.serve.adapter_watch import ListAdapters, RebindingListener, follow_wsl_adapter
+from tailscale_wsl2.serve.state import StateReporter, initial_state
 from tailscale_wsl2.tuning.heap import settle_after_start_up
 from tailscale_wsl2.tuning.open_files import raise_open_file_limit
 from tailscale_wsl2.windows.ipconfig import WslAdapter
@@ -63,6 +65,30 @@ def _describe_security(key_file: Path | None, reachable_at: object) -> None:
         log.warning(WARN_INSECURE, reachable_at)
     else:
         log.info("link key: %s", key_file)
+
+
+def _observed(connect: Connector, report: StateReporter) -> Connector:
+    """`connect`, telling `report` whether the next hop answered (it writes only on a change)."""
+
+    async def connect_and_report() -> trio.abc.Stream:
+        try:
+            stream = await connect()
+        except UpstreamUnavailable as exc:
+            report.next_hop_unreachable(str(exc))
+            raise
+        report.next_hop_reachable()
+        return stream
+
+    return connect_and_report
+
+
+async def _probe(connect: Connector) -> None:
+    """Connect once and close, so that the log and the state say at start whether it answers."""
+    try:
+        stream = await connect()
+    except UpstreamUnavailable:
+        return  # logged where it failed, and reported
+    await stream.aclose()
 
 
 async def _relay_until_signal(
@@ -99,13 +125,15 @@ async def _open_wsl_socket(half: WslHalf) -> tuple[RawSocketListener, Callable[[
     )
 
 
-async def _run_wsl_half(half: WslHalf, max_connections: int, signals: ShutdownSignals) -> None:
+async def _run_wsl_half(
+    half: WslHalf, max_connections: int, signals: ShutdownSignals, report: StateReporter
+) -> None:
     connect: Connector = (
         authenticated_connector(half.upstream, load_key(half.key_file))
         if half.key_file
         else hop_connector(half.upstream)
     )
-    warm = WarmLinks(start_session_mode(connect))
+    warm = WarmLinks(start_session_mode(_observed(connect, report)))
     relay = Relay.for_clients(
         session_connector(warm.take, warm.park),
         upstream_at_once=session_at_once(warm.take_parked, warm.park),
@@ -120,6 +148,9 @@ async def _run_wsl_half(half: WslHalf, max_connections: int, signals: ShutdownSi
         half.upstream_found_by,
     )
     _describe_security(half.key_file, half.upstream.endpoint)
+    report.update(
+        listening=str(half.socket), relaying_to=f"{half.upstream.name} at {half.upstream.endpoint}"
+    )
     try:
         await _relay_until_signal(relay, listener, [warm.keep_warm], signals)
     finally:
@@ -153,27 +184,32 @@ class _CurrentSubnetAdmission:
 
 
 def _windows_connector(
-    upstream: Hop | LocalApiAuto,
+    upstream: Hop | LocalApiAuto, report: StateReporter
 ) -> tuple[Connector, list[Callable[[], Awaitable[object]]]]:
     """The connector to the LocalAPI, and what runs at start to log the auto choice."""
     if isinstance(upstream, Hop):
         log.info("relaying to %s at %s", upstream.name, upstream.endpoint)
-        return hop_connector(upstream), []
+        return _observed(hop_connector(upstream), report), []
     log.info("relaying to Tailscale's LocalAPI: %s (--upstream auto)", upstream)
-    auto = AutoLocalApi(upstream)
-    return auto, [auto.probe]
+    connect = _observed(AutoLocalApi(upstream), report)
+    return connect, [partial(_probe, connect)]
 
 
 class _WindowsListening:
     """Where the Windows half listens now: binding, rebinding, and the firewall warning."""
 
     def __init__(
-        self, half: WindowsHalf, admission: _CurrentSubnetAdmission, lookups: WindowsLookups | None
+        self,
+        half: WindowsHalf,
+        admission: _CurrentSubnetAdmission,
+        lookups: WindowsLookups | None,
+        report: StateReporter,
     ) -> None:
         self.listener = RebindingListener()
         self._half = half
         self._admission = admission
         self._lookups = lookups
+        self._report = report
         # Subnets bound to, for the firewall check: a bind must not wait for netsh.
         self._bound_subnets, self._subnets_to_check = trio.open_memory_channel[IPv4Network](
             math.inf
@@ -186,6 +222,7 @@ class _WindowsListening:
         await self.listener.replace(new)
         log.info("listening on %s (%s)", endpoint, address.method)
         log.info("accepting connections from %s only", allowed_peers)
+        self._report.update(listening=str(endpoint))
         if isinstance(allowed_peers, IPv4Network) and not allowed_peers.is_loopback:
             self._bound_subnets.send_nowait(allowed_peers)
 
@@ -194,6 +231,7 @@ class _WindowsListening:
 
     async def unbind(self) -> None:
         await self.listener.replace(None)
+        self._report.update(listening=None)
 
     async def follow_adapter(self) -> None:
         if self._lookups is None:
@@ -217,14 +255,16 @@ async def _run_windows_half(
     max_connections: int,
     lookups: WindowsLookups | None,
     signals: ShutdownSignals,
+    report: StateReporter,
 ) -> None:
     key = load_or_create_key(half.key_file) if half.key_file else None
     admission = _CurrentSubnetAdmission(half.allowed_peers, key)
-    connect, helpers = _windows_connector(half.upstream)
+    report.update(relaying_to=str(half.upstream))
+    connect, helpers = _windows_connector(half.upstream, report)
     relay = Relay.for_links(
         connect, admit=admission, sessions=link_sessions, max_connections=max_connections
     )
-    listening = _WindowsListening(half, admission, lookups)
+    listening = _WindowsListening(half, admission, lookups, report)
     helpers.append(listening.warn_if_firewalled)
     if half.follow_adapter:
         helpers.append(listening.follow_adapter)
@@ -239,20 +279,30 @@ async def _run_windows_half(
 
 
 async def run_half(
-    half: Half, *, max_connections: int, windows: WindowsLookups | None = None
+    half: Half,
+    *,
+    max_connections: int,
+    windows: WindowsLookups | None = None,
+    report: StateReporter | None = None,
 ) -> None:
     """Listen, relay until SIGINT or SIGTERM, then shut down cleanly.
 
     `windows` is needed by a Windows half that follows the WSL adapter, and gives any Windows
-    half on the WSL subnet its firewall check.
+    half on the WSL subnet its firewall check. `report` keeps the state file `status` reads
+    (none by default).
     """
     raise_open_file_limit()
+    is_windows = isinstance(half, WindowsHalf)
+    report = report or StateReporter(None, initial_state("windows" if is_windows else "wsl"))
     # Caught from before the listener exists: a signal that comes while it is being set
     # up (a client may already connect) still ends the half cleanly, socket file removed,
     # instead of Python's default (SIGTERM kills at once; SIGINT raises mid-start-up).
-    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-        if isinstance(half, WindowsHalf):
-            await _run_windows_half(half, max_connections, windows, signals)
-        else:
-            await _run_wsl_half(half, max_connections, signals)
+    try:
+        with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+            if isinstance(half, WindowsHalf):
+                await _run_windows_half(half, max_connections, windows, signals, report)
+            else:
+                await _run_wsl_half(half, max_connections, signals, report)
+    finally:
+        report.remove()
     log.info("stopped")
