@@ -7,6 +7,7 @@ and keeps its traceback. Heavy imports (trio) happen inside the commands so
 that `--version` starts fast.
 """
 
+import sys
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
@@ -23,10 +24,10 @@ from tailscale_wsl2.cli.common import (
     SocketOption,
     UpstreamOption,
     VerboseOption,
-    configure_logging,
     run_reporting_errors,
 )
 from tailscale_wsl2.cli.firewall import firewall_app
+from tailscale_wsl2.cli.service import LogFileOption, register, start_logging
 from tailscale_wsl2.errors import ActionableError
 from tailscale_wsl2.facts import DEFAULT_PORT, DEFAULT_SOCKET, PROGRAM
 from tailscale_wsl2.tuning.deferred_ssl import defer_ssl
@@ -114,9 +115,10 @@ def up(
     max_connections: Annotated[
         int, typer.Option(min=1, help="Stop accepting past this many open connections.")
     ] = 1024,
+    log_file: LogFileOption = None,
     verbose: VerboseOption = False,
 ) -> None:
-    configure_logging(verbose)
+    run_reporting_errors(verbose, lambda: start_logging(verbose, log_file))
     from tailscale_wsl2.serve.up import start  # noqa: PLC0415 (imports trio)
 
     run_reporting_errors(
@@ -135,6 +137,8 @@ def up(
                 wait_for_wsl=True,
             ),
             max_connections=max_connections,
+            arguments=tuple(sys.argv[1:]),
+            log_file=str(log_file.absolute()) if log_file else None,
         ),
     )
 
@@ -183,6 +187,7 @@ def doctor(
 
 
 app.add_typer(firewall_app)
+register(app)  # install, uninstall, status, logs (cli/service.py)
 
 
 def main() -> None:

@@ -26,6 +26,7 @@ __all__ = [
     "WindowsPaths",
     "environ_value",
     "find_first",
+    "rotated_log_files",
     "rotating_log_handler",
     "windows_paths",
 ]
@@ -61,7 +62,9 @@ def windows_paths(environ: Mapping[str, str]) -> WindowsPaths:
     local = _windows_dir(environ, "LOCALAPPDATA")
     logs = local / "tailscale-wsl2" / "logs"
     return WindowsPaths(
-        exe=str(local / "Programs" / "tailscale-wsl2" / "tailscale-wsl2.exe"),
+        # `w` as in pythonw.exe: the windowless copy (windowless.py), which shows nothing when
+        # run in a terminal, so it must not pass for the tailscale-wsl2.exe users run there.
+        exe=str(local / "Programs" / "tailscale-wsl2" / "tailscale-wsl2w.exe"),
         log_dir=str(logs),
         log_file=str(logs / "tailscale-wsl2.log"),
         task_xml=str(_windows_dir(environ, "TEMP") / "tailscale-wsl2-task.xml"),
@@ -79,3 +82,8 @@ def rotating_log_handler(
     # Unlike the terminal's, a log file spans days: the date goes in.
     handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%Y-%m-%d %H:%M:%S"))
     return handler
+
+
+def rotated_log_files(path: str, backups: int = LOG_BACKUPS) -> list[str]:
+    """The log file and the older files its rotation keeps beside it (`NAME.1` is the newest)."""
+    return [path, *(f"{path}.{number}" for number in range(1, backups + 1))]

@@ -49,6 +49,7 @@ from .wslconf import (
 __all__ = [
     "CopyFile",
     "InstallPlan",
+    "RemoveDirectory",
     "RemoveFile",
     "RunCommand",
     "Step",
@@ -89,6 +90,8 @@ class CopyFile:
     source: str
     destination: str
     mode: int = 0o755
+    # Windows: the copy is marked as a program without a console window (windowless.py).
+    windowless: bool = False
 
 
 @dataclass(frozen=True)
@@ -99,13 +102,22 @@ class RemoveFile:
 
 
 @dataclass(frozen=True)
+class RemoveDirectory:
+    """Remove the directory `path` if it is empty (install made it; the user may have not)."""
+
+    path: str
+
+
+@dataclass(frozen=True)
 class RunCommand:
     argv: tuple[str, ...]
     # True for commands whose failure changes nothing that matters (ending a task not running).
     may_fail: bool = False
+    # Windows: run with administrator rights, through the UAC prompt unless already elevated.
+    elevated: bool = False
 
 
-Step = WriteFile | CopyFile | RemoveFile | RunCommand
+Step = WriteFile | CopyFile | RemoveFile | RemoveDirectory | RunCommand
 
 
 @dataclass(frozen=True)
@@ -137,12 +149,18 @@ def render_dry_run(plan: InstallPlan) -> str:
             out.append(step.text if step.text.endswith("\n") else step.text + "\n(no newline)\n")
             out.append(f"--- end of {step.path} ---")
         elif isinstance(step, CopyFile):
-            out.append(f"copy {step.source} to {step.destination} (mode {step.mode:04o})")
+            windowless = ", marked windowless (no console window)" if step.windowless else ""
+            out.append(
+                f"copy {step.source} to {step.destination} (mode {step.mode:04o}){windowless}"
+            )
         elif isinstance(step, RemoveFile):
             out.append(f"remove {step.path}")
+        elif isinstance(step, RemoveDirectory):
+            out.append(f"remove the folder {step.path} if it is empty")
         else:
+            how = "run elevated (one UAC prompt)" if step.elevated else "run"
             suffix = "   (may fail: nothing to stop)" if step.may_fail else ""
-            out.append(f"run: {_command_line(step.argv, plan.shell)}{suffix}")
+            out.append(f"{how}: {_command_line(step.argv, plan.shell)}{suffix}")
     out.extend(f"note: {note}" for note in plan.notes)
     return "\n".join(line.rstrip("\n") for line in out) + "\n"
 
@@ -298,9 +316,16 @@ def _check_task_is_ours(facts: WindowsFacts, force: bool, action: str) -> None:
 
 
 def plan_windows_install(
-    source_exe: str | None, facts: WindowsFacts, *, force: bool = False
+    source_exe: str | None,
+    facts: WindowsFacts,
+    *,
+    force: bool = False,
+    up_options: Sequence[str] = (),
+    firewall: RunCommand | None = None,
 ) -> InstallPlan:
-    """Install the Windows half: copy the program, register the logon task, start it."""
+    """Install the Windows half: copy the program (windowless), let it through the firewall
+    (`firewall`: the netsh command, None when the rule is right already), register the logon
+    task that runs `up` with `up_options`, start it."""
     if source_exe is None:
         raise ActionableError(
             "install copies tailscale-wsl2.exe, and this program is not it",
@@ -311,14 +336,17 @@ def plan_windows_install(
     definition = TaskDefinition(
         user_id=windows_user_id(facts.environ),
         command=paths.exe,
-        arguments=("up", "--log-file", paths.log_file),
+        arguments=("up", *up_options, "--log-file", paths.log_file),
     )
     steps: list[Step] = []
     if facts.existing_task_xml is not None:
         # A running copy holds the program file open; it must stop before the copy replaces it.
         steps.append(RunCommand(tuple(end_task_argv(facts.environ)), may_fail=True))
     if not _same_windows_path(source_exe, paths.exe):
-        steps.append(CopyFile(source_exe, paths.exe))
+        steps.append(CopyFile(source_exe, paths.exe, windowless=True))
+    if firewall is not None:
+        # Before the task can first listen, so that Windows never asks about the firewall.
+        steps.append(firewall)
     steps += [
         WriteFile(paths.task_xml, task_xml(definition), task_xml_bytes(definition)),
         RunCommand(tuple(create_task_argv(facts.environ, paths.task_xml))),
@@ -329,9 +357,16 @@ def plan_windows_install(
 
 
 def plan_windows_uninstall(
-    running_exe: str | None, facts: WindowsFacts, *, force: bool = False
+    running_exe: str | None,
+    facts: WindowsFacts,
+    *,
+    force: bool = False,
+    firewall: RunCommand | None = None,
+    purge: Sequence[str] = (),
 ) -> InstallPlan:
-    """Stop and delete the task, then the installed program (unless it is the one running)."""
+    """Stop and delete the task, the firewall rule (`firewall`: the netsh command, None when
+    there is none), then the installed program (unless it is the one running) and, with
+    --purge, the files in `purge` (the link key, the logs)."""
     _check_task_is_ours(facts, force, "delete it with `tailscale-wsl2.exe uninstall --force`")
     paths = windows_paths(facts.environ)
     steps: list[Step] = []
@@ -340,10 +375,13 @@ def plan_windows_uninstall(
             RunCommand(tuple(end_task_argv(facts.environ)), may_fail=True),
             RunCommand(tuple(delete_task_argv(facts.environ))),
         ]
+    if firewall is not None:
+        steps.append(firewall)
     notes: tuple[str, ...] = ()
     if running_exe is not None and _same_windows_path(running_exe, paths.exe):
         # Windows does not delete a program file while it runs.
         notes = (f"delete {paths.exe} once this program has exited",)
     else:
-        steps.append(RemoveFile(paths.exe))
+        steps += [RemoveFile(paths.exe), RemoveDirectory(str(PureWindowsPath(paths.exe).parent))]
+    steps += [RemoveFile(path) for path in purge]
     return InstallPlan(tuple(steps), notes, shell="windows")

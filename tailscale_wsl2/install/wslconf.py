@@ -54,6 +54,7 @@ __all__ = [
     "find_windows_tools",
     "has_our_boot_command",
     "merge_boot_command",
+    "our_boot_segment",
     "remove_boot_command",
 ]
 
@@ -231,8 +232,14 @@ def _splice(text: str, start: int, end: int, replacement: str) -> str:
 
 def has_our_boot_command(wsl_conf_text: str | None) -> bool:
     """Whether the file's [boot] command starts with our segment."""
+    return our_boot_segment(wsl_conf_text) is not None
+
+
+def our_boot_segment(wsl_conf_text: str | None) -> str | None:
+    """Our segment of the [boot] command as WSL reads it, or None when it has none."""
     command = wsl_settings(wsl_conf_text).get("boot.command", "")
-    return _our_segment_end(command) is not None
+    end = _our_segment_end(command)
+    return None if end is None else command[:end]
 
 
 def merge_boot_command(

@@ -39,6 +39,7 @@ from tailscale_wsl2.facts import PROGRAM
 
 __all__ = [
     "STATE_DIR_VARIABLE",
+    "HalfName",
     "HopHealth",
     "RunState",
     "StateReporter",
@@ -57,7 +58,7 @@ STATE_DIR_VARIABLE = "TAILSCALE_WSL2_STATE_DIR"
 WSL_RUN_DIR = Path("/run") / PROGRAM
 SCHEMA = 1
 
-Half = Literal["windows", "wsl"]
+HalfName = Literal["windows", "wsl"]
 Health = Literal["unknown", "reachable", "unreachable"]
 
 
@@ -78,7 +79,7 @@ class HopHealth:
 class RunState:
     """What `status` shows of a running half."""
 
-    half: Half
+    half: HalfName
     pid: int
     process_start: str | None  # see process_start_token
     executable: str
@@ -121,7 +122,7 @@ def _state_dir(platform: str, environ: Mapping[str, str], euid: int | None) -> P
 
 
 def initial_state(
-    half: Half, arguments: tuple[str, ...] = (), log_file: str | None = None
+    half: HalfName, arguments: tuple[str, ...] = (), log_file: str | None = None
 ) -> RunState:
     """This process's state as it starts: where it listens and relays to are filled in later."""
     pid = os.getpid()
@@ -140,7 +141,7 @@ def initial_state(
 
 
 def state_path(
-    half: Half, *, platform: str, environ: Mapping[str, str], euid: int | None
+    half: HalfName, *, platform: str, environ: Mapping[str, str], euid: int | None
 ) -> Path | None:
     """Where a half running as `euid` writes its state; None when there is no such place."""
     directory = _state_dir(platform, environ, euid)
@@ -148,7 +149,7 @@ def state_path(
 
 
 def state_paths_to_read(
-    half: Half, *, platform: str, environ: Mapping[str, str], euid: int | None
+    half: HalfName, *, platform: str, environ: Mapping[str, str], euid: int | None
 ) -> list[Path]:
     """Where `status` looks: this user's place first, then root's (the installed service)."""
     paths = [state_path(half, platform=platform, environ=environ, euid=euid)]

@@ -9,6 +9,7 @@ from tailscale_wsl2.errors import ActionableError
 from tailscale_wsl2.install.plan import (
     CopyFile,
     InstallPlan,
+    RemoveDirectory,
     RemoveFile,
     RunCommand,
     WindowsFacts,
@@ -193,7 +194,8 @@ ENVIRON = {
     "TEMP": "C:\\Users\\alice\\AppData\\Local\\Temp",
 }
 SCHTASKS = "C:\\WINDOWS\\System32\\schtasks.exe"
-INSTALLED_EXE = "C:\\Users\\alice\\AppData\\Local\\Programs\\tailscale-wsl2\\tailscale-wsl2.exe"
+INSTALLED_DIR = "C:\\Users\\alice\\AppData\\Local\\Programs\\tailscale-wsl2"
+INSTALLED_EXE = INSTALLED_DIR + "\\tailscale-wsl2w.exe"
 TASK_FILE = "C:\\Users\\alice\\AppData\\Local\\Temp\\tailscale-wsl2-task.xml"
 DOWNLOADED = "C:\\Users\\alice\\Downloads\\tailscale-wsl2.exe"
 
@@ -207,7 +209,7 @@ def test_windows_install_copies_registers_and_starts_the_task() -> None:
         RemoveFile,
         RunCommand,
     ]
-    assert plan.steps[0] == CopyFile(DOWNLOADED, INSTALLED_EXE)
+    assert plan.steps[0] == CopyFile(DOWNLOADED, INSTALLED_EXE, windowless=True)
     task_file = plan.files[0]
     assert task_file.path == TASK_FILE
     fields = parse_task_xml(task_file.data)
@@ -259,6 +261,7 @@ def test_windows_uninstall_ends_and_deletes_the_task_then_the_program() -> None:
         RunCommand((SCHTASKS, "/End", "/TN", "tailscale-wsl2"), may_fail=True),
         RunCommand((SCHTASKS, "/Delete", "/TN", "tailscale-wsl2", "/F")),
         RemoveFile(INSTALLED_EXE),
+        RemoveDirectory(INSTALLED_DIR),
     )
 
 
