@@ -631,16 +631,16 @@ def register(app: typer.Typer) -> None:
     app.command(
         help="Install this side's half so that it starts by itself (Windows: at logon; WSL2: "
         "at WSL's start) and runs now; run again to upgrade. Takes `up`'s options.",
-        short_help="Start this side's half at boot or logon, from now on.",
+        short_help="Install this side's half: it starts at boot or logon.",
     )(install)
     app.command(
         help="Stop this side's installed half and remove what install wrote.",
-        short_help="Remove what install wrote.",
+        short_help="Stop this side's installed half; remove what install wrote.",
     )(uninstall)
     app.command(
         help="Installed or not, running or not, and the next hop's health as the running half "
         "sees it. Exit status 0 only when running and healthy.",
-        short_help="Is this side's half installed, running and healthy?",
+        short_help="Installed or not, running or not, healthy or not.",
     )(status)
     app.command(
         help="Show this side's log (the journal, or the log file).",
