@@ -292,8 +292,10 @@ def _carry_out(plan: "InstallPlan", dry_run: bool, done: Callable[[], str]) -> s
 
     if dry_run:
         return render_dry_run(plan)
-    apply_plan(plan, local_system())
     notes = "".join(f"note: {note}\n" for note in plan.notes)
+    if not plan.steps:
+        return notes
+    apply_plan(plan, local_system())
     return f"{notes}{done()}\n"
 
 

@@ -191,6 +191,11 @@ def plan_uninstall(request: WslRequest, host: WslHost) -> InstallPlan:
     plan = plan_wsl_uninstall(host.program, read_wsl_facts(host), force=request.force)
     purged = tuple(RemoveFile(path) for path in rotated_log_files(WSL_LOG)) if request.purge else ()
     windows = (RunCommand(request.windows_command),) if request.windows_command else ()
-    steps = (*plan.steps, *purged, *windows)
+    # Removing what is not there is no step: a dry run shows only what uninstall changes.
+    steps = tuple(
+        step
+        for step in (*plan.steps, *purged, *windows)
+        if not isinstance(step, RemoveFile) or host.exists(step.path)
+    )
     notes = plan.notes if steps else ("nothing of tailscale-wsl2 is installed here",)
     return replace(plan, steps=steps, notes=notes)

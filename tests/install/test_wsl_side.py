@@ -72,7 +72,7 @@ class Distro:
 def host(distro: Distro, *, euid: int = 0, running: RunningCopy | None = None) -> WslHost:
     return WslHost(
         read_bytes=distro.files.get,
-        exists=distro.present.__contains__,
+        exists=lambda path: path in distro.present or path in distro.files,
         run=distro.run,
         euid=euid,
         environ={"SUDO_GID": "1000", "SUDO_USER": "alice"},
@@ -238,7 +238,9 @@ def test_uninstall_with_purge_removes_the_boot_log_and_then_the_windows_half() -
     ours = render_unit(UnitSpec("/usr/local/bin/tailscale-wsl2", ("up",), 1000)).encode()
     exe = ("/mnt/c/t.exe", "uninstall", "--purge")
     request = WslRequest(command=("uninstall", "--purge"), purge=True, windows_command=exe)
-    plan = plan_uninstall(request, host(Distro({UNIT: ours})))
+    files = {UNIT: ours, "/usr/local/bin/tailscale-wsl2": b"\x7fELF"}
+    files |= {f"/var/log/tailscale-wsl2.log{suffix}": b"..." for suffix in ("", ".1", ".2", ".3")}
+    plan = plan_uninstall(request, host(Distro(files)))
     assert plan.steps[0] == RunCommand((SYSTEMCTL, "disable", "--now", "tailscale-wsl2.service"))
     assert plan.steps[-6:] == (
         RemoveFile("/usr/local/bin/tailscale-wsl2"),
@@ -258,3 +260,9 @@ def test_uninstall_of_nothing_says_so() -> None:
     )
     assert plan.steps == ()
     assert plan.notes == ("nothing of tailscale-wsl2 is installed here",)
+
+
+def test_uninstall_shows_only_what_is_there_to_remove() -> None:
+    request = WslRequest(command=("uninstall", "--purge"), purge=True)
+    plan = plan_uninstall(request, host(Distro({"/var/log/tailscale-wsl2.log": b"x"})))
+    assert plan.steps == (RemoveFile("/var/log/tailscale-wsl2.log"),)
