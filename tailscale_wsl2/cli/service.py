@@ -270,7 +270,7 @@ def _up_options(
         ("--listen", listen, None),
         ("--host-ip", host_ip, None),
         # Absolute: a service does not start in the folder install ran in.
-        ("--socket", socket.absolute(), DEFAULT_SOCKET),
+        ("--socket", None if socket == DEFAULT_SOCKET else socket.absolute(), None),
         ("--socket-mode", f"{socket_mode:04o}", f"{DEFAULT_SOCKET_MODE:04o}"),
         ("--upstream", upstream, None),
         ("--key-file", key_file.absolute() if key_file else None, None),

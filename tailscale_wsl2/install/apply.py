@@ -17,7 +17,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Sequence
-from pathlib import Path
+from pathlib import Path, PureWindowsPath
 from typing import BinaryIO, Protocol
 
 from tailscale_wsl2.errors import ActionableError
@@ -117,7 +117,14 @@ def _replace_atomically(path: Path, fill: Callable[[BinaryIO], object], mode: in
         raise
 
 
-def _cannot(verb: str, path: str, exc: OSError) -> ActionableError:
+def _cannot(verb: str, path: str, exc: OSError, platform: str = sys.platform) -> ActionableError:
+    if platform == "win32" and isinstance(exc, PermissionError) and path.lower().endswith(".exe"):
+        # Still in use after the retries: a copy of the installed program started by hand.
+        name = PureWindowsPath(path).name
+        return ActionableError(
+            f"cannot {verb} {path}: the program is running",
+            f"end it (`taskkill /IM {name} /F` in a shell), then run install again",
+        )
     fix = (
         "run it as root (sudo) or as Administrator"
         if isinstance(exc, PermissionError)

@@ -302,3 +302,17 @@ def test_up_s_log_file_takes_the_log_and_standard_error_when_there_is_none(
     lines = log.read_text().splitlines()
     assert lines[0].endswith(" listening on the socket")
     assert lines[1] == "tailscale-wsl2: a one-line error; its fix"
+
+
+def test_install_records_only_the_options_given_with_paths_made_absolute(
+    distro: Distro, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    distro.put("/etc/wsl.conf", samples.UBUNTU_SHIPPED)
+    result = runner.invoke(app, ["install", "--socket", "relative.sock", "--key-file", "k"])
+    assert result.exit_code == 0, result.output
+    unit = distro.system.at(UNIT).read_text()
+    assert f"up --socket {tmp_path}/relative.sock --key-file {tmp_path}/k\n" in unit
+    assert runner.invoke(app, ["install", "--port", "41113", "--socket-mode", "660"]).exit_code == 0
+    unit = distro.system.at(UNIT).read_text()
+    assert f"-m tailscale_wsl2 up --key-file {KEY}\n" in unit  # defaults are not recorded

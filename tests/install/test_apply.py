@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from tailscale_wsl2.errors import ActionableError
-from tailscale_wsl2.install.apply import LocalSystem, apply_plan
+from tailscale_wsl2.install.apply import LocalSystem, _cannot, apply_plan
 from tailscale_wsl2.install.plan import (
     CopyFile,
     InstallPlan,
@@ -201,3 +201,14 @@ def test_a_folder_is_removed_only_when_empty(tmp_path: Path) -> None:
         system.remove_directory(str(folder))
     assert sorted(path.name for path in tmp_path.iterdir()) == ["kept"]
     assert (kept / "the user's file").read_text() == "mine"
+
+
+def test_on_windows_a_program_still_running_is_named_with_how_to_end_it() -> None:
+    exe = "C:\\Users\\alice\\AppData\\Local\\Programs\\tailscale-wsl2\\tailscale-wsl2w.exe"
+    error = _cannot("write", exe, PermissionError(13, "Access denied"), platform="win32")
+    assert str(error) == (
+        f"cannot write {exe}: the program is running; end it "
+        "(`taskkill /IM tailscale-wsl2w.exe /F` in a shell), then run install again"
+    )
+    other = _cannot("write", "/etc/wsl.conf", PermissionError(13, "Permission denied"), "linux")
+    assert other.fix == "run it as root (sudo) or as Administrator"
