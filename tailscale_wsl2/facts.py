@@ -10,6 +10,7 @@ from pathlib import Path
 __all__ = [
     "DEFAULT_PORT",
     "DEFAULT_SOCKET",
+    "DEFAULT_SOCKET_MODE",
     "FIREWALL_RULE_NAME",
     "LEGACY_LOCALAPI_HOST",
     "LEGACY_LOCALAPI_PORT",
@@ -24,6 +25,9 @@ DEFAULT_PORT = 41113
 
 # Where the Linux `tailscale` CLI looks for its daemon (tailscale paths/paths.go).
 DEFAULT_SOCKET = Path("/var/run/tailscale/tailscaled.sock")
+
+# The WSL2 half's socket: its owner (root) and the group of the user who ran sudo.
+DEFAULT_SOCKET_MODE = 0o660
 
 # Tailscale for Windows 1.34 and later serves its LocalAPI here (tailscale paths/paths.go).
 LOCALAPI_PIPE_NAME = r"\\.\pipe\ProtectedPrefix\Administrators\Tailscale\tailscaled"

@@ -14,13 +14,17 @@ import typer
 
 from tailscale_wsl2 import __version__
 from tailscale_wsl2.cli.common import (
+    DEFAULT_MAX_CONNECTIONS,
+    DEFAULT_SOCKET_MODE_TEXT,
     HostIpOption,
     InsecureOption,
     KeyFileOption,
     ListenOption,
+    MaxConnectionsOption,
     PortOption,
     SideChoice,
     SideOption,
+    SocketModeOption,
     SocketOption,
     UpstreamOption,
     VerboseOption,
@@ -28,10 +32,8 @@ from tailscale_wsl2.cli.common import (
 )
 from tailscale_wsl2.cli.firewall import firewall_app
 from tailscale_wsl2.cli.service import LogFileOption, register, start_logging
-from tailscale_wsl2.errors import ActionableError
 from tailscale_wsl2.facts import DEFAULT_PORT, DEFAULT_SOCKET, PROGRAM
 from tailscale_wsl2.tuning.deferred_ssl import defer_ssl
-from tailscale_wsl2.tuning.onefile import onefile_lifecycle
 
 if TYPE_CHECKING:
     from tailscale_wsl2.plan.halves import Options
@@ -60,16 +62,6 @@ def _print_version(value: bool) -> None:
     if value:
         typer.echo(_version_line())
         raise typer.Exit
-
-
-def _parse_mode(text: str) -> int:
-    try:
-        mode = int(text, 8)
-    except ValueError:
-        mode = -1
-    if not 0 <= mode <= 0o777:
-        raise ActionableError(f"--socket-mode: not an octal file mode: {text!r}", "e.g. 0660")
-    return mode
 
 
 def _options(side: "SideChoice | None", upstream: str | None, **given: Any) -> "Options":
@@ -106,15 +98,11 @@ def up(
     listen: ListenOption = None,
     host_ip: HostIpOption = None,
     socket: SocketOption = DEFAULT_SOCKET,
-    socket_mode: Annotated[
-        str, typer.Option(help="WSL2 half: the socket's file mode, in octal.")
-    ] = "0660",
+    socket_mode: SocketModeOption = DEFAULT_SOCKET_MODE_TEXT,
     upstream: UpstreamOption = None,
     key_file: KeyFileOption = None,
     insecure_no_auth: InsecureOption = False,
-    max_connections: Annotated[
-        int, typer.Option(min=1, help="Stop accepting past this many open connections.")
-    ] = 1024,
+    max_connections: MaxConnectionsOption = DEFAULT_MAX_CONNECTIONS,
     log_file: LogFileOption = None,
     verbose: VerboseOption = False,
 ) -> None:
@@ -131,7 +119,7 @@ def up(
                 listen=listen,
                 host_ip=host_ip,
                 socket=socket,
-                socket_mode=_parse_mode(socket_mode),
+                socket_mode=int(socket_mode, 8),
                 key_file=key_file,
                 insecure_no_auth=insecure_no_auth,
                 wait_for_wsl=True,
@@ -193,5 +181,4 @@ register(app)  # install, uninstall, status, logs (cli/service.py)
 def main() -> None:
     # Before anything imports trio: OpenSSL stays unloaded (tuning/deferred_ssl.py).
     defer_ssl()
-    with onefile_lifecycle():
-        app(prog_name=PROGRAM)
+    app(prog_name=PROGRAM)

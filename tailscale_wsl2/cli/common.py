@@ -2,6 +2,12 @@
 way an `ActionableError` reaches the user (one line on stderr, exit status 1; with `--verbose`
 the traceback too). Help text goes in `help=`, never in docstrings: the frozen build strips
 docstrings (-OO).
+
+Paths are not checked by the command-line framework: typer would refuse a socket or key file
+the user cannot read before any code runs ("Invalid value for '--socket'"), which is exactly
+what doctor must report, with its fix, and what `up` says in one line of its own. So path
+options are plain paths (`readable=False`; nothing else of click's checks is on), and the code
+that uses a path says what is wrong with it. A malformed number is still usage (exit 2).
 """
 
 import enum
@@ -15,16 +21,25 @@ from typing import Annotated, NoReturn, TypeVar
 import typer
 
 from tailscale_wsl2.errors import ActionableError
-from tailscale_wsl2.facts import LEGACY_LOCALAPI_HOST, LEGACY_LOCALAPI_PORT, PROGRAM
+from tailscale_wsl2.facts import (
+    DEFAULT_SOCKET_MODE,
+    LEGACY_LOCALAPI_HOST,
+    LEGACY_LOCALAPI_PORT,
+    PROGRAM,
+)
 
 __all__ = [
+    "DEFAULT_MAX_CONNECTIONS",
+    "DEFAULT_SOCKET_MODE_TEXT",
     "HostIpOption",
     "InsecureOption",
     "KeyFileOption",
     "ListenOption",
+    "MaxConnectionsOption",
     "PortOption",
     "SideChoice",
     "SideOption",
+    "SocketModeOption",
     "SocketOption",
     "UpstreamOption",
     "VerboseOption",
@@ -78,7 +93,32 @@ HostIpOption = Annotated[
     typer.Option(help="WSL2 half: the Windows host's address instead of discovering it."),
 ]
 SocketOption = Annotated[
-    Path, typer.Option(help="WSL2 half: the Unix socket the `tailscale` CLI uses.")
+    Path,
+    typer.Option(readable=False, help="WSL2 half: the Unix socket the `tailscale` CLI uses."),
+]
+
+
+def _parse_mode(text: str) -> str:
+    """`--socket-mode` checked as it is parsed: a bad number is usage (exit 2), as for every
+    other number option."""
+    try:
+        mode = int(text, 8)
+    except ValueError:
+        mode = -1
+    if not 0 <= mode <= 0o777:
+        raise typer.BadParameter(f"not an octal file mode: {text!r} (e.g. 0660)")
+    return text
+
+
+# A str, as given (`int(value, 8)` after parsing): its default reads as it is typed.
+SocketModeOption = Annotated[
+    str,
+    typer.Option(callback=_parse_mode, help="WSL2 half: the socket's file mode, in octal."),
+]
+DEFAULT_SOCKET_MODE_TEXT = f"{DEFAULT_SOCKET_MODE:04o}"
+DEFAULT_MAX_CONNECTIONS = 1024
+MaxConnectionsOption = Annotated[
+    int, typer.Option(min=1, help="Stop accepting past this many open connections.")
 ]
 UpstreamOption = Annotated[
     str | None,
@@ -90,7 +130,9 @@ UpstreamOption = Annotated[
 ]
 KeyFileOption = Annotated[
     Path | None,
-    typer.Option(help="The link key file (default: found in the Windows user's profile)."),
+    typer.Option(
+        readable=False, help="The link key file (default: found in the Windows user's profile)."
+    ),
 ]
 InsecureOption = Annotated[
     bool,

@@ -25,13 +25,17 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from tailscale_wsl2.cli.common import (
+    DEFAULT_MAX_CONNECTIONS,
+    DEFAULT_SOCKET_MODE_TEXT,
     HostIpOption,
     InsecureOption,
     KeyFileOption,
     ListenOption,
+    MaxConnectionsOption,
     PortOption,
     SideChoice,
     SideOption,
+    SocketModeOption,
     SocketOption,
     UpstreamOption,
     VerboseOption,
@@ -39,7 +43,7 @@ from tailscale_wsl2.cli.common import (
     run_reporting_errors,
 )
 from tailscale_wsl2.errors import ActionableError
-from tailscale_wsl2.facts import DEFAULT_PORT, DEFAULT_SOCKET, PROGRAM
+from tailscale_wsl2.facts import DEFAULT_PORT, DEFAULT_SOCKET, DEFAULT_SOCKET_MODE, PROGRAM
 
 if TYPE_CHECKING:
     from tailscale_wsl2.install.apply import System
@@ -60,8 +64,6 @@ __all__ = [
     "wsl_host",
 ]
 
-DEFAULT_SOCKET_MODE = 0o660
-DEFAULT_MAX_CONNECTIONS = 1024
 DEFAULT_LOG_LINES = 50
 
 LogFileOption = Annotated[
@@ -241,16 +243,6 @@ def _check_platform(half: str, verb: str) -> None:
         )
 
 
-def _octal_mode(text: str) -> int:
-    try:
-        mode = int(text, 8)
-    except ValueError:
-        mode = -1
-    if not 0 <= mode <= 0o777:
-        raise typer.BadParameter(f"not an octal file mode: {text!r} (e.g. 0660)")
-    return mode
-
-
 def _up_options(
     side: SideChoice | None,
     port: int,
@@ -344,15 +336,11 @@ def install(
     listen: ListenOption = None,
     host_ip: HostIpOption = None,
     socket: SocketOption = DEFAULT_SOCKET,
-    socket_mode: Annotated[
-        str, typer.Option(help="WSL2 half: the socket's file mode, in octal.")
-    ] = "0660",
+    socket_mode: SocketModeOption = DEFAULT_SOCKET_MODE_TEXT,
     upstream: UpstreamOption = None,
     key_file: KeyFileOption = None,
     insecure_no_auth: InsecureOption = False,
-    max_connections: Annotated[
-        int, typer.Option(min=1, help="Stop accepting past this many open connections.")
-    ] = DEFAULT_MAX_CONNECTIONS,
+    max_connections: MaxConnectionsOption = DEFAULT_MAX_CONNECTIONS,
     dry_run: DryRunOption = False,
     force: ForceOption = False,
     disable_tailscaled: Annotated[
@@ -365,7 +353,7 @@ def install(
     windows_exe: WindowsExeOption = None,
     verbose: VerboseOption = False,
 ) -> None:
-    mode = _octal_mode(socket_mode)
+    mode = int(socket_mode, 8)  # checked as it was parsed (cli/common.py)
     up_options = _up_options(
         side,
         port,

@@ -22,12 +22,15 @@ closes the connection and the upstream is never opened for it.
 import hashlib
 import hmac
 import os
+from collections.abc import Callable
 
 import trio
 
 __all__ = [
     "HANDSHAKE_TIMEOUT",
     "HandshakeFailed",
+    "NoHandshake",
+    "WrongKey",
     "answer_for",
     "challenge_client",
     "prove_key",
@@ -46,36 +49,65 @@ class HandshakeFailed(Exception):
     """The handshake did not complete; the message says why, for the user."""
 
 
+class WrongKey(HandshakeFailed):
+    """The Windows half refused the answer: the two halves hold different keys."""
+
+
+class NoHandshake(HandshakeFailed):
+    """The peer gave no hello: `received` is what it sent instead (b"": it closed the
+    connection first; None: nothing within `waited` seconds). `link.mismatch` tells who
+    it is from that."""
+
+    def __init__(self, received: bytes | None, waited: float) -> None:
+        said = "nothing" if received is None else repr(received[:40]) if received else "no byte"
+        super().__init__(f"it sent no tailscale-wsl2 handshake ({said})")
+        self.received = received
+        self.waited = waited
+
+
 def answer_for(key: bytes, hello: bytes) -> bytes:
     return VERSION + hmac.digest(key, hello, hashlib.sha256)
 
 
-async def _receive_exactly(stream: trio.abc.Stream, size: int) -> bytes | None:
-    """Exactly `size` bytes, or None when the peer sends fewer or more.
+def _no_description(first_bytes: bytes) -> str | None:
+    return None
+
+
+async def _receive_answer(
+    stream: trio.abc.Stream, describe_first_bytes: Callable[[bytes], str | None]
+) -> bytes | str:
+    """Exactly ANSWER_SIZE bytes, or why not: the peer sent fewer or more, or its first
+    bytes say it is no WSL2 half answering (`describe_first_bytes`).
 
     Asking for one byte more than still expected detects a peer that sends
     more than the protocol allows at this point, without ever consuming bytes
     that belong to the relayed connection from a peer that behaves.
     """
     received = bytearray()
-    while len(received) < size:
-        chunk = await stream.receive_some(size - len(received) + 1)
+    while len(received) < ANSWER_SIZE:
+        chunk = await stream.receive_some(ANSWER_SIZE - len(received) + 1)
         if not chunk:
-            return None
+            return "malformed answer"
+        if not received and (reason := describe_first_bytes(bytes(chunk))):
+            return reason
         received += chunk
-    return bytes(received) if len(received) == size else None
+    return bytes(received) if len(received) == ANSWER_SIZE else "malformed answer"
 
 
 async def challenge_client(
-    stream: trio.abc.Stream, key: bytes, *, timeout: float = HANDSHAKE_TIMEOUT
+    stream: trio.abc.Stream,
+    key: bytes,
+    *,
+    timeout: float = HANDSHAKE_TIMEOUT,
+    describe_first_bytes: Callable[[bytes], str | None] = _no_description,
 ) -> str | None:
     """Windows half: challenge a new connection; None if it proved the key, else why not."""
     hello = MAGIC + VERSION + os.urandom(NONCE_BYTES)
     with trio.move_on_after(timeout):
         await stream.send_all(hello)
-        answer = await _receive_exactly(stream, ANSWER_SIZE)
-        if answer is None:
-            return "malformed answer"
+        answer = await _receive_answer(stream, describe_first_bytes)
+        if isinstance(answer, str):
+            return answer
         if not hmac.compare_digest(answer, answer_for(key, hello)):
             return "wrong key" if answer[:1] == VERSION else "unknown handshake version"
         await stream.send_all(ACCEPTED)
@@ -83,24 +115,42 @@ async def challenge_client(
     return f"no answer within {timeout:g}s"
 
 
+def _could_be_hello(received: bytes | bytearray) -> bool:
+    return bytes(received[: len(MAGIC)]) == MAGIC[: len(received)]
+
+
+async def _receive_hello(stream: trio.abc.Stream, deadline: float, timeout: float) -> bytes:
+    """The Windows half's hello; NoHandshake as soon as its bytes cannot be one, or at the
+    deadline with what came (None for nothing)."""
+    received = bytearray()
+    with trio.move_on_at(deadline):
+        while len(received) < HELLO_SIZE:
+            chunk = await stream.receive_some(HELLO_SIZE - len(received) + 1)
+            if not chunk:
+                raise NoHandshake(bytes(received), timeout)
+            received += chunk
+            if not _could_be_hello(received):
+                raise NoHandshake(bytes(received), timeout)
+        if len(received) > HELLO_SIZE:
+            raise HandshakeFailed("it sent a malformed handshake: update both halves")
+        return bytes(received)
+    if received:
+        raise HandshakeFailed(f"it sent part of a handshake, then nothing for {timeout:g}s")
+    raise NoHandshake(None, timeout)
+
+
 async def prove_key(
     stream: trio.abc.Stream, key: bytes, *, timeout: float = HANDSHAKE_TIMEOUT
 ) -> None:
-    """WSL2 half: answer the Windows half's challenge; raise HandshakeFailed."""
-    with trio.move_on_after(timeout):
-        hello = await _receive_exactly(stream, HELLO_SIZE)
-        if hello is None or not hello.startswith(MAGIC):
-            raise HandshakeFailed(
-                "it closed the connection or sent no tailscale-wsl2 handshake "
-                "(is this address outside the subnet it serves?)"
-            )
-        if hello[len(MAGIC) : len(MAGIC) + 1] != VERSION:
-            raise HandshakeFailed("it speaks another handshake version: update both halves")
+    """WSL2 half: answer the Windows half's challenge; raise HandshakeFailed (NoHandshake for
+    a peer that is no Windows half expecting it, WrongKey for a refused key)."""
+    deadline = trio.current_time() + timeout
+    hello = await _receive_hello(stream, deadline, timeout)
+    if hello[len(MAGIC) : len(MAGIC) + 1] != VERSION:
+        raise HandshakeFailed("it speaks another handshake version: update both halves")
+    with trio.move_on_at(deadline):
         await stream.send_all(answer_for(key, hello))
         if await stream.receive_some(1) != ACCEPTED:
-            raise HandshakeFailed("it refused the link key: the two halves use different keys")
+            raise WrongKey("it refused the link key: the two halves use different keys")
         return
-    raise HandshakeFailed(
-        f"it did not start the handshake within {timeout:g}s "
-        "(an older Windows half, or one run with --insecure-no-auth?)"
-    )
+    raise HandshakeFailed(f"it did not answer the link key within {timeout:g}s")

@@ -32,6 +32,13 @@ A link that does not start with `SESSION_MODE` carries one client connection,
 unframed, so that a person debugging with curl (`--insecure-no-auth`) can still
 talk HTTP to the Windows half.
 
+No frame is longer than `MAX_FRAME`. A longer length is no frame header but
+another program's bytes: on a WSL2 half run with `--insecure-no-auth`, the
+first bytes of a Windows half that expects the handshake (its hello), or of a
+web server. The session then ends with `LinkOutOfStep`, whose message
+(`explain_out_of_step`, given by the half) says who the peer is and what to do,
+for the relay to answer its client with, instead of passing those bytes on.
+
 Framing costs the bulk path nothing extra: the pump reads into a buffer after
 four bytes of headroom and sends header and payload with one call
 (`pump.py`); reading asks for the next frame's header along with the end of
@@ -58,8 +65,11 @@ from tailscale_wsl2.net.sockets import (
 __all__ = [
     "GONE",
     "HEADER",
+    "MAX_FRAME",
     "SESSION_MODE",
+    "ExplainOutOfStep",
     "FirstByte",
+    "LinkOutOfStep",
     "LinkSession",
     "link_sessions",
     "session_at_once",
@@ -70,8 +80,23 @@ __all__ = [
 SESSION_MODE = b"\x00"
 HEADER = struct.Struct(">I")
 GONE = 0xFFFF_FFFF
+# The pump's frames are at most its buffer (256 KiB); a length far beyond that is no header.
+MAX_FRAME = 16 << 20
 # The largest portable chunk; the pump's frames are at most its buffer size.
 RECEIVE_SIZE = 65536
+
+
+class LinkOutOfStep(trio.BrokenResourceError):
+    """The link carried bytes that are no frame: the peer does not relay sessions. The
+    message says who it is instead, and what to do."""
+
+
+# The one line for a link whose first bytes (given) are no frame header.
+ExplainOutOfStep = Callable[[bytes], str]
+
+
+def _not_a_frame(received: bytes) -> str:
+    return f"the other half sent {received!r}, which is no frame: the link is out of step"
 
 
 class LinkSession(trio.abc.HalfCloseableStream):
@@ -83,9 +108,13 @@ class LinkSession(trio.abc.HalfCloseableStream):
     """
 
     def __init__(
-        self, link: RawSocketStream, recycle: Callable[[RawSocketStream], None] | None = None
+        self,
+        link: RawSocketStream,
+        recycle: Callable[[RawSocketStream], None] | None = None,
+        explain_out_of_step: ExplainOutOfStep = _not_a_frame,
     ) -> None:
         self.link = link
+        self._explain_out_of_step = explain_out_of_step
         self.socket = link.socket
         self._recycle = recycle
         self._header = bytearray(HEADER.size)
@@ -184,6 +213,8 @@ class LinkSession(trio.abc.HalfCloseableStream):
         if length == GONE:
             self._received_eof = self.abandoned = True
             return
+        if length > MAX_FRAME:
+            raise LinkOutOfStep(self._explain_out_of_step(bytes(self._header)))
         self._unread = self.frame_length = length
         self._received_eof = not length
 
@@ -300,13 +331,14 @@ def start_session_mode(connect: Connector) -> Connector:
 def session_connector(
     take_link: Callable[[], Awaitable[trio.abc.Stream]],
     recycle: Callable[[RawSocketStream], None],
+    explain_out_of_step: ExplainOutOfStep = _not_a_frame,
 ) -> Connector:
     """The WSL2 half's upstream: a session on a link that goes back to `recycle` after it."""
 
     async def open_session() -> trio.abc.Stream:
         link = await take_link()
         assert isinstance(link, RawSocketStream)
-        return LinkSession(link, recycle)
+        return LinkSession(link, recycle, explain_out_of_step)
 
     return open_session
 
@@ -314,13 +346,14 @@ def session_connector(
 def session_at_once(
     take_parked: Callable[[], RawSocketStream | None],
     recycle: Callable[[RawSocketStream], None],
+    explain_out_of_step: ExplainOutOfStep = _not_a_frame,
 ) -> Callable[[], LinkSession | None]:
     """The WSL2 half's upstream when a link is parked: a session on it, taken without
     waiting (`relay.UpstreamAtOnce`); None when none is."""
 
     def open_session_at_once() -> LinkSession | None:
         link = take_parked()
-        return None if link is None else LinkSession(link, recycle)
+        return None if link is None else LinkSession(link, recycle, explain_out_of_step)
 
     return open_session_at_once
 

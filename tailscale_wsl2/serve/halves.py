@@ -19,7 +19,8 @@ import trio
 
 from tailscale_wsl2.errors import ActionableError
 from tailscale_wsl2.link.admission import admit_windows_peer, authenticated_connector
-from tailscale_wsl2.link.key import load_key, load_or_create_key
+from tailscale_wsl2.link.key import KeyFileError, KeyProblem, load_key, load_or_create_key
+from tailscale_wsl2.link.mismatch import explain_out_of_step
 from tailscale_wsl2.link.sessions import (
     link_sessions,
     session_at_once,
@@ -125,19 +126,37 @@ async def _open_wsl_socket(half: WslHalf) -> tuple[RawSocketListener, Callable[[
     )
 
 
+def _wsl_key(half: WslHalf) -> bytes | None:
+    """The WSL2 half's link key; a missing one names the Windows half's start, as given."""
+    if half.key_file is None:
+        return None
+    try:
+        return load_key(half.key_file)
+    except KeyFileError as exc:
+        if exc.problem is not KeyProblem.MISSING:
+            raise
+        raise ActionableError(
+            exc.what, f"run `{half.fixes.windows_up}` on Windows first (it creates the key)"
+        ) from None
+
+
 async def _run_wsl_half(
     half: WslHalf, max_connections: int, signals: ShutdownSignals, report: StateReporter
 ) -> None:
+    key = _wsl_key(half)
     connect: Connector = (
-        authenticated_connector(half.upstream, load_key(half.key_file))
-        if half.key_file
+        authenticated_connector(half.upstream, key, half.fixes)
+        if key
         else hop_connector(half.upstream)
     )
     warm = WarmLinks(start_session_mode(_observed(connect, report)))
+    # The bytes of a peer that is no Windows half relaying sessions, as the client's 502.
+    out_of_step = partial(explain_out_of_step, half.upstream.endpoint, half.fixes)
     relay = Relay.for_clients(
-        session_connector(warm.take, warm.park),
-        upstream_at_once=session_at_once(warm.take_parked, warm.park),
+        session_connector(warm.take, warm.park, out_of_step),
+        upstream_at_once=session_at_once(warm.take_parked, warm.park, out_of_step),
         max_connections=max_connections,
+        upstream_name=f"{half.upstream.name} at {half.upstream.endpoint}",
     )
     listener, remove_socket_file = await _open_wsl_socket(half)
     log.info("listening on %s (mode %03o)", half.socket, half.socket_mode)
@@ -193,6 +212,12 @@ def _windows_connector(
     log.info("relaying to Tailscale's LocalAPI: %s (--upstream auto)", upstream)
     connect = _observed(AutoLocalApi(upstream), report)
     return connect, [partial(_probe, connect)]
+
+
+def _upstream_name(upstream: Hop | LocalApiAuto) -> str:
+    if isinstance(upstream, Hop):
+        return f"{upstream.name} at {upstream.endpoint}"
+    return "Tailscale's LocalAPI"
 
 
 class _WindowsListening:
@@ -262,7 +287,11 @@ async def _run_windows_half(
     report.update(relaying_to=str(half.upstream))
     connect, helpers = _windows_connector(half.upstream, report)
     relay = Relay.for_links(
-        connect, admit=admission, sessions=link_sessions, max_connections=max_connections
+        connect,
+        admit=admission,
+        sessions=link_sessions,
+        max_connections=max_connections,
+        upstream_name=_upstream_name(half.upstream),
     )
     listening = _WindowsListening(half, admission, lookups, report)
     helpers.append(listening.warn_if_firewalled)

@@ -267,6 +267,8 @@ async def authenticated_status(port: int, key: bytes) -> int:
         return await read_response(Reader(stream))
 
 
+# Its own deadlines add up to 150 s past start-up: the general limit would pre-empt them.
+@pytest.mark.timeout(300)
 async def test_malformed_handshakes_reach_nothing(program: list[str], tmp_path: Path) -> None:
     chain = Chain(program, tmp_path)
     standin = tmp_path / "standin.sock"
@@ -373,6 +375,8 @@ SLOW_PAUSE = 0.001
 MAX_SLOW_PAUSE = 0.01
 
 
+# Its own deadline is 300 s: the general limit would pre-empt it.
+@pytest.mark.timeout(420)
 async def test_slow_reader_keeps_memory_bounded(chain: Chain) -> None:
     halves = [half(chain, "wsl"), half(chain, "windows")]
     assert (await get(chain)).status == 200
@@ -481,6 +485,8 @@ async def hold_connections(chain: Chain, halves: list[Half]) -> dict[str, int]:
     return peak
 
 
+# Its own deadline is 180 s: the general limit would pre-empt it.
+@pytest.mark.timeout(300)
 async def test_a_thousand_connections_held_at_once_leak_nothing(chain: Chain) -> None:
     halves = [half(chain, "wsl"), half(chain, "windows")]
     assert (await get(chain)).status == 200
@@ -551,6 +557,8 @@ async def test_windows_half_restarted_under_a_running_wsl_half(chain: Chain) -> 
     assert chain.processes["wsl"] is wsl
 
 
+# Two deadlines of 120 s each: the general limit would pre-empt them.
+@pytest.mark.timeout(360)
 async def test_localapi_restarted_leaves_nothing_behind(chain: Chain) -> None:
     halves = [half(chain, "wsl"), half(chain, "windows")]
     assert (await get(chain)).status == 200

@@ -14,7 +14,8 @@ import trio
 
 from tailscale_wsl2.net.connect import Hop
 from tailscale_wsl2.net.endpoints import TcpEndpoint
-from tailscale_wsl2.plan.halves import WslHalf
+from tailscale_wsl2.plan.commands import link_fixes
+from tailscale_wsl2.plan.halves import Options, WslHalf
 from tailscale_wsl2.serve.halves import run_half
 from tailscale_wsl2.serve.state import (
     HopHealth,
@@ -193,6 +194,7 @@ async def test_a_running_half_reports_where_it_listens_its_next_hop_and_removes_
         upstream=Hop(TcpEndpoint("127.0.0.1", port), "the Windows half", "start it"),
         upstream_found_by="--host-ip",
         key_file=None,
+        fixes=link_fixes(Options(host_ip="127.0.0.1", insecure_no_auth=True), sudo=False),
     )
     path = tmp_path / "run" / "state-wsl.json"
     reporter = StateReporter(path, initial_state("wsl", ("up", "--side", "wsl")))
