@@ -220,6 +220,13 @@ def _upstream_name(upstream: Hop | LocalApiAuto) -> str:
     return "Tailscale's LocalAPI"
 
 
+def _relaying_to(upstream: Hop | LocalApiAuto) -> str:
+    """Where the Windows half relays, as `status` shows it: the auto choice's candidates too."""
+    if isinstance(upstream, Hop):
+        return _upstream_name(upstream)
+    return f"{_upstream_name(upstream)}: {upstream} (--upstream auto)"
+
+
 class _WindowsListening:
     """Where the Windows half listens now: binding, rebinding, and the firewall warning."""
 
@@ -284,7 +291,7 @@ async def _run_windows_half(
 ) -> None:
     key = load_or_create_key(half.key_file) if half.key_file else None
     admission = _CurrentSubnetAdmission(half.allowed_peers, key)
-    report.update(relaying_to=str(half.upstream))
+    report.update(relaying_to=_relaying_to(half.upstream))
     connect, helpers = _windows_connector(half.upstream, report)
     relay = Relay.for_links(
         connect,

@@ -93,6 +93,9 @@ def test_status_and_logs_of_a_running_chain_then_a_stopped_one(chain: Chain) -> 
     code, document = status(chain, "windows")
     assert code == 0
     assert document["running"]["listening"] == f"127.0.0.1:{chain.port}"
+    assert document["running"]["relaying_to"] == (
+        f"Tailscale's LocalAPI on Windows at {chain.localapi_socket}"
+    )
 
     logs = run(chain, "wsl", "logs", "--side", "wsl", "-n", "50")
     assert logs.returncode == 0, logs.stderr

@@ -15,7 +15,7 @@ import trio
 from tailscale_wsl2.net.connect import Hop
 from tailscale_wsl2.net.endpoints import TcpEndpoint
 from tailscale_wsl2.plan.commands import link_fixes
-from tailscale_wsl2.plan.halves import Options, WslHalf
+from tailscale_wsl2.plan.halves import Discoverers, Options, WslHalf, plan_half
 from tailscale_wsl2.serve.halves import run_half
 from tailscale_wsl2.serve.state import (
     HopHealth,
@@ -29,6 +29,8 @@ from tailscale_wsl2.serve.state import (
     state_paths_to_read,
     write_state,
 )
+from tailscale_wsl2.windows.localapi import LocalApiAuto
+from tailscale_wsl2.wsl.side import Side
 
 STATE = RunState(
     half="wsl",
@@ -213,3 +215,23 @@ async def test_a_running_half_reports_where_it_listens_its_next_hop_and_removes_
         f"the Windows half is not reachable at 127.0.0.1:{port} (connection refused); start it"
     )
     assert not path.exists()
+
+
+async def test_a_windows_half_on_the_auto_upstream_reports_both_candidates(
+    tmp_path: Path,
+) -> None:
+    def unused() -> Path:
+        raise AssertionError("not looked up with --listen and --insecure-no-auth")
+
+    options = Options(listen="127.0.0.1", port=free_port(), insecure_no_auth=True)
+    discover = Discoverers(lambda: None, unused, unused, unused)  # type: ignore[arg-type]
+    half = plan_half(options, Side.WINDOWS, discover, {})
+    path = tmp_path / "state-windows.json"
+    reporter = StateReporter(path, initial_state("windows", ("up",)))
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(lambda: run_half(half, max_connections=4, report=reporter))
+        with trio.fail_after(10):
+            while (state := read_state(path)) is None or state.listening is None:
+                await trio.sleep(0.01)
+        nursery.cancel_scope.cancel()
+    assert state.relaying_to == (f"Tailscale's LocalAPI: {LocalApiAuto()} (--upstream auto)")
