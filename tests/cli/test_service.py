@@ -2,6 +2,7 @@
 nothing of the user's lost. The machine is a temporary root (tests/support/rooted.py)."""
 
 import json
+import shlex
 import sys
 from collections.abc import Sequence
 from dataclasses import replace
@@ -162,14 +163,35 @@ def test_with_systemd_install_writes_the_unit_and_restarts_the_service(distro: D
     assert "up --port 5001 " in distro.system.at(UNIT).read_text()
 
 
-def test_the_dry_run_changes_nothing_and_shows_everything(distro: Distro) -> None:
-    distro.euid = 1000
-    result = runner.invoke(app, ["install", "--dry-run"])
+@pytest.mark.parametrize("systemd", [True, False], ids=["systemd", "boot command"])
+def test_the_dry_run_changes_nothing_and_shows_everything_install_then_does(
+    distro: Distro, systemd: bool
+) -> None:
+    distro.systemd = systemd
+    distro.put("/etc/wsl.conf", samples.NETWORK_FIX)
+    before = distro.system.snapshot()
+    distro.euid = 1000  # a dry run needs no root
+    result = runner.invoke(app, ["install", "--port", "5000", "--dry-run"])
     assert result.exit_code == 0, result.output
-    assert f"--- write {UNIT} (mode 0644) ---" in result.stdout
-    assert "run: /usr/bin/systemctl restart tailscale-wsl2.service" in result.stdout
-    assert distro.system.snapshot() == {}
+    assert distro.system.snapshot() == before
     assert distro.system.commands == []
+    shown = result.stdout
+
+    distro.euid = 0
+    assert runner.invoke(app, ["install", "--port", "5000"]).exit_code == 0
+    written = {
+        path: data for path, data in distro.system.snapshot().items() if before.get(path) != data
+    }
+    assert written, "install wrote nothing"
+    # Every file install wrote, by its full path with its whole content; every command.
+    for path, data in written.items():
+        assert f"--- write {path} (mode 0644) ---\n{data.decode()}--- end of {path} ---\n" in (
+            shown
+        )
+    for argv in distro.system.commands:
+        assert f"run: {shlex.join(argv)}\n" in shown
+    assert shown.count("--- write ") == len(written)
+    assert shown.count("\nrun: ") + shown.startswith("run: ") == len(distro.system.commands)
 
 
 def test_windows_exe_that_is_not_one_is_one_line(distro: Distro) -> None:
