@@ -30,7 +30,7 @@ from pathlib import Path
 
 from tailscale_wsl2.errors import ActionableError
 from tailscale_wsl2.facts import PROGRAM
-from tailscale_wsl2.system import RunCommand, run_command
+from tailscale_wsl2.system import RunCommand, environ_value, run_command, windows_system_tool
 
 __all__ = [
     "KEY_BYTES",
@@ -39,6 +39,7 @@ __all__ = [
     "find_key_from_wsl",
     "load_key",
     "load_or_create_key",
+    "owner_only_argv",
     "windows_key_path",
 ]
 
@@ -268,15 +269,22 @@ def restrict_to_owner(path: Path) -> None:
     if sys.platform != "win32":
         os.chmod(path, 0o600)
         return
-    # %LOCALAPPDATA% inherits the profile's ACL (the user, SYSTEM and the
-    # Administrators group); the key needs the user alone.
-    user = f"{os.environ.get('USERDOMAIN', '.')}\\{os.environ.get('USERNAME', '')}"
     subprocess.run(
-        ["icacls", str(path), "/inheritance:r", "/grant:r", f"{user}:F"],
+        owner_only_argv(path, os.environ),
         capture_output=True,
         check=True,
         creationflags=subprocess.CREATE_NO_WINDOW,
     )
+
+
+def owner_only_argv(path: Path | str, environ: Mapping[str, str]) -> list[str]:
+    """icacls, from System32 (never a planted one beside the .exe), leaving the user alone."""
+    # %LOCALAPPDATA% inherits the profile's ACL (the user, SYSTEM and the
+    # Administrators group); the key needs the user alone.
+    domain = environ_value(environ, "USERDOMAIN") or "."
+    user = f"{domain}\\{environ_value(environ, 'USERNAME') or ''}"
+    icacls = windows_system_tool("icacls", environ) or "icacls"
+    return [icacls, str(path), "/inheritance:r", "/grant:r", f"{user}:F"]
 
 
 def _create_key(path: Path) -> bytes:

@@ -14,6 +14,7 @@ from tailscale_wsl2.link.key import (
     find_key_from_wsl,
     load_key,
     load_or_create_key,
+    owner_only_argv,
     windows_key_path,
 )
 from tailscale_wsl2.system import CommandResult
@@ -214,3 +215,16 @@ def test_the_windows_half_says_where_it_cannot_create_the_key(
     assert caught.value.what == (
         f"cannot create the link key at {tmp_path / 'link.key'}: Permission denied"
     )
+
+
+def test_the_key_is_locked_down_by_system32_s_icacls_for_the_user_alone() -> None:
+    """By absolute path: the .exe often runs from Downloads, where Windows would look for a
+    bare `icacls` first."""
+    environ = {"SystemRoot": "D:\\WINNT", "USERDOMAIN": "CORP", "username": "alice"}
+    assert owner_only_argv("C:\\k\\link.key", environ) == [
+        "D:\\WINNT\\System32\\icacls.exe",
+        "C:\\k\\link.key",
+        "/inheritance:r",
+        "/grant:r",
+        "CORP\\alice:F",
+    ]
