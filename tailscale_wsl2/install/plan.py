@@ -16,6 +16,7 @@ from pathlib import PureWindowsPath
 from typing import Literal
 
 from tailscale_wsl2.errors import ActionableError
+from tailscale_wsl2.plan.commands import WINDOWS_PROGRAM
 
 from .paths import SYSTEMCTL_CANDIDATES, WSL_BINARY, WSL_LOG, WSL_UNIT, windows_paths
 from .systemd import (
@@ -47,6 +48,7 @@ from .wslconf import (
 )
 
 __all__ = [
+    "Again",
     "CopyFile",
     "InstallPlan",
     "RemoveDirectory",
@@ -166,6 +168,18 @@ def render_dry_run(plan: InstallPlan) -> str:
 
 
 @dataclass(frozen=True)
+class Again:
+    """The command the user ran, as words, for a fix that runs it again with one option more:
+    a fix that dropped the user's options would install something else when copied."""
+
+    words: tuple[str, ...]
+    shell: Literal["posix", "windows"] = "posix"
+
+    def adding(self, option: str) -> str:
+        return _command_line((*self.words, option), self.shell)
+
+
+@dataclass(frozen=True)
 class WslProgram:
     """How this program runs now: `(exe,)` when frozen, `(python, "-m", "tailscale_wsl2")`."""
 
@@ -231,8 +245,10 @@ def plan_wsl_install(
     *,
     force: bool = False,
     disable_tailscaled: bool = False,
+    again: Again = Again(("sudo", "tailscale-wsl2", "install")),
 ) -> InstallPlan:
-    """Install the WSL2 half: as a systemd service, or as WSL's boot command without systemd."""
+    """Install the WSL2 half: as a systemd service, or as WSL's boot command without systemd.
+    `again` is the install command as the user ran it, for the fixes."""
     command = program.installed_command()
     arguments = (*command[1:], *up_arguments)
     path = choose_boot_path(
@@ -243,7 +259,8 @@ def plan_wsl_install(
         # The WSL2 half gives its socket to SUDO_GID's group, as under sudo.
         environment = {} if socket_gid is None else {"SUDO_GID": str(socket_gid)}
         segment = boot_command_segment(command[0], log_arguments, WSL_LOG, environment)
-        new_text = merge_boot_command(facts.wsl_conf_text, segment, force=force)
+        forced = again.adding("--force")
+        new_text = merge_boot_command(facts.wsl_conf_text, segment, force=force, forced=forced)
         steps = [*program.copy_step()]
         if new_text != facts.wsl_conf_text:
             steps.append(WriteFile.utf8(WSL_CONF, new_text))
@@ -252,9 +269,9 @@ def plan_wsl_install(
     if facts.tailscaled_enabled and not disable_tailscaled:
         raise ActionableError(
             "tailscaled is enabled in this distro and would serve the socket the WSL2 half serves",
-            "run `sudo tailscale-wsl2 install --disable-tailscaled` (it stops and disables it)",
+            f"run `{again.adding('--disable-tailscaled')}` (it stops and disables it)",
         )
-    check_may_overwrite(classify_unit(facts.unit_text), WSL_UNIT, force)
+    check_may_overwrite(classify_unit(facts.unit_text), WSL_UNIT, force, again.adding("--force"))
     unit = render_unit(UnitSpec(command[0], arguments, socket_gid))
     steps = [*program.copy_step()]
     if facts.tailscaled_enabled:
@@ -266,11 +283,18 @@ def plan_wsl_install(
     return InstallPlan(tuple(steps), notes)
 
 
-def plan_wsl_uninstall(program: WslProgram, facts: WslFacts, *, force: bool = False) -> InstallPlan:
+def plan_wsl_uninstall(
+    program: WslProgram,
+    facts: WslFacts,
+    *,
+    force: bool = False,
+    again: Again = Again(("sudo", "tailscale-wsl2", "uninstall")),
+) -> InstallPlan:
     """Undo install: the unit (if ours), our part of the boot command, the installed binary."""
     steps: list[Step] = []
     if facts.unit_text is not None:
-        check_may_remove(classify_unit(facts.unit_text), WSL_UNIT, force)
+        forced = again.adding("--force")
+        check_may_remove(classify_unit(facts.unit_text), WSL_UNIT, force, forced)
         systemctl = _systemctl(facts)
         if facts.systemd_running:
             steps += [
@@ -311,7 +335,7 @@ def _check_task_is_ours(facts: WindowsFacts, force: bool, action: str) -> None:
     if not parse_task_xml(facts.existing_task_xml).written_by_install:
         raise ActionableError(
             "a scheduled task named tailscale-wsl2 exists that install did not create",
-            f"keep it, or {action} with --force",
+            f"keep it, or {action}",
         )
 
 
@@ -331,7 +355,8 @@ def plan_windows_install(
             "install copies tailscale-wsl2.exe, and this program is not it",
             "pass --windows-exe PATH\\tailscale-wsl2.exe",
         )
-    _check_task_is_ours(facts, force, "replace it with `tailscale-wsl2.exe install --force`")
+    again = Again((WINDOWS_PROGRAM, "install", *up_options), "windows")
+    _check_task_is_ours(facts, force, f"replace it with `{again.adding('--force')}`")
     paths = windows_paths(facts.environ)
     definition = TaskDefinition(
         user_id=windows_user_id(facts.environ),
@@ -363,11 +388,12 @@ def plan_windows_uninstall(
     force: bool = False,
     firewall: RunCommand | None = None,
     purge: Sequence[str] = (),
+    again: Again = Again((WINDOWS_PROGRAM, "uninstall"), "windows"),
 ) -> InstallPlan:
     """Stop and delete the task, the firewall rule (`firewall`: the netsh command, None when
     there is none), then the installed program (unless it is the one running) and, with
     --purge, the files in `purge` (the link key, the logs)."""
-    _check_task_is_ours(facts, force, "delete it with `tailscale-wsl2.exe uninstall --force`")
+    _check_task_is_ours(facts, force, f"delete it with `{again.adding('--force')}`")
     paths = windows_paths(facts.environ)
     steps: list[Step] = []
     if facts.existing_task_xml is not None:

@@ -20,6 +20,7 @@ from pathlib import PureWindowsPath
 from tailscale_wsl2.errors import ActionableError
 from tailscale_wsl2.facts import FIREWALL_RULE_NAME
 from tailscale_wsl2.link.key import windows_key_path
+from tailscale_wsl2.plan.commands import WINDOWS_PROGRAM
 from tailscale_wsl2.plan.halves import Discoverers, Options, WindowsHalf, plan_half
 from tailscale_wsl2.system import RunCommand as RunCommandSeam
 from tailscale_wsl2.system import windows_system_tool
@@ -35,6 +36,7 @@ from tailscale_wsl2.wsl.side import Side
 
 from .paths import rotated_log_files, windows_paths
 from .plan import (
+    Again,
     InstallPlan,
     RemoveDirectory,
     RunCommand,
@@ -154,7 +156,12 @@ def plan_uninstall(host: WindowsHost, *, force: bool = False, purge: bool = Fals
         key = PureWindowsPath(windows_key_path(host.environ))
         purged = [str(key), *rotated_log_files(paths.log_file)]
     plan = plan_windows_uninstall(
-        host.executable, facts, force=force, firewall=firewall if exists else None, purge=purged
+        host.executable,
+        facts,
+        force=force,
+        firewall=firewall if exists else None,
+        purge=purged,
+        again=Again((WINDOWS_PROGRAM, "uninstall", *(["--purge"] if purge else [])), "windows"),
     )
     if not purge:
         return plan

@@ -29,6 +29,7 @@ from tailscale_wsl2.system import find_first
 from .paths import SYSTEMCTL_CANDIDATES, WSL_LOG, WSL_UNIT, rotated_log_files
 from .plan import (
     TAILSCALED,
+    Again,
     InstallPlan,
     RemoveFile,
     RunCommand,
@@ -120,10 +121,15 @@ def read_wsl_facts(host: WslHost) -> WslFacts:
     )
 
 
+def _again(request: WslRequest, host: WslHost) -> Again:
+    """The command as the user ran it, under sudo: what a fix runs again."""
+    return Again(("sudo", *host.program.command, *request.command))
+
+
 def _require_root(request: WslRequest, host: WslHost, what: str) -> None:
     if host.euid == 0 or request.dry_run:
         return
-    command = shlex.join(("sudo", *host.program.command, *request.command))
+    command = shlex.join(_again(request, host).words)
     raise ActionableError(f"{what} the WSL2 half needs root (it changes /etc)", f"run `{command}`")
 
 
@@ -164,6 +170,7 @@ def plan_install(request: WslRequest, host: WslHost) -> InstallPlan:
         facts,
         force=request.force,
         disable_tailscaled=request.disable_tailscaled,
+        again=_again(request, host),
     )
     path = choose_boot_path(
         facts.wsl_conf_text, systemd_running=facts.systemd_running, wsl1=facts.wsl1
@@ -188,7 +195,8 @@ def plan_install(request: WslRequest, host: WslHost) -> InstallPlan:
 def plan_uninstall(request: WslRequest, host: WslHost) -> InstallPlan:
     """The unit or boot command, the installed binary; with --purge, the boot log too."""
     _require_root(request, host, "uninstalling")
-    plan = plan_wsl_uninstall(host.program, read_wsl_facts(host), force=request.force)
+    facts = read_wsl_facts(host)
+    plan = plan_wsl_uninstall(host.program, facts, force=request.force, again=_again(request, host))
     purged = tuple(RemoveFile(path) for path in rotated_log_files(WSL_LOG)) if request.purge else ()
     windows = (RunCommand(request.windows_command),) if request.windows_command else ()
     # Removing what is not there is no step: a dry run shows only what uninstall changes.

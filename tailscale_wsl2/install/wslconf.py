@@ -243,9 +243,15 @@ def our_boot_segment(wsl_conf_text: str | None) -> str | None:
 
 
 def merge_boot_command(
-    wsl_conf_text: str | None, segment: str, *, force: bool = False, path: str = WSL_CONF
+    wsl_conf_text: str | None,
+    segment: str,
+    *,
+    force: bool = False,
+    path: str = WSL_CONF,
+    forced: str = "sudo tailscale-wsl2 install --force",
 ) -> str:
-    """The file's text with our segment leading its [boot] command; every other byte kept."""
+    """The file's text with our segment leading its [boot] command; every other byte kept.
+    `forced` is the user's install command with --force, for the fix that names it."""
     text = wsl_conf_text or ""
     lines = lex(text)
     _check_editable(lines, text, path)
@@ -272,7 +278,7 @@ def merge_boot_command(
                 path,
                 command,
                 f"the boot command already starts tailscale-wsl2 by hand: {command.value}",
-                f"remove that part with `sudoedit {path}`, or run install with --force",
+                f"remove that part with `sudoedit {path}`, or run `{forced}`",
             )
         new_value = f"{segment} {raw_value}"
     return _splice(text, command.value_start, command.value_end, new_value)

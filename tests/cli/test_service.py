@@ -115,14 +115,22 @@ def test_a_unit_the_user_edited_is_one_line_and_kept(distro: Distro) -> None:
     edited = render_unit(UnitSpec("/usr/local/bin/tailscale-wsl2", ("up",), 1000))
     distro.put(UNIT, edited.replace("RestartSec=5", "RestartSec=60"))
     before = distro.system.snapshot()
-    line = one_line_failure(["install"])
+    line = one_line_failure(["install", "--port", "5000"])
     assert line == (
         f"tailscale-wsl2: {UNIT} was edited by hand since tailscale-wsl2 install wrote it; "
-        "keep it, or replace it with `sudo tailscale-wsl2 install --force`"
+        "keep it, or replace it with `sudo /usr/bin/python3 -m tailscale_wsl2 install "
+        "--port 5000 --force`"
     )
     assert distro.system.snapshot() == before
-    assert one_line_failure(["uninstall"]).endswith("`sudo tailscale-wsl2 uninstall --force`")
+    assert one_line_failure(["uninstall", "--purge"]).endswith(
+        "`sudo /usr/bin/python3 -m tailscale_wsl2 uninstall --purge --force`"
+    )
     assert distro.system.snapshot() == before
+    # The fix, copied, installs what was asked for: the user's --port too.
+    fix = shlex.split(line.rpartition("`sudo ")[2].rstrip("`"))
+    assert fix[:3] == list(PROGRAM.command)
+    assert runner.invoke(app, fix[3:]).exit_code == 0
+    assert " up --port 5000 " in distro.system.at(UNIT).read_text()
 
 
 def test_an_older_copy_still_running_is_one_line(distro: Distro) -> None:

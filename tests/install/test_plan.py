@@ -234,8 +234,11 @@ def test_windows_reinstall_ends_the_running_copy_before_replacing_it() -> None:
 def test_a_task_install_did_not_make_is_kept_unless_forced() -> None:
     facts = WindowsFacts(ENVIRON, samples.EXPORTED_BY_HAND)
     with pytest.raises(ActionableError, match="did not create") as caught:
-        plan_windows_install(DOWNLOADED, facts)
-    assert "tailscale-wsl2.exe install --force" in (caught.value.fix or "")
+        plan_windows_install(DOWNLOADED, facts, up_options=("--port", "5000"))
+    # The fix carries the user's options: copied, it installs what they asked for.
+    assert caught.value.fix == (
+        "keep it, or replace it with `tailscale-wsl2.exe install --port 5000 --force`"
+    )
     assert plan_windows_install(DOWNLOADED, facts, force=True).commands
     with pytest.raises(ActionableError, match="uninstall --force"):
         plan_windows_uninstall(None, facts)

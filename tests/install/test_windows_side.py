@@ -31,6 +31,8 @@ from tailscale_wsl2.windows.firewall import RuleSpec
 from tailscale_wsl2.windows.ipconfig import WslAdapter
 from tests.support.netsh import rule_block
 
+from . import samples
+
 ENVIRON = {
     "SystemRoot": "C:\\WINDOWS",
     "USERDOMAIN": "DESKTOP-7Q2K4LM",
@@ -247,6 +249,16 @@ def test_purge_removes_the_key_and_the_logs_too() -> None:
         "C:\\Users\\alice\\AppData\\Local\\tailscale-wsl2",
     ]
     assert not plan.commands  # no task, no rule: nothing to run
+
+
+def test_a_task_made_by_hand_is_kept_and_the_fix_carries_purge() -> None:
+    machine = Machine(task=CommandResult(0, samples.EXPORTED_BY_HAND))
+    with pytest.raises(ActionableError) as caught:
+        plan_uninstall(host(machine), purge=True)
+    assert caught.value.fix == (
+        "keep it, or delete it with `tailscale-wsl2.exe uninstall --purge --force`"
+    )
+    assert plan_uninstall(host(machine), purge=True, force=True).commands
 
 
 def test_the_dry_run_shows_the_elevated_step() -> None:

@@ -148,7 +148,10 @@ def test_tailscaled_enabled_or_running_is_one_line_unless_disabled_with_consent(
     assert caught.value.what == (
         "tailscaled is enabled in this distro and would serve the socket the WSL2 half serves"
     )
-    assert "--disable-tailscaled" in (caught.value.fix or "")
+    assert caught.value.fix == (
+        "run `sudo /home/alice/Downloads/tailscale-wsl2 install --disable-tailscaled` "
+        "(it stops and disables it)"
+    )
     plan = plan_install(replace(INSTALL, disable_tailscaled=True), host(distro))
     assert RunCommand((SYSTEMCTL, "disable", "--now", "tailscaled.service")) in plan.steps
 
@@ -156,11 +159,13 @@ def test_tailscaled_enabled_or_running_is_one_line_unless_disabled_with_consent(
 def test_a_unit_edited_by_hand_is_kept_with_one_line() -> None:
     ours = render_unit(UnitSpec("/usr/local/bin/tailscale-wsl2", ("up",), 1000))
     edited = ours.replace("RestartSec=5", "RestartSec=30").encode()
+    request = WslRequest(command=("install", "--port", "5000"), up_options=("--port", "5000"))
     with pytest.raises(ActionableError) as caught:
-        plan_install(INSTALL, host(Distro({UNIT: edited})))
+        plan_install(request, host(Distro({UNIT: edited})))
+    # The fix is the user's command with --force: their options carried, as they ran it.
     assert str(caught.value) == (
         f"{UNIT} was edited by hand since tailscale-wsl2 install wrote it; keep it, or replace "
-        "it with `sudo tailscale-wsl2 install --force`"
+        "it with `sudo /home/alice/Downloads/tailscale-wsl2 install --port 5000 --force`"
     )
 
 
