@@ -135,6 +135,8 @@ def test_a_unit_the_user_edited_is_one_line_and_kept(distro: Distro) -> None:
 
 def test_an_older_copy_still_running_is_one_line(distro: Distro) -> None:
     distro.running = RunningCopy(4321, "/home/alice/Downloads/tailscale-wsl2", ("up",))
+    distro.put("/etc/wsl.conf", samples.UBUNTU_WITH_USER)
+    before = distro.system.snapshot()
     line = one_line_failure(["install"])
     assert line == (
         "tailscale-wsl2: tailscale-wsl2 already runs here, started by hand (pid 4321: "
@@ -142,6 +144,7 @@ def test_an_older_copy_still_running_is_one_line(distro: Distro) -> None:
         "beside it; stop it (Ctrl+C in its terminal, or `sudo kill 4321`), then run install again"
     )
     assert distro.system.commands == []
+    assert distro.system.snapshot() == before
 
 
 def test_no_systemd_and_no_wsl_conf_writes_one_and_says_when_it_starts(distro: Distro) -> None:
