@@ -18,24 +18,28 @@ import typer
 from tailscale_wsl2 import __version__
 from tailscale_wsl2.cli.common import (
     CONTEXT_SETTINGS,
+    DEFAULT_MAX_CONNECTIONS,
+    DEFAULT_SOCKET_MODE_TEXT,
     EXIT_STATUS_HELP,
     HostIpOption,
     InsecureOption,
     KeyFileOption,
     ListenOption,
+    MaxConnectionsOption,
     NoColorOption,
     PortOption,
     ProgramGroup,
     SideChoice,
     SideOption,
+    SocketModeOption,
     SocketOption,
     UpstreamOption,
     VerboseOption,
-    configure_logging,
     run_reporting_errors,
     wants_colour,
 )
 from tailscale_wsl2.cli.firewall import firewall_app
+from tailscale_wsl2.cli.service import LogFileOption, register, start_logging
 from tailscale_wsl2.facts import DEFAULT_PORT, DEFAULT_SOCKET, PROGRAM
 from tailscale_wsl2.tuning.deferred_ssl import defer_ssl
 
@@ -73,18 +77,6 @@ def _print_version(value: bool) -> None:
     if value:
         typer.echo(_version_line())
         raise typer.Exit
-
-
-def _parse_mode(text: str) -> str:
-    """`--socket-mode` checked as it is parsed: a bad number is usage (exit 2), as for every
-    other number option."""
-    try:
-        mode = int(text, 8)
-    except ValueError:
-        mode = -1
-    if not 0 <= mode <= 0o777:
-        raise typer.BadParameter(f"not an octal file mode: {text!r} (e.g. 0660)")
-    return text
 
 
 def _options(side: "SideChoice | None", upstream: str | None, **given: Any) -> "Options":
@@ -127,19 +119,15 @@ def up(
     listen: ListenOption = None,
     host_ip: HostIpOption = None,
     socket: SocketOption = DEFAULT_SOCKET,
-    socket_mode: Annotated[
-        str,
-        typer.Option(callback=_parse_mode, help="WSL2 half: the socket's file mode, in octal."),
-    ] = "0660",
+    socket_mode: SocketModeOption = DEFAULT_SOCKET_MODE_TEXT,
     upstream: UpstreamOption = None,
     key_file: KeyFileOption = None,
     insecure_no_auth: InsecureOption = False,
-    max_connections: Annotated[
-        int, typer.Option(min=1, help="Stop accepting past this many open connections.")
-    ] = 1024,
+    max_connections: MaxConnectionsOption = DEFAULT_MAX_CONNECTIONS,
+    log_file: LogFileOption = None,
     verbose: VerboseOption = False,
 ) -> None:
-    configure_logging(verbose)
+    run_reporting_errors(verbose, lambda: start_logging(verbose, log_file))
     from tailscale_wsl2.serve.up import start  # noqa: PLC0415 (imports trio)
 
     run_reporting_errors(
@@ -158,6 +146,8 @@ def up(
                 wait_for_wsl=True,
             ),
             max_connections=max_connections,
+            arguments=tuple(sys.argv[1:]),
+            log_file=str(log_file.absolute()) if log_file else None,
         ),
     )
 
@@ -209,6 +199,7 @@ def doctor(
 
 
 app.add_typer(firewall_app)
+register(app)  # install, uninstall, status, logs (cli/service.py)
 
 
 def main() -> None:

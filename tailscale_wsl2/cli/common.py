@@ -38,11 +38,18 @@ from typer._completion_shared import get_completion_script, install
 from typer.core import TyperGroup
 
 from tailscale_wsl2.errors import ActionableError
-from tailscale_wsl2.facts import LEGACY_LOCALAPI_HOST, LEGACY_LOCALAPI_PORT, PROGRAM
+from tailscale_wsl2.facts import (
+    DEFAULT_SOCKET_MODE,
+    LEGACY_LOCALAPI_HOST,
+    LEGACY_LOCALAPI_PORT,
+    PROGRAM,
+)
 
 __all__ = [
     "COMPLETION_SHELLS",
     "CONTEXT_SETTINGS",
+    "DEFAULT_MAX_CONNECTIONS",
+    "DEFAULT_SOCKET_MODE_TEXT",
     "EXIT_STATUS_HELP",
     "USAGE_ERROR",
     "HelpOnStdoutGroup",
@@ -50,11 +57,13 @@ __all__ = [
     "InsecureOption",
     "KeyFileOption",
     "ListenOption",
+    "MaxConnectionsOption",
     "NoColorOption",
     "PortOption",
     "ProgramGroup",
     "SideChoice",
     "SideOption",
+    "SocketModeOption",
     "SocketOption",
     "UpstreamOption",
     "VerboseOption",
@@ -251,6 +260,30 @@ HostIpOption = Annotated[
 SocketOption = Annotated[
     Path,
     typer.Option(readable=False, help="WSL2 half: the Unix socket the `tailscale` CLI uses."),
+]
+
+
+def _parse_mode(text: str) -> str:
+    """`--socket-mode` checked as it is parsed: a bad number is usage (exit 2), as for every
+    other number option."""
+    try:
+        mode = int(text, 8)
+    except ValueError:
+        mode = -1
+    if not 0 <= mode <= 0o777:
+        raise typer.BadParameter(f"not an octal file mode: {text!r} (e.g. 0660)")
+    return text
+
+
+# A str, as given (`int(value, 8)` after parsing): its default reads as it is typed.
+SocketModeOption = Annotated[
+    str,
+    typer.Option(callback=_parse_mode, help="WSL2 half: the socket's file mode, in octal."),
+]
+DEFAULT_SOCKET_MODE_TEXT = f"{DEFAULT_SOCKET_MODE:04o}"
+DEFAULT_MAX_CONNECTIONS = 1024
+MaxConnectionsOption = Annotated[
+    int, typer.Option(min=1, help="Stop accepting past this many open connections.")
 ]
 UpstreamOption = Annotated[
     str | None,

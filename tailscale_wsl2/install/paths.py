@@ -9,11 +9,12 @@ journal. A log file nobody reads must not grow without end, hence `rotating_log_
 
 import logging
 import logging.handlers
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path, PureWindowsPath
 
 from tailscale_wsl2.errors import ActionableError
+from tailscale_wsl2.system import environ_value, find_first
 
 __all__ = [
     "LOG_BACKUPS",
@@ -25,6 +26,7 @@ __all__ = [
     "WindowsPaths",
     "environ_value",
     "find_first",
+    "rotated_log_files",
     "rotating_log_handler",
     "windows_paths",
 ]
@@ -36,12 +38,6 @@ WSL_LOG = "/var/log/tailscale-wsl2.log"
 SYSTEMCTL_CANDIDATES = ("/usr/bin/systemctl", "/bin/systemctl")
 LOG_MAX_BYTES = 1024 * 1024
 LOG_BACKUPS = 3
-
-
-def environ_value(environ: Mapping[str, str], name: str) -> str | None:
-    """An environment variable by name compared without case, as Windows compares them."""
-    wanted = name.upper()
-    return next((value for key, value in environ.items() if key.upper() == wanted), None)
 
 
 def _windows_dir(environ: Mapping[str, str], name: str) -> PureWindowsPath:
@@ -66,16 +62,13 @@ def windows_paths(environ: Mapping[str, str]) -> WindowsPaths:
     local = _windows_dir(environ, "LOCALAPPDATA")
     logs = local / "tailscale-wsl2" / "logs"
     return WindowsPaths(
-        exe=str(local / "Programs" / "tailscale-wsl2" / "tailscale-wsl2.exe"),
+        # `w` as in pythonw.exe: the windowless copy (windowless.py), which shows nothing when
+        # run in a terminal, so it must not pass for the tailscale-wsl2.exe users run there.
+        exe=str(local / "Programs" / "tailscale-wsl2" / "tailscale-wsl2w.exe"),
         log_dir=str(logs),
         log_file=str(logs / "tailscale-wsl2.log"),
         task_xml=str(_windows_dir(environ, "TEMP") / "tailscale-wsl2-task.xml"),
     )
-
-
-def find_first(candidates: Iterable[str], exists: Callable[[str], bool]) -> str | None:
-    """The first path of `candidates` that `exists`."""
-    return next((path for path in candidates if exists(path)), None)
 
 
 def rotating_log_handler(
@@ -89,3 +82,8 @@ def rotating_log_handler(
     # Unlike the terminal's, a log file spans days: the date goes in.
     handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%Y-%m-%d %H:%M:%S"))
     return handler
+
+
+def rotated_log_files(path: str, backups: int = LOG_BACKUPS) -> list[str]:
+    """The log file and the older files its rotation keeps beside it (`NAME.1` is the newest)."""
+    return [path, *(f"{path}.{number}" for number in range(1, backups + 1))]

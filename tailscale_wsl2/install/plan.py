@@ -16,6 +16,7 @@ from pathlib import PureWindowsPath
 from typing import Literal
 
 from tailscale_wsl2.errors import ActionableError
+from tailscale_wsl2.plan.commands import WINDOWS_PROGRAM
 
 from .paths import SYSTEMCTL_CANDIDATES, WSL_BINARY, WSL_LOG, WSL_UNIT, windows_paths
 from .systemd import (
@@ -47,8 +48,10 @@ from .wslconf import (
 )
 
 __all__ = [
+    "Again",
     "CopyFile",
     "InstallPlan",
+    "RemoveDirectory",
     "RemoveFile",
     "RunCommand",
     "Step",
@@ -89,6 +92,8 @@ class CopyFile:
     source: str
     destination: str
     mode: int = 0o755
+    # Windows: the copy is marked as a program without a console window (windowless.py).
+    windowless: bool = False
 
 
 @dataclass(frozen=True)
@@ -99,13 +104,22 @@ class RemoveFile:
 
 
 @dataclass(frozen=True)
+class RemoveDirectory:
+    """Remove the directory `path` if it is empty (install made it; the user may have not)."""
+
+    path: str
+
+
+@dataclass(frozen=True)
 class RunCommand:
     argv: tuple[str, ...]
     # True for commands whose failure changes nothing that matters (ending a task not running).
     may_fail: bool = False
+    # Windows: run with administrator rights, through the UAC prompt unless already elevated.
+    elevated: bool = False
 
 
-Step = WriteFile | CopyFile | RemoveFile | RunCommand
+Step = WriteFile | CopyFile | RemoveFile | RemoveDirectory | RunCommand
 
 
 @dataclass(frozen=True)
@@ -137,14 +151,32 @@ def render_dry_run(plan: InstallPlan) -> str:
             out.append(step.text if step.text.endswith("\n") else step.text + "\n(no newline)\n")
             out.append(f"--- end of {step.path} ---")
         elif isinstance(step, CopyFile):
-            out.append(f"copy {step.source} to {step.destination} (mode {step.mode:04o})")
+            windowless = ", marked windowless (no console window)" if step.windowless else ""
+            out.append(
+                f"copy {step.source} to {step.destination} (mode {step.mode:04o}){windowless}"
+            )
         elif isinstance(step, RemoveFile):
             out.append(f"remove {step.path}")
+        elif isinstance(step, RemoveDirectory):
+            out.append(f"remove the folder {step.path} if it is empty")
         else:
+            how = "run elevated (one UAC prompt)" if step.elevated else "run"
             suffix = "   (may fail: nothing to stop)" if step.may_fail else ""
-            out.append(f"run: {_command_line(step.argv, plan.shell)}{suffix}")
+            out.append(f"{how}: {_command_line(step.argv, plan.shell)}{suffix}")
     out.extend(f"note: {note}" for note in plan.notes)
     return "\n".join(line.rstrip("\n") for line in out) + "\n"
+
+
+@dataclass(frozen=True)
+class Again:
+    """The command the user ran, as words, for a fix that runs it again with one option more:
+    a fix that dropped the user's options would install something else when copied."""
+
+    words: tuple[str, ...]
+    shell: Literal["posix", "windows"] = "posix"
+
+    def adding(self, option: str) -> str:
+        return _command_line((*self.words, option), self.shell)
 
 
 @dataclass(frozen=True)
@@ -213,8 +245,10 @@ def plan_wsl_install(
     *,
     force: bool = False,
     disable_tailscaled: bool = False,
+    again: Again = Again(("sudo", "tailscale-wsl2", "install")),
 ) -> InstallPlan:
-    """Install the WSL2 half: as a systemd service, or as WSL's boot command without systemd."""
+    """Install the WSL2 half: as a systemd service, or as WSL's boot command without systemd.
+    `again` is the install command as the user ran it, for the fixes."""
     command = program.installed_command()
     arguments = (*command[1:], *up_arguments)
     path = choose_boot_path(
@@ -225,7 +259,8 @@ def plan_wsl_install(
         # The WSL2 half gives its socket to SUDO_GID's group, as under sudo.
         environment = {} if socket_gid is None else {"SUDO_GID": str(socket_gid)}
         segment = boot_command_segment(command[0], log_arguments, WSL_LOG, environment)
-        new_text = merge_boot_command(facts.wsl_conf_text, segment, force=force)
+        forced = again.adding("--force")
+        new_text = merge_boot_command(facts.wsl_conf_text, segment, force=force, forced=forced)
         steps = [*program.copy_step()]
         if new_text != facts.wsl_conf_text:
             steps.append(WriteFile.utf8(WSL_CONF, new_text))
@@ -234,9 +269,9 @@ def plan_wsl_install(
     if facts.tailscaled_enabled and not disable_tailscaled:
         raise ActionableError(
             "tailscaled is enabled in this distro and would serve the socket the WSL2 half serves",
-            "run `sudo tailscale-wsl2 install --disable-tailscaled` (it stops and disables it)",
+            f"run `{again.adding('--disable-tailscaled')}` (it stops and disables it)",
         )
-    check_may_overwrite(classify_unit(facts.unit_text), WSL_UNIT, force)
+    check_may_overwrite(classify_unit(facts.unit_text), WSL_UNIT, force, again.adding("--force"))
     unit = render_unit(UnitSpec(command[0], arguments, socket_gid))
     steps = [*program.copy_step()]
     if facts.tailscaled_enabled:
@@ -248,11 +283,18 @@ def plan_wsl_install(
     return InstallPlan(tuple(steps), notes)
 
 
-def plan_wsl_uninstall(program: WslProgram, facts: WslFacts, *, force: bool = False) -> InstallPlan:
+def plan_wsl_uninstall(
+    program: WslProgram,
+    facts: WslFacts,
+    *,
+    force: bool = False,
+    again: Again = Again(("sudo", "tailscale-wsl2", "uninstall")),
+) -> InstallPlan:
     """Undo install: the unit (if ours), our part of the boot command, the installed binary."""
     steps: list[Step] = []
     if facts.unit_text is not None:
-        check_may_remove(classify_unit(facts.unit_text), WSL_UNIT, force)
+        forced = again.adding("--force")
+        check_may_remove(classify_unit(facts.unit_text), WSL_UNIT, force, forced)
         systemctl = _systemctl(facts)
         if facts.systemd_running:
             steps += [
@@ -293,32 +335,43 @@ def _check_task_is_ours(facts: WindowsFacts, force: bool, action: str) -> None:
     if not parse_task_xml(facts.existing_task_xml).written_by_install:
         raise ActionableError(
             "a scheduled task named tailscale-wsl2 exists that install did not create",
-            f"keep it, or {action} with --force",
+            f"keep it, or {action}",
         )
 
 
 def plan_windows_install(
-    source_exe: str | None, facts: WindowsFacts, *, force: bool = False
+    source_exe: str | None,
+    facts: WindowsFacts,
+    *,
+    force: bool = False,
+    up_options: Sequence[str] = (),
+    firewall: RunCommand | None = None,
 ) -> InstallPlan:
-    """Install the Windows half: copy the program, register the logon task, start it."""
+    """Install the Windows half: copy the program (windowless), let it through the firewall
+    (`firewall`: the netsh command, None when the rule is right already), register the logon
+    task that runs `up` with `up_options`, start it."""
     if source_exe is None:
         raise ActionableError(
             "install copies tailscale-wsl2.exe, and this program is not it",
             "pass --windows-exe PATH\\tailscale-wsl2.exe",
         )
-    _check_task_is_ours(facts, force, "replace it with `tailscale-wsl2.exe install --force`")
+    again = Again((WINDOWS_PROGRAM, "install", *up_options), "windows")
+    _check_task_is_ours(facts, force, f"replace it with `{again.adding('--force')}`")
     paths = windows_paths(facts.environ)
     definition = TaskDefinition(
         user_id=windows_user_id(facts.environ),
         command=paths.exe,
-        arguments=("up", "--log-file", paths.log_file),
+        arguments=("up", *up_options, "--log-file", paths.log_file),
     )
     steps: list[Step] = []
     if facts.existing_task_xml is not None:
         # A running copy holds the program file open; it must stop before the copy replaces it.
         steps.append(RunCommand(tuple(end_task_argv(facts.environ)), may_fail=True))
     if not _same_windows_path(source_exe, paths.exe):
-        steps.append(CopyFile(source_exe, paths.exe))
+        steps.append(CopyFile(source_exe, paths.exe, windowless=True))
+    if firewall is not None:
+        # Before the task can first listen, so that Windows never asks about the firewall.
+        steps.append(firewall)
     steps += [
         WriteFile(paths.task_xml, task_xml(definition), task_xml_bytes(definition)),
         RunCommand(tuple(create_task_argv(facts.environ, paths.task_xml))),
@@ -329,10 +382,18 @@ def plan_windows_install(
 
 
 def plan_windows_uninstall(
-    running_exe: str | None, facts: WindowsFacts, *, force: bool = False
+    running_exe: str | None,
+    facts: WindowsFacts,
+    *,
+    force: bool = False,
+    firewall: RunCommand | None = None,
+    purge: Sequence[str] = (),
+    again: Again = Again((WINDOWS_PROGRAM, "uninstall"), "windows"),
 ) -> InstallPlan:
-    """Stop and delete the task, then the installed program (unless it is the one running)."""
-    _check_task_is_ours(facts, force, "delete it with `tailscale-wsl2.exe uninstall --force`")
+    """Stop and delete the task, the firewall rule (`firewall`: the netsh command, None when
+    there is none), then the installed program (unless it is the one running) and, with
+    --purge, the files in `purge` (the link key, the logs)."""
+    _check_task_is_ours(facts, force, f"delete it with `{again.adding('--force')}`")
     paths = windows_paths(facts.environ)
     steps: list[Step] = []
     if facts.existing_task_xml is not None:
@@ -340,10 +401,13 @@ def plan_windows_uninstall(
             RunCommand(tuple(end_task_argv(facts.environ)), may_fail=True),
             RunCommand(tuple(delete_task_argv(facts.environ))),
         ]
+    if firewall is not None:
+        steps.append(firewall)
     notes: tuple[str, ...] = ()
     if running_exe is not None and _same_windows_path(running_exe, paths.exe):
         # Windows does not delete a program file while it runs.
         notes = (f"delete {paths.exe} once this program has exited",)
     else:
-        steps.append(RemoveFile(paths.exe))
+        steps += [RemoveFile(paths.exe), RemoveDirectory(str(PureWindowsPath(paths.exe).parent))]
+    steps += [RemoveFile(path) for path in purge]
     return InstallPlan(tuple(steps), notes, shell="windows")

@@ -170,21 +170,26 @@ def _what_happened(state: UnitState, path: str) -> str:
     return f"{path} was not written by tailscale-wsl2 install"
 
 
-def check_may_overwrite(state: UnitState, path: str, force: bool) -> None:
-    """Raise unless writing our unit over what is at `path` loses nobody's work."""
+def check_may_overwrite(
+    state: UnitState,
+    path: str,
+    force: bool,
+    forced: str = "sudo tailscale-wsl2 install --force",
+) -> None:
+    """Raise unless writing our unit over what is at `path` loses nobody's work; the fix names
+    `forced`, the user's install command with --force."""
     if force or state in (UnitState.ABSENT, UnitState.OURS_UNCHANGED):
         return
-    raise ActionableError(
-        _what_happened(state, path),
-        "keep it, or replace it with `sudo tailscale-wsl2 install --force`",
-    )
+    raise ActionableError(_what_happened(state, path), f"keep it, or replace it with `{forced}`")
 
 
-def check_may_remove(state: UnitState, path: str, force: bool) -> None:
+def check_may_remove(
+    state: UnitState,
+    path: str,
+    force: bool,
+    forced: str = "sudo tailscale-wsl2 uninstall --force",
+) -> None:
     """Raise unless removing `path` removes only what install wrote."""
     if force or state in (UnitState.ABSENT, UnitState.OURS_UNCHANGED):
         return
-    raise ActionableError(
-        _what_happened(state, path),
-        "keep it, or remove it with `sudo tailscale-wsl2 uninstall --force`",
-    )
+    raise ActionableError(_what_happened(state, path), f"keep it, or remove it with `{forced}`")

@@ -16,8 +16,8 @@ Windows 7 and later); facts from Microsoft's schema reference:
 - `Priority` defaults to 7, which starts the program below normal priority with low I/O
   priority (the class used for background work); 4 is the normal class.
 - `Hidden` hides the task in the Task Scheduler window, not the program's console window: a
-  console program started by the task still shows one (see the install report on PyInstaller's
-  `console=False` and `hide_console`).
+  console program started by the task still shows one, which is why the task runs a windowless
+  copy of the program (windowless.py).
 
 `schtasks /Create /XML FILE` reads the file as UTF-16 little-endian with a byte-order mark
 (UTF-8 files, with or without a BOM, are refused as malformed: fatso83/vmware-auto-suspend#8,

@@ -8,13 +8,8 @@ src/shared/configfile/configfile.cpp) and its documentation (learn.microsoft.com
   `command=` in `[boot]` and warns about any later one.
 - `[boot] systemd=true` (`1`/`true`, any case) starts systemd on WSL 2; the service is then the
   way to start the WSL2 half, and `choose_boot_path` says so.
-- The parser is not an INI library. Sections and keys are ASCII letters then letters or digits,
-  compared without case; `#` starts a comment (also after a value, unless inside `"`);
-  a value may hold `"`-quoted parts and the escapes `\\\\ \\" \\b \\n \\t`, and a `\\` at the end of
-  a line continues it. Anything else, a `;` comment included, is an invalid line, and WSL
-  **stops reading the file there**: every setting below it is ignored.
-- `[automount] root` (default `/mnt/`, a `/` appended when missing) is where the Windows drives
-  are mounted, so where `cmd.exe` is.
+- How WSL reads the file (which lines it accepts, where it stops) is in
+  `tailscale_wsl2/wslconf_syntax.py`, shared with `system`, which finds `cmd.exe` through it.
 
 Hence the strategy: the file is edited as text, never parsed and re-written, so comments, blank
 lines, other sections, key order, unknown keys and line endings all stay as they were. A file
@@ -36,6 +31,16 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 from tailscale_wsl2.errors import ActionableError
+from tailscale_wsl2.system import WSLPATH_CANDIDATES, find_cmd_exe, find_first
+from tailscale_wsl2.wslconf_syntax import (
+    HSPACE,
+    Kind,
+    Line,
+    automount_root,
+    effective_setting,
+    lex,
+    wsl_settings,
+)
 
 __all__ = [
     "BOOT_MARKER",
@@ -49,195 +54,15 @@ __all__ = [
     "find_windows_tools",
     "has_our_boot_command",
     "merge_boot_command",
+    "our_boot_segment",
     "remove_boot_command",
 ]
 
 WSL_CONF = "/etc/wsl.conf"
 BOOT_MARKER = "TAILSCALE_WSL2_BOOT=1"
-DEFAULT_AUTOMOUNT_ROOT = "/mnt/"
-WSLPATH_CANDIDATES = ("/usr/bin/wslpath", "/bin/wslpath")
 
-_HSPACE = " \t"
-_ESCAPES = {"\\": "\\", '"': '"', "b": "\b", "n": "\n", "t": "\t"}
 # Characters our boot command may not contain, so that its text in the file is its value.
 _NOT_CARRIED = re.compile(r'["\\#\r\n]')
-_LONE_CR = re.compile(r"\r(?!\n)")
-
-
-class Kind(enum.Enum):
-    """What a line of wsl.conf is to WSL's parser."""
-
-    BLANK = "blank"
-    COMMENT = "comment"
-    SECTION = "section"
-    KEY = "key"
-    INVALID = "invalid"
-
-
-@dataclass(frozen=True)
-class Line:
-    """One logical line of the file: `text[start:end]`, its line ending included."""
-
-    number: int
-    start: int
-    end: int
-    kind: Kind
-    name: str = ""  # section or key name, lower case
-    section: str | None = None  # the section a key is in, lower case
-    value: str = ""  # a key's value, decoded as WSL decodes it
-    value_start: int = 0  # where the value's text begins and ends in the file
-    value_end: int = 0
-    problem: str = ""  # why WSL stops reading here (INVALID)
-
-
-def _is_letter(char: str) -> bool:
-    return char.isascii() and char.isalpha()
-
-
-def _is_letter_or_digit(char: str) -> bool:
-    return char.isascii() and char.isalnum()
-
-
-def _line_end(text: str, pos: int) -> int:
-    newline = text.find("\n", pos)
-    return len(text) if newline < 0 else newline + 1
-
-
-def _skip(text: str, pos: int, chars: str) -> int:
-    while pos < len(text) and text[pos] in chars:
-        pos += 1
-    return pos
-
-
-def _name_end(text: str, pos: int) -> int:
-    while pos < len(text) and _is_letter_or_digit(text[pos]):
-        pos += 1
-    return pos
-
-
-@dataclass(frozen=True)
-class _Value:
-    decoded: str
-    raw_end: int  # after the value's last character that is not trailing space
-    stop: int  # where reading stopped: a comment, the line's end, or the file's end
-    problem: str
-
-
-def _scan_value(text: str, pos: int) -> _Value:
-    """Read a value from `pos` as WSL does: quotes, escapes, continuations, a comment."""
-    decoded: list[str] = []
-    kept = 0  # decoded length without trailing space
-    raw_end = pos
-    in_quote = False
-    while pos < len(text) and text[pos] not in "\r\n":
-        char = text[pos]
-        if char == "#" and not in_quote:
-            break
-        if char == '"':
-            in_quote = not in_quote
-        elif char == "\\":
-            follower = text[pos + 1] if pos + 1 < len(text) else ""
-            if follower == "\n":
-                pass  # a continuation: the value goes on on the next line
-            elif follower == "\r":
-                pass  # WSL drops the CR; the LF after it ends the value
-            elif follower in _ESCAPES:
-                decoded.append(_ESCAPES[follower])
-            else:
-                problem = f'`\\{follower}` is not an escape WSL knows (\\\\ \\" \\b \\n \\t)'
-                return _Value("", pos, pos, problem)
-            pos += 1
-        else:
-            decoded.append(char)
-        pos += 1
-        if char not in _HSPACE:
-            kept, raw_end = len(decoded), pos
-    if in_quote:
-        return _Value("", raw_end, pos, 'a `"` is not closed on this line')
-    return _Value("".join(decoded[:kept]), raw_end, pos, "")
-
-
-def _invalid(number: int, start: int, text: str, pos: int, problem: str) -> Line:
-    return Line(number, start, _line_end(text, pos), Kind.INVALID, problem=problem)
-
-
-def _section_line(number: int, start: int, text: str, pos: int) -> Line:
-    name_end = _name_end(text, pos + 1)
-    if name_end == pos + 1 or not _is_letter(text[pos + 1]) or text[name_end : name_end + 1] != "]":
-        return _invalid(number, start, text, pos, "a section header is [name], letters and digits")
-    after = _skip(text, name_end + 1, _HSPACE)
-    if after < len(text) and text[after] not in "#\r\n":
-        return _invalid(number, start, text, pos, "only a # comment may follow a section header")
-    name = text[pos + 1 : name_end].lower()
-    return Line(number, start, _line_end(text, after), Kind.SECTION, name=name)
-
-
-def _key_line(number: int, start: int, text: str, pos: int, section: str | None) -> Line:
-    name_end = _name_end(text, pos)
-    equals = _skip(text, name_end, _HSPACE)
-    if text[equals : equals + 1] != "=":
-        problem = "a setting is key=value, the key letters and digits"
-        return _invalid(number, start, text, pos, problem)
-    value_start = _skip(text, equals + 1, _HSPACE)
-    value = _scan_value(text, value_start)
-    if value.problem:
-        return _invalid(number, start, text, value.stop, value.problem)
-    return Line(
-        number,
-        start,
-        _line_end(text, value.stop),
-        Kind.KEY,
-        name=text[pos:name_end].lower(),
-        section=section,
-        value=value.decoded,
-        value_start=value_start,
-        value_end=value.raw_end,
-    )
-
-
-def _lex(text: str) -> list[Line]:
-    lines: list[Line] = []
-    pos, number, section = 0, 1, None
-    while pos < len(text):
-        first = _skip(text, pos, _HSPACE)
-        char = text[first : first + 1]
-        if char in ("", "\r", "\n"):
-            line = Line(number, pos, _line_end(text, first), Kind.BLANK)
-        elif char == "#":
-            line = Line(number, pos, _line_end(text, first), Kind.COMMENT)
-        elif char == "[":
-            line = _section_line(number, pos, text, first)
-            section = line.name if line.kind is Kind.SECTION else section
-        elif _is_letter(char):
-            line = _key_line(number, pos, text, first, section)
-        elif char == ";":
-            line = _invalid(number, pos, text, first, "`;` does not start a comment in wsl.conf")
-        else:
-            problem = "expected a [section], key=value or # comment"
-            line = _invalid(number, pos, text, first, problem)
-        if line.kind is not Kind.COMMENT and _LONE_CR.search(text, line.start, line.end):
-            # WSL ends a line there and reads the rest as the next line; a text editor does not.
-            line = _invalid(number, pos, text, pos, "a carriage return inside a line")
-        lines.append(line)
-        number += text.count("\n", line.start, line.end)
-        pos = line.end
-    return lines
-
-
-def _wsl_settings(text: str | None) -> dict[str, str]:
-    """The settings WSL itself takes from the file: up to its first invalid line, first wins."""
-    settings: dict[str, str] = {}
-    for line in _lex(text or ""):
-        if line.kind is Kind.INVALID:
-            break
-        if line.kind is Kind.KEY and line.section is not None:
-            settings.setdefault(f"{line.section}.{line.name}", line.value)
-    return settings
-
-
-def effective_setting(wsl_conf_text: str | None, name: str) -> str | None:
-    """A setting (`section.key`) as WSL reads it, e.g. `boot.command`; None when unset."""
-    return _wsl_settings(wsl_conf_text).get(name.lower())
 
 
 def _parse_bool(text: str) -> bool | None:
@@ -256,17 +81,11 @@ def choose_boot_path(
     wsl_conf_text: str | None, *, systemd_running: bool, wsl1: bool = False
 ) -> BootPath:
     """Systemd when it runs now, or will from the next start (`[boot] systemd=true`, WSL 2)."""
-    wants_systemd = _parse_bool(_wsl_settings(wsl_conf_text).get("boot.systemd", "")) is True
+    wants_systemd = _parse_bool(wsl_settings(wsl_conf_text).get("boot.systemd", "")) is True
     # WSL 1 ignores systemd=true: it has no VM to run systemd as PID 1 in.
     if systemd_running or (wants_systemd and not wsl1):
         return BootPath.SYSTEMD
     return BootPath.BOOT_COMMAND
-
-
-def automount_root(wsl_conf_text: str | None) -> str:
-    """Where WSL mounts the Windows drives, ending in `/` as WSL makes it."""
-    root = _wsl_settings(wsl_conf_text).get("automount.root", DEFAULT_AUTOMOUNT_ROOT)
-    return root if root.endswith("/") else root + "/"
 
 
 @dataclass(frozen=True)
@@ -278,18 +97,15 @@ class WindowsTools:
 
 
 def find_windows_tools(wsl_conf_text: str | None, exists: Callable[[str], bool]) -> WindowsTools:
-    """`cmd.exe` under the automount root (drive C first), and `wslpath`."""
+    """`cmd.exe` under the automount root (drive C first), and `wslpath`, or why not."""
     root = automount_root(wsl_conf_text)
-    drives = "c" + "abdefghijklmnopqrstuvwxyz"
-    cmd_exe = next(
-        (path for d in drives if exists(path := f"{root}{d}/Windows/System32/cmd.exe")), None
-    )
+    cmd_exe = find_cmd_exe(root, exists)
     if cmd_exe is None:
         raise ActionableError(
             f"no Windows/System32/cmd.exe on any drive under {root} (from [automount] root)",
             f"check that Windows drives are mounted there (`ls {root}c`), or pass --key-file PATH",
         )
-    wslpath = next((path for path in WSLPATH_CANDIDATES if exists(path)), None)
+    wslpath = find_first(WSLPATH_CANDIDATES, exists)
     if wslpath is None:
         raise ActionableError(
             f"wslpath is in neither {' nor '.join(WSLPATH_CANDIDATES)}",
@@ -360,7 +176,7 @@ def _check_editable(lines: list[Line], text: str, path: str) -> None:
     keys: dict[tuple[str, str], Line] = {}
     for line in lines:
         if line.kind is Kind.INVALID:
-            first = text[line.start : line.end].lstrip(_HSPACE)
+            first = text[line.start : line.end].lstrip(HSPACE)
             fix = (
                 f"make it a # comment with `sudo sed -i '{line.number}s/;/#/' {path}`"
                 if first.startswith(";")
@@ -416,16 +232,28 @@ def _splice(text: str, start: int, end: int, replacement: str) -> str:
 
 def has_our_boot_command(wsl_conf_text: str | None) -> bool:
     """Whether the file's [boot] command starts with our segment."""
-    command = _wsl_settings(wsl_conf_text).get("boot.command", "")
-    return _our_segment_end(command) is not None
+    return our_boot_segment(wsl_conf_text) is not None
+
+
+def our_boot_segment(wsl_conf_text: str | None) -> str | None:
+    """Our segment of the [boot] command as WSL reads it, or None when it has none."""
+    command = wsl_settings(wsl_conf_text).get("boot.command", "")
+    end = _our_segment_end(command)
+    return None if end is None else command[:end]
 
 
 def merge_boot_command(
-    wsl_conf_text: str | None, segment: str, *, force: bool = False, path: str = WSL_CONF
+    wsl_conf_text: str | None,
+    segment: str,
+    *,
+    force: bool = False,
+    path: str = WSL_CONF,
+    forced: str = "sudo tailscale-wsl2 install --force",
 ) -> str:
-    """The file's text with our segment leading its [boot] command; every other byte kept."""
+    """The file's text with our segment leading its [boot] command; every other byte kept.
+    `forced` is the user's install command with --force, for the fix that names it."""
     text = wsl_conf_text or ""
-    lines = _lex(text)
+    lines = lex(text)
     _check_editable(lines, text, path)
     ending = _line_ending(text)
     header, body = _boot_lines(lines)
@@ -440,7 +268,7 @@ def merge_boot_command(
     raw_value = text[command.value_start : command.value_end]
     ours_end = _our_segment_end(command.value)
     if ours_end is not None:  # ours: replace our part, keep theirs after it
-        theirs = raw_value[ours_end:].lstrip(_HSPACE)
+        theirs = raw_value[ours_end:].lstrip(HSPACE)
         new_value = f"{segment} {theirs}" if theirs else segment
     elif not command.value.strip():
         new_value = segment
@@ -450,7 +278,7 @@ def merge_boot_command(
                 path,
                 command,
                 f"the boot command already starts tailscale-wsl2 by hand: {command.value}",
-                f"remove that part with `sudoedit {path}`, or run install with --force",
+                f"remove that part with `sudoedit {path}`, or run `{forced}`",
             )
         new_value = f"{segment} {raw_value}"
     return _splice(text, command.value_start, command.value_end, new_value)
@@ -468,7 +296,7 @@ def remove_boot_command(wsl_conf_text: str | None, *, path: str = WSL_CONF) -> s
     if wsl_conf_text is None or not has_our_boot_command(wsl_conf_text):
         return None
     text = wsl_conf_text
-    lines = _lex(text)
+    lines = lex(text)
     _check_editable(lines, text, path)
     header, body = _boot_lines(lines)
     command = _command_line(body)
@@ -476,7 +304,7 @@ def remove_boot_command(wsl_conf_text: str | None, *, path: str = WSL_CONF) -> s
     if header is None or command is None or ours_end is None:
         return None  # our command is in a file we may not edit; _check_editable said why
     raw_value = text[command.value_start : command.value_end]
-    theirs = raw_value[ours_end:].lstrip(_HSPACE)
+    theirs = raw_value[ours_end:].lstrip(HSPACE)
     if theirs:
         return _splice(text, command.value_start, command.value_end, theirs)
     rest = [ln for ln in body if ln is not command]

@@ -31,11 +31,11 @@ import secrets
 import stat
 import sys
 from collections.abc import Callable, Mapping, Sequence
-from pathlib import Path, PureWindowsPath
+from pathlib import Path
 
 from tailscale_wsl2.errors import ActionableError
 from tailscale_wsl2.facts import PROGRAM
-from tailscale_wsl2.system import RunCommand, run_command
+from tailscale_wsl2.system import RunCommand, run_command, windows_system_tool
 
 __all__ = [
     "KEY_BYTES",
@@ -322,18 +322,14 @@ def current_user_sid() -> str:
         kernel32.CloseHandle(token)
 
 
-def _icacls(environ: Mapping[str, str]) -> str:
-    # By absolute path: the .exe often runs from Downloads, where a planted icacls.exe would
-    # otherwise be found first.
-    system_root = environ.get("SystemRoot") or r"C:\Windows"
-    return str(PureWindowsPath(system_root, "System32", "icacls.exe"))
-
-
 def icacls_argv(path: Path, sid: str, environ: Mapping[str, str]) -> list[str]:
     """Drop inherited access to `path` and give full control to the user `sid` alone."""
     # %LOCALAPPDATA% inherits the profile's ACL (the user, SYSTEM and the Administrators
     # group); the key needs the user alone. `*SID` names the account by SID.
-    return [_icacls(environ), str(path), "/inheritance:r", "/grant:r", f"*{sid}:F"]
+    # By absolute path: the .exe often runs from Downloads, where a planted icacls.exe would
+    # otherwise be found first.
+    icacls = windows_system_tool("icacls", environ) or "icacls"
+    return [icacls, str(path), "/inheritance:r", "/grant:r", f"*{sid}:F"]
 
 
 def _first_line(text: str) -> str:

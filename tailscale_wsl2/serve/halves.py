@@ -30,7 +30,7 @@ from tailscale_wsl2.link.sessions import (
     start_session_mode,
 )
 from tailscale_wsl2.link.warm import WarmLinks
-from tailscale_wsl2.net.connect import Connector, Hop, hop_connector
+from tailscale_wsl2.net.connect import Connector, Hop, UpstreamUnavailable, hop_connector
 from tailscale_wsl2.net.endpoints import IPNetwork, TcpEndpoint
 from tailscale_wsl2.net.listeners import open_tcp_listener
 from tailscale_wsl2.net.sockets import RawSocketListener, RawSocketStream
@@ -42,6 +42,7 @@ from tailscale_wsl2.serve.adapter_watch import (
     RebindingListener,
     follow_wsl_adapter,
 )
+from tailscale_wsl2.serve.state import StateReporter, initial_state
 from tailscale_wsl2.tuning.heap import settle_after_start_up
 from tailscale_wsl2.tuning.open_files import raise_open_file_limit
 from tailscale_wsl2.windows.ipconfig import WslAdapter
@@ -72,6 +73,30 @@ def _describe_security(key_file: Path | None, reachable_at: object) -> None:
         log.warning(WARN_INSECURE, reachable_at)
     else:
         log.info("link key: %s", key_file)
+
+
+def _observed(connect: Connector, report: StateReporter) -> Connector:
+    """`connect`, telling `report` whether the next hop answered (it writes only on a change)."""
+
+    async def connect_and_report() -> trio.abc.Stream:
+        try:
+            stream = await connect()
+        except UpstreamUnavailable as exc:
+            report.next_hop_unreachable(str(exc))
+            raise
+        report.next_hop_reachable()
+        return stream
+
+    return connect_and_report
+
+
+async def _probe(connect: Connector) -> None:
+    """Connect once and close, so that the log and the state say at start whether it answers."""
+    try:
+        stream = await connect()
+    except UpstreamUnavailable:
+        return  # logged where it failed, and reported
+    await stream.aclose()
 
 
 async def _relay_until_signal(
@@ -122,14 +147,16 @@ def _wsl_key(half: WslHalf) -> bytes | None:
         ) from None
 
 
-async def _run_wsl_half(half: WslHalf, max_connections: int, signals: ShutdownSignals) -> None:
+async def _run_wsl_half(
+    half: WslHalf, max_connections: int, signals: ShutdownSignals, report: StateReporter
+) -> None:
     key = _wsl_key(half)
     connect: Connector = (
         authenticated_connector(half.upstream, key, half.fixes)
         if key
         else hop_connector(half.upstream)
     )
-    warm = WarmLinks(start_session_mode(connect))
+    warm = WarmLinks(start_session_mode(_observed(connect, report)))
     # The bytes of a peer that is no Windows half relaying sessions, as the client's 502.
     out_of_step = partial(explain_out_of_step, half.upstream.endpoint, half.fixes)
     relay = Relay.for_clients(
@@ -147,6 +174,9 @@ async def _run_wsl_half(half: WslHalf, max_connections: int, signals: ShutdownSi
         half.upstream_found_by,
     )
     _describe_security(half.key_file, half.upstream.endpoint)
+    report.update(
+        listening=str(half.socket), relaying_to=f"{half.upstream.name} at {half.upstream.endpoint}"
+    )
     try:
         await _relay_until_signal(relay, [listener], [warm.keep_warm], signals)
     finally:
@@ -187,15 +217,15 @@ class _PeerNetworks:
 
 
 def _windows_connector(
-    upstream: Hop | LocalApiAuto,
+    upstream: Hop | LocalApiAuto, report: StateReporter
 ) -> tuple[Connector, list[Callable[[], Awaitable[object]]]]:
     """The connector to the LocalAPI, and what runs at start to log the auto choice."""
     if isinstance(upstream, Hop):
         log.info("relaying to %s at %s", upstream.name, upstream.endpoint)
-        return hop_connector(upstream), []
+        return _observed(hop_connector(upstream), report), []
     log.info("relaying to Tailscale's LocalAPI: %s (--upstream auto)", upstream)
-    auto = AutoLocalApi(upstream)
-    return auto, [auto.probe]
+    connect = _observed(AutoLocalApi(upstream), report)
+    return connect, [partial(_probe, connect)]
 
 
 def _upstream_name(upstream: Hop | LocalApiAuto) -> str:
@@ -210,18 +240,32 @@ MIRRORED_NO_ADAPTER = (
 )
 
 
+def _relaying_to(upstream: Hop | LocalApiAuto) -> str:
+    """Where the Windows half relays, as `status` shows it: the auto choice's candidates too."""
+    if isinstance(upstream, Hop):
+        return _upstream_name(upstream)
+    return f"{_upstream_name(upstream)}: {upstream} (--upstream auto)"
+
+
 class _WindowsListening:
     """Where the Windows half listens: its fixed places, the adapter it follows (rebinding as
     WSL re-creates it), and the firewall warning for each subnet it binds."""
 
     def __init__(
-        self, half: WindowsHalf, admission: _PeerNetworks, lookups: WindowsLookups | None
+        self,
+        half: WindowsHalf,
+        admission: _PeerNetworks,
+        lookups: WindowsLookups | None,
+        report: StateReporter,
     ) -> None:
         self.fixed: list[RawSocketListener] = []
         self.adapter = RebindingListener()
         self._half = half
         self._admission = admission
         self._lookups = lookups
+        self._report = report
+        self._fixed_endpoints: list[TcpEndpoint] = []
+        self._adapter_endpoint: TcpEndpoint | None = None
         # Subnets bound to, for the firewall check: a bind must not wait for netsh.
         self._bound_subnets, self._subnets_to_check = trio.open_memory_channel[IPv4Network](
             math.inf
@@ -230,6 +274,13 @@ class _WindowsListening:
     def listeners(self) -> list[trio.abc.Listener[trio.abc.Stream]]:
         adapter = [self.adapter] if self._half.follow_adapter else []
         return [*self.fixed, *adapter]
+
+    def _report_places(self) -> None:
+        """`status` shows every place the half listens on now."""
+        places = [*self._fixed_endpoints]
+        if self._adapter_endpoint is not None:
+            places.append(self._adapter_endpoint)
+        self._report.update(listening=", ".join(map(str, places)) or None)
 
     def _opened(self, endpoint: TcpEndpoint, found_by: str, peers: IPNetwork) -> None:
         log.info("listening on %s (%s)", endpoint, found_by)
@@ -241,14 +292,18 @@ class _WindowsListening:
         """Bind a place for the whole run (before serving: a port in use ends `up` with its
         one-line error)."""
         self.fixed.append(open_tcp_listener(place.endpoint))
+        self._fixed_endpoints.append(place.endpoint)
         self._opened(place.endpoint, place.found_by, place.allowed_peers)
+        self._report_places()
 
     async def bind_adapter(self, adapter: WslAdapter) -> None:
         endpoint = TcpEndpoint(adapter.found.address, self._half.port)
         new = open_tcp_listener(endpoint)  # before any change: a failure changes nothing
         self._admission.adapter = adapter.network
         await self.adapter.replace(new)
+        self._adapter_endpoint = endpoint
         self._opened(endpoint, adapter.found.method, adapter.network)
+        self._report_places()
         if self._half.mirrored:
             log.warning(
                 "mirrored networking is configured, yet the vEthernet (WSL) adapter exists: "
@@ -258,6 +313,8 @@ class _WindowsListening:
     async def unbind(self) -> None:
         self._admission.adapter = None
         await self.adapter.replace(None)
+        self._adapter_endpoint = None
+        self._report_places()
 
     async def follow_adapter(self) -> None:
         if self._lookups is None:
@@ -284,10 +341,12 @@ async def _run_windows_half(
     max_connections: int,
     lookups: WindowsLookups | None,
     signals: ShutdownSignals,
+    report: StateReporter,
 ) -> None:
     key = load_or_create_key(half.key_file) if half.key_file else None
     admission = _PeerNetworks([place.allowed_peers for place in half.fixed], key)
-    connect, helpers = _windows_connector(half.upstream)
+    report.update(relaying_to=_relaying_to(half.upstream))
+    connect, helpers = _windows_connector(half.upstream, report)
     relay = Relay.for_links(
         connect,
         admit=admission,
@@ -295,7 +354,7 @@ async def _run_windows_half(
         max_connections=max_connections,
         upstream_name=_upstream_name(half.upstream),
     )
-    listening = _WindowsListening(half, admission, lookups)
+    listening = _WindowsListening(half, admission, lookups, report)
     helpers.append(listening.warn_if_firewalled)
     try:
         for place in half.fixed:
@@ -311,20 +370,30 @@ async def _run_windows_half(
 
 
 async def run_half(
-    half: Half, *, max_connections: int, windows: WindowsLookups | None = None
+    half: Half,
+    *,
+    max_connections: int,
+    windows: WindowsLookups | None = None,
+    report: StateReporter | None = None,
 ) -> None:
     """Listen, relay until SIGINT or SIGTERM, then shut down cleanly.
 
     `windows` is needed by a Windows half that follows the WSL adapter, and gives any Windows
-    half on the WSL subnet its firewall check.
+    half on the WSL subnet its firewall check. `report` keeps the state file `status` reads
+    (none by default).
     """
     raise_open_file_limit()
+    is_windows = isinstance(half, WindowsHalf)
+    report = report or StateReporter(None, initial_state("windows" if is_windows else "wsl"))
     # Caught from before the listener exists: a signal that comes while it is being set
     # up (a client may already connect) still ends the half cleanly, socket file removed,
     # instead of Python's default (SIGTERM kills at once; SIGINT raises mid-start-up).
-    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-        if isinstance(half, WindowsHalf):
-            await _run_windows_half(half, max_connections, windows, signals)
-        else:
-            await _run_wsl_half(half, max_connections, signals)
+    try:
+        with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+            if isinstance(half, WindowsHalf):
+                await _run_windows_half(half, max_connections, windows, signals, report)
+            else:
+                await _run_wsl_half(half, max_connections, signals, report)
+    finally:
+        report.remove()
     log.info("stopped")

@@ -17,6 +17,8 @@ from collections.abc import Sequence
 from ctypes import wintypes
 from typing import Final
 
+from tailscale_wsl2.system import resolve_program
+
 if sys.platform != "win32":
     raise ImportError("tailscale_wsl2.windows.elevation is Windows-only")
 
@@ -84,7 +86,9 @@ def run_elevated(argv: Sequence[str]) -> int | None:
     info.cbSize = ctypes.sizeof(info)
     info.fMask = _SEE_MASK_NOCLOSEPROCESS | _SEE_MASK_NOASYNC
     info.lpVerb = "runas"
-    info.lpFile = argv[0]
+    # ShellExecuteExW looks for a bare name in the current directory first: resolved, as
+    # run_command resolves it, so that a planted netsh.exe is never the one elevated.
+    info.lpFile = resolve_program(argv[0])
     info.lpParameters = subprocess.list2cmdline(argv[1:])
     info.nShow = _SW_HIDE
     if not _ShellExecuteExW(ctypes.byref(info)) or not info.hProcess:

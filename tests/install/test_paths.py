@@ -22,7 +22,7 @@ def test_windows_paths_come_from_the_users_folders() -> None:
     )
     assert (
         paths.exe
-        == "C:\\Users\\alice\\AppData\\Local\\Programs\\tailscale-wsl2\\tailscale-wsl2.exe"
+        == "C:\\Users\\alice\\AppData\\Local\\Programs\\tailscale-wsl2\\tailscale-wsl2w.exe"
     )
     assert paths.log_dir == "C:\\Users\\alice\\AppData\\Local\\tailscale-wsl2\\logs"
     assert (

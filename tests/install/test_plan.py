@@ -9,6 +9,7 @@ from tailscale_wsl2.errors import ActionableError
 from tailscale_wsl2.install.plan import (
     CopyFile,
     InstallPlan,
+    RemoveDirectory,
     RemoveFile,
     RunCommand,
     WindowsFacts,
@@ -193,7 +194,8 @@ ENVIRON = {
     "TEMP": "C:\\Users\\alice\\AppData\\Local\\Temp",
 }
 SCHTASKS = "C:\\WINDOWS\\System32\\schtasks.exe"
-INSTALLED_EXE = "C:\\Users\\alice\\AppData\\Local\\Programs\\tailscale-wsl2\\tailscale-wsl2.exe"
+INSTALLED_DIR = "C:\\Users\\alice\\AppData\\Local\\Programs\\tailscale-wsl2"
+INSTALLED_EXE = INSTALLED_DIR + "\\tailscale-wsl2w.exe"
 TASK_FILE = "C:\\Users\\alice\\AppData\\Local\\Temp\\tailscale-wsl2-task.xml"
 DOWNLOADED = "C:\\Users\\alice\\Downloads\\tailscale-wsl2.exe"
 
@@ -207,7 +209,7 @@ def test_windows_install_copies_registers_and_starts_the_task() -> None:
         RemoveFile,
         RunCommand,
     ]
-    assert plan.steps[0] == CopyFile(DOWNLOADED, INSTALLED_EXE)
+    assert plan.steps[0] == CopyFile(DOWNLOADED, INSTALLED_EXE, windowless=True)
     task_file = plan.files[0]
     assert task_file.path == TASK_FILE
     fields = parse_task_xml(task_file.data)
@@ -232,8 +234,11 @@ def test_windows_reinstall_ends_the_running_copy_before_replacing_it() -> None:
 def test_a_task_install_did_not_make_is_kept_unless_forced() -> None:
     facts = WindowsFacts(ENVIRON, samples.EXPORTED_BY_HAND)
     with pytest.raises(ActionableError, match="did not create") as caught:
-        plan_windows_install(DOWNLOADED, facts)
-    assert "tailscale-wsl2.exe install --force" in (caught.value.fix or "")
+        plan_windows_install(DOWNLOADED, facts, up_options=("--port", "5000"))
+    # The fix carries the user's options: copied, it installs what they asked for.
+    assert caught.value.fix == (
+        "keep it, or replace it with `tailscale-wsl2.exe install --port 5000 --force`"
+    )
     assert plan_windows_install(DOWNLOADED, facts, force=True).commands
     with pytest.raises(ActionableError, match="uninstall --force"):
         plan_windows_uninstall(None, facts)
@@ -259,6 +264,7 @@ def test_windows_uninstall_ends_and_deletes_the_task_then_the_program() -> None:
         RunCommand((SCHTASKS, "/End", "/TN", "tailscale-wsl2"), may_fail=True),
         RunCommand((SCHTASKS, "/Delete", "/TN", "tailscale-wsl2", "/F")),
         RemoveFile(INSTALLED_EXE),
+        RemoveDirectory(INSTALLED_DIR),
     )
 
 

@@ -2,13 +2,14 @@
 
 import os
 import re
-import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 from tailscale_wsl2.errors import ActionableError
+from tailscale_wsl2.install.plan import WriteFile, WslFacts, WslProgram, plan_wsl_install
 from tailscale_wsl2.install.systemd import (
     UNIT_NAME,
     UnitSpec,
@@ -21,6 +22,7 @@ from tailscale_wsl2.install.systemd import (
     quote_exec_program,
     render_unit,
 )
+from tailscale_wsl2.system import find_first
 from tests.support.ci import require
 
 SPEC = UnitSpec(
@@ -158,9 +160,14 @@ def _unquote_dump(command_line: str) -> list[str]:
     return words
 
 
+# By absolute path, as every system tool: /usr/bin on distros that merged /usr, else /bin.
+SYSTEMD_ANALYZE_CANDIDATES = ("/usr/bin/systemd-analyze", "/bin/systemd-analyze")
+
+
 @pytest.fixture
 def systemd_analyze() -> str:
-    path = shutil.which("systemd-analyze")
+    path = find_first(SYSTEMD_ANALYZE_CANDIDATES, os.path.exists)
+    # Never a skip in CI (require fails there): make test installs the systemd package.
     require(path is not None, "systemd-analyze is not installed (apt-get install systemd)")
     assert path is not None
     return path
@@ -197,6 +204,24 @@ def test_systemd_accepts_the_unit_and_reads_every_argument_back(
     # `$$` becomes `$` only when the service starts: the parsed words still hold `$$`.
     expected = [str(program), *(argument.replace("$", "$$") for argument in AWKWARD_ARGUMENTS)]
     assert _unquote_dump(dumped.group(1)) == expected
+
+
+def test_the_unit_install_writes_passes_systemd_analyze_verify(
+    systemd_analyze: str, tmp_path: Path
+) -> None:
+    """The unit as the install plan writes it (here for the program run from source, whose
+    interpreter exists on this machine, as verify requires of ExecStart's program)."""
+    program = WslProgram((sys.executable, "-m", "tailscale_wsl2"), frozen=False)
+    facts = WslFacts(None, None, systemd_running=True, tailscaled_enabled=False, systemctl="/x")
+    up = ("up", "--port", "5000", *SPEC.arguments[1:], "--socket-mode", "0600")
+    plan = plan_wsl_install(program, up, 1000, facts)
+    (unit,) = [step for step in plan.steps if isinstance(step, WriteFile)]
+    verified = _verify(systemd_analyze, tmp_path, unit.text)
+    assert verified.returncode == 0, verified.stderr
+    assert not re.search(r"(?m)^.*tailscale-wsl2\.service:\d+:", verified.stderr), verified.stderr
+    dumped = re.search(r"(?m)^\s*Command Line: (.*)$", verified.stdout)
+    assert dumped is not None, verified.stdout
+    assert _unquote_dump(dumped.group(1)) == [sys.executable, "-m", "tailscale_wsl2", *up]
 
 
 def test_systemd_refuses_what_the_quoting_protects_against(

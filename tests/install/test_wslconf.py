@@ -130,8 +130,12 @@ def test_section_and_key_names_match_without_case() -> None:
 
 def test_a_command_that_already_starts_tailscale_wsl2_is_left_to_its_owner() -> None:
     text = "[boot]\ncommand = /usr/local/bin/tailscale-wsl2 up &\n"
-    with pytest.raises(ActionableError, match=r"line 2: .*already starts tailscale-wsl2.*--force"):
-        merge_boot_command(text, SEGMENT)
+    with pytest.raises(ActionableError, match=r"line 2: .*already starts tailscale-wsl2") as caught:
+        merge_boot_command(text, SEGMENT, forced="sudo tailscale-wsl2 install --port 5000 --force")
+    assert caught.value.fix == (
+        "remove that part with `sudoedit /etc/wsl.conf`, or run "
+        "`sudo tailscale-wsl2 install --port 5000 --force`"
+    )
     forced = merge_boot_command(text, SEGMENT, force=True)
     assert boot_command(forced) == f"{SEGMENT} /usr/local/bin/tailscale-wsl2 up &"
 

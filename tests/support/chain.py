@@ -5,12 +5,13 @@ run by this interpreter, or the frozen binary), forced to a side with `--side`
 so the whole chain runs on Linux.
 """
 
+import os
 import signal
 import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -62,9 +63,11 @@ class Process:
             raise
 
 
-def start_process(argv: Sequence[str], log: Path, env: dict[str, str] | None = None) -> Process:
+def start_process(argv: Sequence[str], log: Path, env: Mapping[str, str] | None = None) -> Process:
+    """`argv` started in the project's root; `env` added to this process's environment."""
+    environ = {**os.environ, **(env or {})}
     with log.open("wb") as out:
-        popen = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT, env=env)
+        popen = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT, env=environ)
     return Process(popen, log)
 
 
@@ -132,8 +135,8 @@ class Chain:
         upstream = f"unix:{self.localapi_socket}"
         return self._up_argv("windows", "--listen", "127.0.0.1", "--upstream", upstream, *extra)
 
-    def start_windows_half(self, *extra: str) -> Process:
-        process = start_process(self.windows_half_argv(*extra), self.workdir / "windows.log")
+    def start_windows_half(self, *extra: str, env: Mapping[str, str] | None = None) -> Process:
+        process = start_process(self.windows_half_argv(*extra), self.workdir / "windows.log", env)
         wait_for_process(
             lambda: connectable(socket.AF_INET, ("127.0.0.1", self.port)),
             process,
@@ -145,8 +148,8 @@ class Chain:
     def wsl_half_argv(self, *extra: str) -> list[str]:
         return self._up_argv("wsl", "--host-ip", "127.0.0.1", "--socket", str(self.socket), *extra)
 
-    def start_wsl_half(self, *extra: str) -> Process:
-        process = start_process(self.wsl_half_argv(*extra), self.workdir / "wsl.log")
+    def start_wsl_half(self, *extra: str, env: Mapping[str, str] | None = None) -> Process:
+        process = start_process(self.wsl_half_argv(*extra), self.workdir / "wsl.log", env)
         wait_for_process(
             lambda: connectable(socket.AF_UNIX, str(self.socket)), process, "the WSL2 half"
         )
