@@ -383,9 +383,10 @@ def install(
                 dry_run=dry_run,
             )
         words_for_windows = (
-            *(["--port", str(port)] if port != DEFAULT_PORT else []),
-            *(["--listen", listen] if listen else []),
-            *_flags(insecure_no_auth=insecure_no_auth, force=force),
+            *_windows_words_from_wsl(
+                side, port, listen, host_ip, upstream, key_file, insecure_no_auth
+            ),
+            *_flags(force=force),
         )
         command = (
             "install",
@@ -406,6 +407,33 @@ def install(
         )
 
     typer.echo(run_reporting_errors(verbose, on_this_side), nl=False)
+
+
+def _windows_words_from_wsl(
+    side: SideChoice | None,
+    port: int,
+    listen: str | None,
+    host_ip: str | None,
+    upstream: str | None,
+    key_file: Path | None,
+    insecure: bool,
+) -> list[str]:
+    """The options of `install --windows-exe` for the Windows half's own install: the same
+    translation as the fixes printed in WSL2 (the key file as Windows names it, a loopback
+    host address as `--listen`), so that the two halves agree."""
+    from tailscale_wsl2.plan.commands import windows_words_from_wsl  # noqa: PLC0415
+    from tailscale_wsl2.plan.halves import Options, parse_upstream_option  # noqa: PLC0415
+
+    options = Options(
+        side=side.value if side else None,
+        port=port,
+        listen=listen,
+        host_ip=host_ip,
+        upstream=parse_upstream_option(upstream),
+        key_file=key_file.absolute() if key_file else None,
+        insecure_no_auth=insecure,
+    )
+    return windows_words_from_wsl(options)
 
 
 def _windows_command(

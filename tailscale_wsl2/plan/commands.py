@@ -32,6 +32,7 @@ __all__ = [
     "windows_doctor_command",
     "windows_path",
     "windows_up_command",
+    "windows_words_from_wsl",
     "wsl_doctor_command",
     "wsl_up_command",
 ]
@@ -119,14 +120,17 @@ def _windows_half_address(options: "Options") -> TcpEndpoint | None:
     return None
 
 
-def _windows_words_from_wsl(options: "Options") -> list[str]:
-    """The Windows half's options that must agree with a WSL2 half's."""
+def windows_words_from_wsl(options: "Options") -> list[str]:
+    """The Windows half's options that must agree with a WSL2 half's: for the fixes printed
+    inside WSL2, and for the Windows half's install that `install --windows-exe` runs."""
     address = _windows_half_address(options)
     port = address.port if address else options.port
     words = ["--side", "windows"] if options.side else []
     if port != DEFAULT_PORT:
         words += ["--port", str(port)]
-    if address and ipaddress.ip_address(address.host).is_loopback:
+    if options.listen:  # given for the Windows half (install --windows-exe passes it on)
+        words += ["--listen", options.listen]
+    elif address and ipaddress.ip_address(address.host).is_loopback:
         words += ["--listen", address.host]
     if options.key_file:
         words += ["--key-file", windows_path(options.key_file)]
@@ -151,14 +155,14 @@ def _windows_words(options: "Options") -> list[str]:
 
 def windows_up_command(options: "Options", *, from_wsl: bool, with_key: bool = False) -> str:
     """The Windows half's start: from a WSL2 half's options (`from_wsl`), or its own."""
-    words = _windows_words_from_wsl(options) if from_wsl else _windows_words(options)
+    words = windows_words_from_wsl(options) if from_wsl else _windows_words(options)
     if with_key and "--insecure-no-auth" in words:
         words.remove("--insecure-no-auth")
     return _windows_command([WINDOWS_PROGRAM, "up", *words])
 
 
 def windows_doctor_command(options: "Options", *, from_wsl: bool) -> str:
-    words = _windows_words_from_wsl(options) if from_wsl else _windows_words(options)
+    words = windows_words_from_wsl(options) if from_wsl else _windows_words(options)
     return _windows_command([WINDOWS_PROGRAM, "doctor", *words])
 
 

@@ -349,3 +349,43 @@ def test_install_records_only_the_options_given_with_paths_made_absolute(
     assert runner.invoke(app, ["install", "--port", "41113", "--socket-mode", "660"]).exit_code == 0
     unit = distro.system.at(UNIT).read_text()
     assert f"-m tailscale_wsl2 up --key-file {KEY}\n" in unit  # defaults are not recorded
+
+
+def test_windows_exe_gets_the_options_as_the_windows_half_names_them(
+    distro: Distro, tmp_path: Path
+) -> None:
+    """The .exe's install runs on Windows: a WSL path means nothing there, and a WSL2 half
+    that dials loopback needs a Windows half listening on loopback."""
+    exe = tmp_path / "tailscale-wsl2.exe"
+    exe.write_bytes(b"MZ")
+    distro.put("/etc/wsl.conf", samples.UBUNTU_WITH_USER)
+    result = runner.invoke(
+        app,
+        [
+            "install",
+            "--windows-exe",
+            str(exe),
+            "--port",
+            "5000",
+            "--host-ip",
+            "127.0.0.1",
+            "--key-file",
+            "/mnt/c/Users/a/k.key",
+            "--force",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    assert distro.system.commands[0] == (
+        str(exe),
+        "install",
+        "--port",
+        "5000",
+        "--listen",
+        "127.0.0.1",
+        "--key-file",
+        "C:\\Users\\a\\k.key",
+        "--force",
+    )
+    # The WSL2 half keeps its own names: the WSL path, the host address it dials.
+    unit = distro.system.at(UNIT).read_text()
+    assert " up --port 5000 --host-ip 127.0.0.1 --key-file /mnt/c/Users/a/k.key\n" in unit

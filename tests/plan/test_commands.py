@@ -11,6 +11,7 @@ from tailscale_wsl2.plan.commands import (
     windows_doctor_command,
     windows_path,
     windows_up_command,
+    windows_words_from_wsl,
     wsl_doctor_command,
     wsl_up_command,
 )
@@ -113,3 +114,25 @@ def test_the_fixes_of_a_half_under_sudo() -> None:
     assert fixes.windows_up == "tailscale-wsl2.exe up --key-file /k --insecure-no-auth"
     assert fixes.windows_up_with_key == "tailscale-wsl2.exe up --key-file /k"
     assert fixes.doctor == "tailscale-wsl2 doctor --key-file /k --insecure-no-auth"
+
+
+def test_the_windows_half_s_install_from_wsl2_gets_its_own_names_for_the_options() -> None:
+    """`install --windows-exe` and the fixes translate alike: the key file as Windows names it,
+    a loopback host address as the address to listen on, an explicit --listen as given."""
+    options = Options(
+        port=5000, host_ip="127.0.0.1", key_file=Path("/mnt/c/Users/a/k.key"), insecure_no_auth=True
+    )
+    assert windows_words_from_wsl(options) == [
+        "--port",
+        "5000",
+        "--listen",
+        "127.0.0.1",
+        "--key-file",
+        "C:\\Users\\a\\k.key",
+        "--insecure-no-auth",
+    ]
+    assert windows_words_from_wsl(Options(host_ip="172.27.64.1", listen="0.0.0.0")) == [
+        "--listen",
+        "0.0.0.0",
+    ]
+    assert windows_words_from_wsl(Options(host_ip="172.27.64.1")) == []
