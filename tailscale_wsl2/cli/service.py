@@ -201,6 +201,7 @@ def windows_host(windows_exe: str | None) -> "WindowsHost":
     from tailscale_wsl2.install.windows_side import WindowsHost  # noqa: PLC0415
     from tailscale_wsl2.plan.lookups import system_discoverers  # noqa: PLC0415
     from tailscale_wsl2.system import run_command  # noqa: PLC0415
+    from tailscale_wsl2.windows.firewall import running_image  # noqa: PLC0415
     from tailscale_wsl2.wsl.side import Side  # noqa: PLC0415
 
     frozen = sys.executable if getattr(sys, "frozen", False) else None
@@ -210,6 +211,9 @@ def windows_host(windows_exe: str | None) -> "WindowsHost":
         executable=windows_exe or frozen,
         running=_running_copy("windows"),
         discoverers=system_discoverers(Side.WINDOWS),
+        python=sys.executable,
+        image=running_image(),
+        exists=os.path.exists,
     )
 
 

@@ -56,6 +56,7 @@ __all__ = [
     "RunCommand",
     "Step",
     "WindowsFacts",
+    "WindowsProgram",
     "WriteFile",
     "WslFacts",
     "WslProgram",
@@ -318,6 +319,33 @@ def plan_wsl_uninstall(
 
 
 @dataclass(frozen=True)
+class WindowsProgram:
+    """What the logon task runs, and the program Windows sees listening (the firewall's).
+
+    Frozen (`image` None): `executable` is the .exe, copied windowless to the per-user place
+    and run from there. Installed with pipx or uv: `executable` is that venv's pythonw.exe (the
+    windowless interpreter, so that no console window opens at logon), run as
+    `pythonw.exe -m tailscale_wsl2`, nothing copied; `image` is the interpreter that process
+    runs as, which a venv's redirector makes the base Python's pythonw.exe."""
+
+    executable: str
+    image: str | None = None  # None: frozen
+
+    @property
+    def frozen(self) -> bool:
+        return self.image is None
+
+    def task_command(self, installed_exe: str) -> tuple[str, tuple[str, ...]]:
+        """(the program the task runs, the words before `up`)."""
+        if self.frozen:
+            return installed_exe, ()
+        return self.executable, ("-m", "tailscale_wsl2")
+
+    def listening_image(self, installed_exe: str) -> str:
+        return installed_exe if self.image is None else self.image
+
+
+@dataclass(frozen=True)
 class WindowsFacts:
     """What the caller read on Windows."""
 
@@ -340,35 +368,32 @@ def _check_task_is_ours(facts: WindowsFacts, force: bool, action: str) -> None:
 
 
 def plan_windows_install(
-    source_exe: str | None,
+    program: WindowsProgram,
     facts: WindowsFacts,
     *,
     force: bool = False,
     up_options: Sequence[str] = (),
     firewall: RunCommand | None = None,
 ) -> InstallPlan:
-    """Install the Windows half: copy the program (windowless), let it through the firewall
-    (`firewall`: the netsh command, None when the rule is right already), register the logon
-    task that runs `up` with `up_options`, start it."""
-    if source_exe is None:
-        raise ActionableError(
-            "install copies tailscale-wsl2.exe, and this program is not it",
-            "pass --windows-exe PATH\\tailscale-wsl2.exe",
-        )
+    """Install the Windows half: copy the program (windowless; not for pipx or uv, whose
+    pythonw.exe runs in place), let it through the firewall (`firewall`: the netsh command,
+    None when the rule is right already), register the logon task that runs `up` with
+    `up_options`, start it."""
     again = Again((WINDOWS_PROGRAM, "install", *up_options), "windows")
     _check_task_is_ours(facts, force, f"replace it with `{again.adding('--force')}`")
     paths = windows_paths(facts.environ)
+    command, before_up = program.task_command(paths.exe)
     definition = TaskDefinition(
         user_id=windows_user_id(facts.environ),
-        command=paths.exe,
-        arguments=("up", *up_options, "--log-file", paths.log_file),
+        command=command,
+        arguments=(*before_up, "up", *up_options, "--log-file", paths.log_file),
     )
     steps: list[Step] = []
     if facts.existing_task_xml is not None:
         # A running copy holds the program file open; it must stop before the copy replaces it.
         steps.append(RunCommand(tuple(end_task_argv(facts.environ)), may_fail=True))
-    if not _same_windows_path(source_exe, paths.exe):
-        steps.append(CopyFile(source_exe, paths.exe, windowless=True))
+    if program.frozen and not _same_windows_path(program.executable, paths.exe):
+        steps.append(CopyFile(program.executable, paths.exe, windowless=True))
     if firewall is not None:
         # Before the task can first listen, so that Windows never asks about the firewall.
         steps.append(firewall)

@@ -9,10 +9,14 @@ look-ups `up` uses) and adds what only the machine can say:
   and Windows never shows its own prompt. The subnet is the one `up` will accept peers from,
   found as `up` finds it: no rule for loopback (mirrored networking, `--listen 127.0.0.1`);
   none when the rule is right already, so that an upgrade asks for nothing; otherwise one
-  elevated `netsh` (one UAC prompt), adding the rule or updating it in place.
+  elevated `netsh` (one UAC prompt), adding the rule or updating it in place;
+- what the task runs (`windows_program`): the frozen .exe's copy, or, installed with pipx or
+  uv, that venv's pythonw.exe in place. The rule then names the program Windows sees
+  listening: the base interpreter's pythonw.exe when the venv's is a redirector (found from
+  this process's own image, which is the base python.exe in that case).
 """
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from ipaddress import IPv4Network
 from pathlib import PureWindowsPath
@@ -41,6 +45,7 @@ from .plan import (
     RemoveDirectory,
     RunCommand,
     WindowsFacts,
+    WindowsProgram,
     plan_windows_install,
     plan_windows_uninstall,
 )
@@ -53,6 +58,7 @@ __all__ = [
     "plan_install",
     "plan_uninstall",
     "read_windows_facts",
+    "windows_program",
 ]
 
 
@@ -65,6 +71,11 @@ class WindowsHost:
     executable: str | None  # this program's .exe when frozen (or --windows-exe), else None
     running: RunningCopy | None
     discoverers: Discoverers
+    # Not frozen: sys.executable (a venv's python.exe, for pipx and uv), the file this process
+    # runs as (the base interpreter's, behind a venv's redirector), and a file-exists check.
+    python: str
+    image: str
+    exists: Callable[[str], bool]
 
 
 def read_windows_facts(host: WindowsHost) -> WindowsFacts:
@@ -129,20 +140,42 @@ def _accepted_subnet(options: Options, host: WindowsHost) -> IPv4Network | None:
     return subnets[0] if subnets else None
 
 
+def _pythonw(python: str) -> str:
+    return str(PureWindowsPath(python).with_name("pythonw.exe"))
+
+
+def windows_program(host: WindowsHost) -> WindowsProgram:
+    """The frozen .exe to copy; else this venv's pythonw.exe, run in place by the task."""
+    if host.executable is not None:
+        return WindowsProgram(host.executable)
+    program = WindowsProgram(_pythonw(host.python), image=_pythonw(host.image))
+    for path in dict.fromkeys((program.executable, program.listening_image(""))):
+        if not host.exists(path):
+            raise ActionableError(
+                f"the logon task runs the Windows half with this Python's windowless "
+                f"interpreter, and there is no {path}",
+                f"download the release's {WINDOWS_PROGRAM} (README, Download) and run "
+                f"`{WINDOWS_PROGRAM} install` with it",
+            )
+    return program
+
+
 def plan_install(
     options: Options, up_options: tuple[str, ...], host: WindowsHost, *, force: bool = False
 ) -> InstallPlan:
     """The whole Windows install: program, firewall rule, logon task (running `up` with
     `up_options`), started now; on a machine with it installed, the same as an upgrade."""
     paths = windows_paths(host.environ)
-    check_not_started_by_hand(host.running, paths.exe, windows=True)
+    program = windows_program(host)
+    check_not_started_by_hand(host.running, program.task_command(paths.exe)[0], windows=True)
     facts = read_windows_facts(host)
     subnet = _accepted_subnet(options, host)
+    listening = program.listening_image(paths.exe)
     firewall = (
-        None if subnet is None else firewall_step(RuleSpec(options.port, subnet, paths.exe), host)
+        None if subnet is None else firewall_step(RuleSpec(options.port, subnet, listening), host)
     )
     return plan_windows_install(
-        host.executable, facts, force=force, up_options=up_options, firewall=firewall
+        program, facts, force=force, up_options=up_options, firewall=firewall
     )
 
 

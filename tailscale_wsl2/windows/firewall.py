@@ -101,9 +101,23 @@ def this_program() -> str | None:
     return sys.executable if getattr(sys, "frozen", False) else None
 
 
-def running_image() -> str:
-    """The executable this process runs as: the program Windows matches rules against."""
+def _module_file_name() -> str:
+    """The file this process's image was loaded from (Windows), else sys.executable."""
+    if sys.platform == "win32":
+        import _winapi  # noqa: PLC0415
+
+        return _winapi.GetModuleFileName(0)
     return sys.executable
+
+
+def running_image(module_file_name: Callable[[], str] = _module_file_name) -> str:
+    """The executable this process runs as: the program Windows matches rules against.
+
+    Not always sys.executable: in a venv on Windows (pipx, uv tool) the venv's python.exe and
+    pythonw.exe are redirectors that start the base interpreter, and sys.executable names the
+    redirector while the process that listens is the base interpreter. So `up`, doctor and
+    install ask Windows for the file this process was loaded from."""
+    return module_file_name()
 
 
 def _scope(spec: RuleSpec) -> list[str]:

@@ -49,6 +49,7 @@ __all__ = [
     "parse_public_profile",
     "rule_covers",
     "scoped_to_this_program",
+    "windowless_twin",
 ]
 
 LOCAL_SETTING = "local setting"
@@ -185,11 +186,20 @@ def _windows_path(path: str) -> str:
     return str(PureWindowsPath(path)).lower()
 
 
+def windowless_twin(image: str) -> str:
+    """The windowless interpreter beside a python.exe (its pythonw.exe), else `image` itself."""
+    path = PureWindowsPath(image)
+    return str(path.with_name("pythonw.exe")) if path.name.lower() == "python.exe" else image
+
+
 def scoped_to_this_program(rule: FirewallRule, image: str) -> bool:
-    """Whether `rule` names this executable (`image`), or a copy of this tool, as its program."""
+    """Whether `rule` names this executable (`image`), its windowless twin, or a copy of this
+    tool, as its program. The twin: installed with pipx or uv, the logon task runs the Windows
+    half as pythonw.exe, while doctor and `up` in a terminal run as python.exe beside it; the
+    rule install made for the one is right for the other, and both must say so."""
     if rule.program.lower() in ("", "any"):
         return False
-    if _windows_path(rule.program) == _windows_path(image):
+    if _windows_path(rule.program) in (_windows_path(image), _windows_path(windowless_twin(image))):
         return True
     return PureWindowsPath(rule.program).name.lower().startswith(PROGRAM)
 

@@ -13,6 +13,7 @@ from tailscale_wsl2.install.plan import (
     RemoveFile,
     RunCommand,
     WindowsFacts,
+    WindowsProgram,
     WriteFile,
     WslFacts,
     WslProgram,
@@ -201,7 +202,7 @@ DOWNLOADED = "C:\\Users\\alice\\Downloads\\tailscale-wsl2.exe"
 
 
 def test_windows_install_copies_registers_and_starts_the_task() -> None:
-    plan = plan_windows_install(DOWNLOADED, WindowsFacts(ENVIRON, None))
+    plan = plan_windows_install(WindowsProgram(DOWNLOADED), WindowsFacts(ENVIRON, None))
     assert [type(step) for step in plan.steps] == [
         CopyFile,
         WriteFile,
@@ -226,7 +227,7 @@ def test_windows_install_copies_registers_and_starts_the_task() -> None:
 
 def test_windows_reinstall_ends_the_running_copy_before_replacing_it() -> None:
     existing = task_xml_bytes(TaskDefinition("DESKTOP-7Q2K4LM\\alice", INSTALLED_EXE, ("up",)))
-    plan = plan_windows_install(DOWNLOADED, WindowsFacts(ENVIRON, existing))
+    plan = plan_windows_install(WindowsProgram(DOWNLOADED), WindowsFacts(ENVIRON, existing))
     assert plan.steps[0] == RunCommand((SCHTASKS, "/End", "/TN", "tailscale-wsl2"), may_fail=True)
     assert isinstance(plan.steps[1], CopyFile)
 
@@ -234,30 +235,34 @@ def test_windows_reinstall_ends_the_running_copy_before_replacing_it() -> None:
 def test_a_task_install_did_not_make_is_kept_unless_forced() -> None:
     facts = WindowsFacts(ENVIRON, samples.EXPORTED_BY_HAND)
     with pytest.raises(ActionableError, match="did not create") as caught:
-        plan_windows_install(DOWNLOADED, facts, up_options=("--port", "5000"))
+        plan_windows_install(WindowsProgram(DOWNLOADED), facts, up_options=("--port", "5000"))
     # The fix carries the user's options: copied, it installs what they asked for.
     assert caught.value.fix == (
         "keep it, or replace it with `tailscale-wsl2.exe install --port 5000 --force`"
     )
-    assert plan_windows_install(DOWNLOADED, facts, force=True).commands
+    assert plan_windows_install(WindowsProgram(DOWNLOADED), facts, force=True).commands
     with pytest.raises(ActionableError, match="uninstall --force"):
         plan_windows_uninstall(None, facts)
 
 
 def test_running_the_installed_copy_again_copies_nothing() -> None:
     running = INSTALLED_EXE.upper()  # Windows paths compare without case
-    plan = plan_windows_install(running, WindowsFacts(ENVIRON, None))
+    plan = plan_windows_install(WindowsProgram(running), WindowsFacts(ENVIRON, None))
     assert not any(isinstance(step, CopyFile) for step in plan.steps)
 
 
-def test_windows_install_needs_an_exe_to_copy() -> None:
-    with pytest.raises(ActionableError) as caught:
-        plan_windows_install(None, WindowsFacts(ENVIRON, None))
-    assert caught.value.fix == "pass --windows-exe PATH\\tailscale-wsl2.exe"
+def test_windows_install_from_a_venv_copies_nothing_and_runs_its_pythonw() -> None:
+    pythonw = "C:\\Users\\alice\\pipx\\venvs\\tailscale-wsl2\\Scripts\\pythonw.exe"
+    base = "C:\\Python312\\pythonw.exe"
+    plan = plan_windows_install(WindowsProgram(pythonw, image=base), WindowsFacts(ENVIRON, None))
+    assert [type(step) for step in plan.steps] == [WriteFile, RunCommand, RemoveFile, RunCommand]
+    fields = parse_task_xml(plan.files[0].data)
+    assert fields.command == pythonw
+    assert fields.arguments.startswith("-m tailscale_wsl2 up --log-file C:\\Users\\alice\\")
 
 
 def test_windows_uninstall_ends_and_deletes_the_task_then_the_program() -> None:
-    installed = plan_windows_install(DOWNLOADED, WindowsFacts(ENVIRON, None))
+    installed = plan_windows_install(WindowsProgram(DOWNLOADED), WindowsFacts(ENVIRON, None))
     facts = WindowsFacts(ENVIRON, installed.files[0].data)
     plan = plan_windows_uninstall(DOWNLOADED, facts)
     assert plan.steps == (
@@ -291,7 +296,9 @@ def test_the_dry_run_shows_whole_files_and_commands_as_typed() -> None:
 
 def test_the_windows_dry_run_quotes_for_windows() -> None:
     environ = {**ENVIRON, "TEMP": "C:\\Users\\Alice Smith\\Temp"}
-    shown = render_dry_run(plan_windows_install(DOWNLOADED, WindowsFacts(environ, None)))
+    shown = render_dry_run(
+        plan_windows_install(WindowsProgram(DOWNLOADED), WindowsFacts(environ, None))
+    )
     assert (
         "run: C:\\WINDOWS\\System32\\schtasks.exe /Create /TN tailscale-wsl2 /XML "
         '"C:\\Users\\Alice Smith\\Temp\\tailscale-wsl2-task.xml" /F\n'

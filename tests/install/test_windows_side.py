@@ -1,6 +1,7 @@
 """Installing the Windows half against the answers a Windows machine gives (schtasks, netsh)."""
 
 from collections.abc import Sequence
+from dataclasses import replace
 from ipaddress import IPv4Network
 from pathlib import Path
 
@@ -46,6 +47,15 @@ INSTALLED = PROGRAMS + "\\tailscale-wsl2w.exe"
 LOGS = "C:\\Users\\alice\\AppData\\Local\\tailscale-wsl2\\logs"
 SCHTASKS = "C:\\WINDOWS\\System32\\schtasks.exe"
 NETSH = "C:\\WINDOWS\\System32\\netsh.exe"
+# Installed with pipx: the venv's python.exe is a redirector that starts the base Python, which
+# is the file the process runs as (running_image).
+VENV_SCRIPTS = "C:\\Users\\alice\\pipx\\venvs\\tailscale-wsl2\\Scripts"
+VENV_PYTHON = VENV_SCRIPTS + "\\python.exe"
+VENV_PYTHONW = VENV_SCRIPTS + "\\pythonw.exe"
+BASE = "C:\\Users\\alice\\AppData\\Local\\Programs\\Python\\Python312"
+BASE_PYTHON = BASE + "\\python.exe"
+BASE_PYTHONW = BASE + "\\pythonw.exe"
+PIPX = frozenset({VENV_PYTHONW, BASE_PYTHONW})
 SUBNET = IPv4Network("172.27.64.0/20")
 ADAPTER = WslAdapter(Discovered("172.27.64.1", "vEthernet (WSL) adapter"), SUBNET)
 
@@ -90,12 +100,17 @@ def host(
     adapter: WslAdapter | None = ADAPTER,
     mode: str = "nat",
     running: RunningCopy | None = None,
+    executable: str | None = DOWNLOADED,
+    files: frozenset[str] = frozenset(),
 ) -> WindowsHost:
     return WindowsHost(
         environ=ENVIRON,
         run=machine.run,
-        executable=DOWNLOADED,
+        executable=executable,
         running=running,
+        python=VENV_PYTHON,
+        image=BASE_PYTHON,
+        exists=files.__contains__,
         discoverers=Discoverers(
             windows_adapter=lambda: adapter,
             wsl_host_address=never,  # type: ignore[arg-type]
@@ -287,3 +302,49 @@ def test_a_rule_is_right_only_when_it_lets_this_program_in_from_the_whole_subnet
     assert not firewall_rule_is_right(blocking, spec)
     two = rule_block(Program=INSTALLED) + rule_block(Program=DOWNLOADED)
     assert not firewall_rule_is_right(two, spec)  # two rules of that name: made right as one
+
+
+def test_a_pipx_install_runs_the_venv_s_pythonw_in_place_and_lets_the_base_one_in() -> None:
+    """Nothing to copy: the task runs `pythonw.exe -m tailscale_wsl2 up` of pipx's venv (no
+    window at logon), and the rule names the base Python's pythonw.exe, the process that
+    listens behind the venv's redirector."""
+    machine = Machine()
+    plan = plan_install(Options(), ("--port", "5000"), host(machine, executable=None, files=PIPX))
+    assert not any(isinstance(step, CopyFile) for step in plan.steps)
+    firewall = plan.steps[0]
+    assert isinstance(firewall, RunCommand)
+    assert firewall.elevated
+    assert firewall.argv[-1] == f"program={BASE_PYTHONW}"
+    fields = parse_task_xml(plan.files[0].data)
+    assert fields.command == VENV_PYTHONW
+    assert fields.arguments == (
+        f"-m tailscale_wsl2 up --port 5000 --log-file {LOGS}\\tailscale-wsl2.log"
+    )
+    assert plan.commands[-1] == (SCHTASKS, "/Run", "/TN", "tailscale-wsl2")
+    # Upgrading (`pipx upgrade`, then install again): the task ends and starts again, and the
+    # rule for the base pythonw.exe is right already: no elevation.
+    again = Machine(task=OUR_TASK, firewall=rule(BASE_PYTHONW))
+    upgrade = plan_install(Options(), (), host(again, executable=None, files=PIPX))
+    assert not any(isinstance(step, RunCommand) and step.elevated for step in upgrade.steps)
+    assert upgrade.steps[0] == RunCommand(
+        (SCHTASKS, "/End", "/TN", "tailscale-wsl2"), may_fail=True
+    )
+
+
+def test_a_venv_without_a_pythonw_is_one_line_with_a_fix_that_works() -> None:
+    with pytest.raises(ActionableError) as caught:
+        plan_install(Options(), (), host(Machine(), executable=None, files=frozenset()))
+    assert str(caught.value) == (
+        "the logon task runs the Windows half with this Python's windowless interpreter, and "
+        f"there is no {VENV_PYTHONW}; download the release's tailscale-wsl2.exe (README, "
+        "Download) and run `tailscale-wsl2.exe install` with it"
+    )
+
+
+def test_pipx_s_task_running_is_an_upgrade_and_a_copy_started_by_hand_is_not() -> None:
+    pipx = host(Machine(task=OUR_TASK), executable=None, files=PIPX, running=None)
+    task = RunningCopy(4242, VENV_PYTHONW, ("-m", "tailscale_wsl2", "up"))
+    assert plan_install(Options(), (), replace(pipx, running=task)).steps
+    by_hand = RunningCopy(4243, VENV_PYTHON, ("-m", "tailscale_wsl2", "up"))
+    with pytest.raises(ActionableError, match="started by hand"):
+        plan_install(Options(), (), replace(pipx, running=by_hand))

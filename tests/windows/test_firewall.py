@@ -189,8 +189,11 @@ def test_no_warning_on_a_guess(output: str | None) -> None:
     assert warning_for(output) is None
 
 
-def test_the_running_image_is_this_python() -> None:
-    assert running_image() == sys.executable
+def test_the_running_image_is_the_file_this_process_runs_as() -> None:
+    assert running_image() == sys.executable  # on Linux
+    # On Windows, in pipx's venv: the base interpreter behind the venv's redirector.
+    base = "C:\\Users\\alice\\AppData\\Local\\Programs\\Python\\Python312\\python.exe"
+    assert running_image(lambda: base) == base
 
 
 # --- firewall add / remove / show -------------------------------------------------------------

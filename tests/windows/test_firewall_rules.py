@@ -19,6 +19,7 @@ from tailscale_wsl2.windows.firewall_rules import (
     parse_firewall_rules,
     parse_public_profile,
     rule_covers,
+    windowless_twin,
 )
 from tests.support.doctor_fakes import fixture
 from tests.support.netsh import rule_block
@@ -327,3 +328,16 @@ def test_a_block_rule_that_does_not_cover_leaves_the_allow_rule_deciding() -> No
 def test_a_covering_rule_of_another_action_decides_nothing() -> None:
     text = rule_block(Action="Bypass")
     assert verdict(text) == Coverage("missing")
+
+
+def test_the_rule_for_pipx_s_task_covers_doctor_and_up_in_a_terminal_alike() -> None:
+    """Installed with pipx, the task runs as pythonw.exe and doctor as python.exe beside it:
+    the rule install made for the first is right for both, so they agree."""
+    pythonw = PYTHON.replace("python.exe", "pythonw.exe")
+    rules = rule_block(Program=pythonw)
+    assert verdict(rules, image=pythonw) == Coverage("allowed", "tailscale-wsl2")
+    assert verdict(rules, image=PYTHON) == Coverage("allowed", "tailscale-wsl2")
+    # Windows matches the exact program: a rule for python.exe does not let pythonw.exe in.
+    assert verdict(rule_block(Program=PYTHON), image=pythonw).verdict == "missing"
+    assert windowless_twin(PYTHON) == pythonw
+    assert windowless_twin(EXE) == EXE
