@@ -22,7 +22,14 @@ the run with status 1. The steps:
    like the first-listen prompt's, which must leave an Allow rule of the same name alone;
 5. the link key's ACL, made by `up --key-file`, read back with `icacls /save`: inheritance
    off, one entry, full control for this user's SID;
-6. the logon task of `tailscale-wsl2 install` (not in this tree yet: said, and skipped).
+6. the logon task of `install`: `install --dry-run` (shows the task, changes nothing), then
+   `install --listen 127.0.0.1` on a free port (loopback: no firewall rule, so no UAC prompt),
+   the task read back with `schtasks /Query /XML` and checked field by field (tests/windows_ci/
+   task.py), `status --json` saying the installed copy runs, then `uninstall`, after which the
+   task and the copy are gone. The task's logon type is InteractiveToken (it runs only while
+   the user is logged on, in that session); on a runner whose job runs in session 0 (no
+   interactive logon) Task Scheduler does not start such a task, so there, and only there, a
+   copy that never starts is reported and not counted as a failure (docs/release.md).
 
 Windows only; it changes the machine's firewall (and undoes it), so it is no unit test.
 """
@@ -37,15 +44,24 @@ import tempfile
 import time
 from collections.abc import Callable, Sequence
 from functools import partial
-from pathlib import Path
+from pathlib import Path, PureWindowsPath
 
 import trio
 from PyInstaller.utils.win32 import versioninfo, winmanifest
 
 from tailscale_wsl2 import __version__
 from tailscale_wsl2.facts import LEGACY_LOCALAPI_PORT, LOCALAPI_PIPE_NAME
+from tailscale_wsl2.install.paths import windows_paths
+from tailscale_wsl2.install.windows_task import (
+    parse_task_status,
+    parse_task_xml,
+    query_task_status_argv,
+    query_task_xml_argv,
+    windows_user_id,
+)
 from tailscale_wsl2.link.key import current_user_sid
 from tailscale_wsl2.net.sockets import connect_socket
+from tailscale_wsl2.system import run_command
 from tailscale_wsl2.windows.firewall import (
     SHOW_PROFILES,
     SHOW_RULES,
@@ -61,6 +77,7 @@ from tests.in_wine.pipe_server import (
 )
 from tests.support.localapi_standin import handle_quietly
 from tests.windows_ci.acl import dacl_entries
+from tests.windows_ci.task import running_half, task_checks
 
 # The Windows-only imports above (pipe_server first) raise ImportError anywhere else, and mypy
 # checks this module with --platform win32.
@@ -293,6 +310,97 @@ async def check_key_acl(exe: Path, workdir: Path) -> None:
     expect(aces == [("A", "FA", current_user_sid())], "full control for this user alone")
 
 
+# --- 6. the logon task of `install` ---------------------------------------------------------
+
+# How long the task gets to start the installed copy and for it to report itself running.
+TASK_START_SECONDS = 60.0
+
+
+def query_task() -> str | None:
+    """The registered task's XML, read as install reads it (`run_command`); None: no task."""
+    argv = query_task_xml_argv(os.environ)
+    print("$ " + subprocess.list2cmdline(argv), flush=True)
+    answer = run_command(argv)
+    if answer is None or answer.returncode != 0:
+        print(answer.output.strip() if answer else "(could not run schtasks)", flush=True)
+        return None
+    print(answer.output.strip(), flush=True)
+    return answer.output
+
+
+def session_id() -> int:
+    """This process's Terminal Services session; 0 is the services' session (no logon)."""
+    import ctypes  # noqa: PLC0415
+    from ctypes import wintypes  # noqa: PLC0415
+
+    found = wintypes.DWORD()
+    kernel32 = ctypes.windll.kernel32
+    if not kernel32.ProcessIdToSessionId(kernel32.GetCurrentProcessId(), ctypes.byref(found)):
+        return -1
+    return found.value
+
+
+def wait_until_running(exe: Path) -> dict[str, object] | None:
+    deadline = time.monotonic() + TASK_START_SECONDS
+    while True:
+        # Exit status 1 here: the copy runs, but no Tailscale on the runner answers it.
+        running = running_half(run([str(exe), "status", "--json"]).stdout)
+        if running is not None or time.monotonic() > deadline:
+            return running
+        time.sleep(2)
+
+
+def check_task_runs(exe: Path, installed: str, port: int) -> None:
+    running = wait_until_running(exe)
+    if running is None:
+        print(parse_task_status(run(query_task_status_argv(os.environ)).stdout), flush=True)
+        session = session_id()
+        if session == 0:
+            print(
+                "not asserted: this job runs in session 0, with no interactive logon, and "
+                "Task Scheduler starts an InteractiveToken task only in a logged-on session",
+                flush=True,
+            )
+            return
+        print(f"this job runs in session {session}", flush=True)
+    expect(running is not None, f"status --json: running within {TASK_START_SECONDS:.0f} s")
+    assert running is not None
+    executable = str(running.get("executable"))
+    expect(PureWindowsPath(executable) == PureWindowsPath(installed), "...as the installed copy")
+    arguments = running.get("arguments")
+    expect(isinstance(arguments, list) and str(port) in arguments, "...on the port given")
+
+
+def check_logon_task(exe: Path) -> None:
+    port = free_port()
+    options = ["--listen", "127.0.0.1", "--port", str(port)]
+    installed = windows_paths(os.environ).exe
+    dry = run([str(exe), "install", "--dry-run", *options])
+    expect(dry.returncode == 0, "install --dry-run succeeds")
+    expect("schtasks.exe /Create /TN tailscale-wsl2 /XML" in dry.stdout, "...shows the task")
+    expect("<LogonTrigger>" in dry.stdout, "...with its whole definition")
+    expect("run elevated" not in dry.stdout, "...and no firewall step for loopback")
+    expect(query_task() is None, "...and registers nothing")
+    try:
+        done = run([str(exe), "install", *options])
+        expect(done.returncode == 0, "install succeeds")
+        document = query_task()
+        expect(document is not None, "schtasks /Query /XML finds the task")
+        assert document is not None
+        fields = parse_task_xml(document)
+        users = {windows_user_id(os.environ), current_user_sid()}
+        for holds, what in task_checks(
+            fields, command=installed, arguments=["up", *options], user_ids=users
+        ):
+            expect(holds, what)
+        check_task_runs(exe, installed, port)
+    finally:
+        undone = run([str(exe), "uninstall"])
+    expect(undone.returncode == 0, "uninstall succeeds")
+    expect(query_task() is None, "the task is gone")
+    expect(not Path(installed).exists(), "the installed copy is gone")
+
+
 # --- the run ----------------------------------------------------------------------------
 
 
@@ -302,6 +410,7 @@ def steps(exe: Path, workdir: Path) -> list[tuple[str, Callable[[], object]]]:
         ("relay to a tailscaled-like pipe", partial(trio.run, relay_through_the_pipe, exe)),
         ("the firewall, for real", partial(check_firewall, exe)),
         ("the link key's ACL", partial(trio.run, check_key_acl, exe, workdir)),
+        ("the logon task of `install`", partial(check_logon_task, exe)),
     ]
 
 
@@ -317,8 +426,6 @@ def main() -> int:
                 step()
             except Failed as exc:
                 failures.append(f"{title}: {exc}")
-    print("\n== the logon task of `install`")
-    print("skipped: this tree has no install command yet")
     print("\n" + ("\n".join(failures) if failures else "all steps passed"))
     return 1 if failures else 0
 
