@@ -173,11 +173,11 @@ def _read_bytes(path: str) -> bytes | None:
 
 
 def _this_wsl_program() -> "WslProgram":
-    from tailscale_wsl2.install.plan import WslProgram  # noqa: PLC0415
+    from tailscale_wsl2.install.plan import RUN_AS_MODULE, WslProgram  # noqa: PLC0415
 
     if getattr(sys, "frozen", False):
         return WslProgram((sys.executable,), frozen=True)
-    return WslProgram((sys.executable, "-m", "tailscale_wsl2"), frozen=False)
+    return WslProgram((sys.executable, *RUN_AS_MODULE), frozen=False)
 
 
 def wsl_host() -> "WslHost":

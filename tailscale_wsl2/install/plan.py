@@ -48,6 +48,7 @@ from .wslconf import (
 )
 
 __all__ = [
+    "RUN_AS_MODULE",
     "Again",
     "CopyFile",
     "InstallPlan",
@@ -180,9 +181,14 @@ class Again:
         return _command_line((*self.words, option), self.shell)
 
 
+# How a service runs the package from a pipx/uv venv. -P: the service's working directory (/ or
+# System32) is not put on sys.path, so nothing there can stand in for the package.
+RUN_AS_MODULE = ("-P", "-m", "tailscale_wsl2")
+
+
 @dataclass(frozen=True)
 class WslProgram:
-    """How this program runs now: `(exe,)` when frozen, `(python, "-m", "tailscale_wsl2")`."""
+    """How this program runs now: `(exe,)` when frozen, `(python, *RUN_AS_MODULE)`."""
 
     command: tuple[str, ...]
     frozen: bool
@@ -339,7 +345,7 @@ class WindowsProgram:
         """(the program the task runs, the words before `up`)."""
         if self.frozen:
             return installed_exe, ()
-        return self.executable, ("-m", "tailscale_wsl2")
+        return self.executable, RUN_AS_MODULE
 
     def listening_image(self, installed_exe: str) -> str:
         return installed_exe if self.image is None else self.image

@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 
 from tailscale_wsl2.cli import service
 from tailscale_wsl2.cli.app import app
-from tailscale_wsl2.install.plan import WslProgram
+from tailscale_wsl2.install.plan import RUN_AS_MODULE, WslProgram
 from tailscale_wsl2.install.running import RunningCopy
 from tailscale_wsl2.install.systemd import UnitSpec, render_unit
 from tailscale_wsl2.install.wsl_side import WslHost
@@ -29,7 +29,7 @@ runner = CliRunner()
 UNIT = "/etc/systemd/system/tailscale-wsl2.service"
 KEY = "/mnt/c/Users/alice/AppData/Local/tailscale-wsl2/link.key"
 SYSTEMCTL = "/usr/bin/systemctl"
-PROGRAM = WslProgram(("/usr/bin/python3", "-m", "tailscale_wsl2"), frozen=False)
+PROGRAM = WslProgram(("/usr/bin/python3", *RUN_AS_MODULE), frozen=False)
 
 
 class Distro:
@@ -96,7 +96,7 @@ def test_install_without_root_is_one_line_with_the_sudo_command(distro: Distro) 
     line = one_line_failure(["install", "--socket-mode", "666", "--max-connections", "64"])
     assert line == (
         "tailscale-wsl2: installing the WSL2 half needs root (it changes /etc); run `sudo "
-        "/usr/bin/python3 -m tailscale_wsl2 install --socket-mode 0666 --max-connections 64`"
+        "/usr/bin/python3 -P -m tailscale_wsl2 install --socket-mode 0666 --max-connections 64`"
     )
     assert distro.system.snapshot() == before
     assert distro.system.commands == []
@@ -118,18 +118,19 @@ def test_a_unit_the_user_edited_is_one_line_and_kept(distro: Distro) -> None:
     line = one_line_failure(["install", "--port", "5000"])
     assert line == (
         f"tailscale-wsl2: {UNIT} was edited by hand since tailscale-wsl2 install wrote it; "
-        "keep it, or replace it with `sudo /usr/bin/python3 -m tailscale_wsl2 install "
+        "keep it, or replace it with `sudo /usr/bin/python3 -P -m tailscale_wsl2 install "
         "--port 5000 --force`"
     )
     assert distro.system.snapshot() == before
     assert one_line_failure(["uninstall", "--purge"]).endswith(
-        "`sudo /usr/bin/python3 -m tailscale_wsl2 uninstall --purge --force`"
+        "`sudo /usr/bin/python3 -P -m tailscale_wsl2 uninstall --purge --force`"
     )
     assert distro.system.snapshot() == before
     # The fix, copied, installs what was asked for: the user's --port too.
     fix = shlex.split(line.rpartition("`sudo ")[2].rstrip("`"))
-    assert fix[:3] == list(PROGRAM.command)
-    assert runner.invoke(app, fix[3:]).exit_code == 0
+    command = len(PROGRAM.command)
+    assert fix[:command] == list(PROGRAM.command)
+    assert runner.invoke(app, fix[command:]).exit_code == 0
     assert " up --port 5000 " in distro.system.at(UNIT).read_text()
 
 

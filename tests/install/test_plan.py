@@ -7,6 +7,7 @@ import pytest
 
 from tailscale_wsl2.errors import ActionableError
 from tailscale_wsl2.install.plan import (
+    RUN_AS_MODULE,
     CopyFile,
     InstallPlan,
     RemoveDirectory,
@@ -32,7 +33,7 @@ from . import samples
 SYSTEMCTL = "/usr/bin/systemctl"
 UNIT = "/etc/systemd/system/tailscale-wsl2.service"
 FROZEN = WslProgram(("/home/alice/Downloads/tailscale-wsl2",), frozen=True)
-FROM_SOURCE = WslProgram(("/home/alice/src/.venv/bin/python", "-m", "tailscale_wsl2"), False)
+FROM_SOURCE = WslProgram(("/home/alice/src/.venv/bin/python", *RUN_AS_MODULE), False)
 UP = ("up", "--key-file", "/mnt/c/Users/alice/AppData/Local/tailscale-wsl2/link.key")
 SYSTEMD = WslFacts(
     wsl_conf_text=samples.UBUNTU_WITH_USER,
@@ -72,7 +73,9 @@ def test_from_source_the_service_runs_the_interpreter() -> None:
     plan = plan_wsl_install(FROM_SOURCE, UP, None, SYSTEMD)
     assert not any(isinstance(step, CopyFile) for step in plan.steps)
     (unit,) = plan.files
-    assert "ExecStart=/home/alice/src/.venv/bin/python -m tailscale_wsl2 up --key-file" in unit.text
+    assert (
+        "ExecStart=/home/alice/src/.venv/bin/python -P -m tailscale_wsl2 up --key-file" in unit.text
+    )
 
 
 def test_an_enabled_tailscaled_must_be_disabled_explicitly() -> None:
@@ -258,7 +261,7 @@ def test_windows_install_from_a_venv_copies_nothing_and_runs_its_pythonw() -> No
     assert [type(step) for step in plan.steps] == [WriteFile, RunCommand, RemoveFile, RunCommand]
     fields = parse_task_xml(plan.files[0].data)
     assert fields.command == pythonw
-    assert fields.arguments.startswith("-m tailscale_wsl2 up --log-file C:\\Users\\alice\\")
+    assert fields.arguments.startswith("-P -m tailscale_wsl2 up --log-file C:\\Users\\alice\\")
 
 
 def test_windows_uninstall_ends_and_deletes_the_task_then_the_program() -> None:

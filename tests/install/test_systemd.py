@@ -9,7 +9,13 @@ from pathlib import Path
 import pytest
 
 from tailscale_wsl2.errors import ActionableError
-from tailscale_wsl2.install.plan import WriteFile, WslFacts, WslProgram, plan_wsl_install
+from tailscale_wsl2.install.plan import (
+    RUN_AS_MODULE,
+    WriteFile,
+    WslFacts,
+    WslProgram,
+    plan_wsl_install,
+)
 from tailscale_wsl2.install.systemd import (
     UNIT_NAME,
     UnitSpec,
@@ -211,7 +217,7 @@ def test_the_unit_install_writes_passes_systemd_analyze_verify(
 ) -> None:
     """The unit as the install plan writes it (here for the program run from source, whose
     interpreter exists on this machine, as verify requires of ExecStart's program)."""
-    program = WslProgram((sys.executable, "-m", "tailscale_wsl2"), frozen=False)
+    program = WslProgram((sys.executable, *RUN_AS_MODULE), frozen=False)
     facts = WslFacts(None, None, systemd_running=True, tailscaled_enabled=False, systemctl="/x")
     up = ("up", "--port", "5000", *SPEC.arguments[1:], "--socket-mode", "0600")
     plan = plan_wsl_install(program, up, 1000, facts)
@@ -221,7 +227,7 @@ def test_the_unit_install_writes_passes_systemd_analyze_verify(
     assert not re.search(r"(?m)^.*tailscale-wsl2\.service:\d+:", verified.stderr), verified.stderr
     dumped = re.search(r"(?m)^\s*Command Line: (.*)$", verified.stdout)
     assert dumped is not None, verified.stdout
-    assert _unquote_dump(dumped.group(1)) == [sys.executable, "-m", "tailscale_wsl2", *up]
+    assert _unquote_dump(dumped.group(1)) == [sys.executable, *RUN_AS_MODULE, *up]
 
 
 def test_systemd_refuses_what_the_quoting_protects_against(

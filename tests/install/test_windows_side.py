@@ -9,6 +9,7 @@ import pytest
 
 from tailscale_wsl2.errors import ActionableError
 from tailscale_wsl2.install.plan import (
+    RUN_AS_MODULE,
     CopyFile,
     RemoveDirectory,
     RemoveFile,
@@ -318,7 +319,7 @@ def test_a_pipx_install_runs_the_venv_s_pythonw_in_place_and_lets_the_base_one_i
     fields = parse_task_xml(plan.files[0].data)
     assert fields.command == VENV_PYTHONW
     assert fields.arguments == (
-        f"-m tailscale_wsl2 up --port 5000 --log-file {LOGS}\\tailscale-wsl2.log"
+        f"-P -m tailscale_wsl2 up --port 5000 --log-file {LOGS}\\tailscale-wsl2.log"
     )
     assert plan.commands[-1] == (SCHTASKS, "/Run", "/TN", "tailscale-wsl2")
     # Upgrading (`pipx upgrade`, then install again): the task ends and starts again, and the
@@ -343,8 +344,8 @@ def test_a_venv_without_a_pythonw_is_one_line_with_a_fix_that_works() -> None:
 
 def test_pipx_s_task_running_is_an_upgrade_and_a_copy_started_by_hand_is_not() -> None:
     pipx = host(Machine(task=OUR_TASK), executable=None, files=PIPX, running=None)
-    task = RunningCopy(4242, VENV_PYTHONW, ("-m", "tailscale_wsl2", "up"))
+    task = RunningCopy(4242, VENV_PYTHONW, (*RUN_AS_MODULE, "up"))
     assert plan_install(Options(), (), replace(pipx, running=task)).steps
-    by_hand = RunningCopy(4243, VENV_PYTHON, ("-m", "tailscale_wsl2", "up"))
+    by_hand = RunningCopy(4243, VENV_PYTHON, (*RUN_AS_MODULE, "up"))
     with pytest.raises(ActionableError, match="started by hand"):
         plan_install(Options(), (), replace(pipx, running=by_hand))

@@ -6,7 +6,14 @@ from dataclasses import replace
 import pytest
 
 from tailscale_wsl2.errors import ActionableError
-from tailscale_wsl2.install.plan import CopyFile, RemoveFile, RunCommand, WriteFile, WslProgram
+from tailscale_wsl2.install.plan import (
+    RUN_AS_MODULE,
+    CopyFile,
+    RemoveFile,
+    RunCommand,
+    WriteFile,
+    WslProgram,
+)
 from tailscale_wsl2.install.running import RunningCopy
 from tailscale_wsl2.install.systemd import UnitSpec, render_unit
 from tailscale_wsl2.install.wsl_side import (
@@ -258,7 +265,7 @@ def test_uninstall_with_purge_removes_the_boot_log_and_then_the_windows_half() -
 
 
 def test_uninstall_of_nothing_says_so() -> None:
-    program = WslProgram(("/usr/bin/python3", "-m", "tailscale_wsl2"), frozen=False)
+    program = WslProgram(("/usr/bin/python3", *RUN_AS_MODULE), frozen=False)
     distro = Distro({})
     plan = plan_uninstall(
         WslRequest(command=("uninstall",)), replace(host(distro), program=program)
