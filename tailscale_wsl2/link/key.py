@@ -28,6 +28,7 @@ one `KeyFileError` whose line says what to do.
 import enum
 import os
 import secrets
+import shlex
 import stat
 import sys
 from collections.abc import Callable, Mapping, Sequence
@@ -35,7 +36,8 @@ from pathlib import Path
 
 from tailscale_wsl2.errors import ActionableError
 from tailscale_wsl2.facts import PROGRAM
-from tailscale_wsl2.system import RunCommand, run_command, windows_system_tool
+from tailscale_wsl2.system import RunCommand, run_command, this_system, windows_system_tool
+from tailscale_wsl2.wslconf_syntax import automount_root
 
 __all__ = [
     "KEY_BYTES",
@@ -45,6 +47,7 @@ __all__ = [
     "current_user_sid",
     "find_key_from_wsl",
     "icacls_argv",
+    "key_files_on_drive_c",
     "load_key",
     "load_or_create_key",
     "restrict_to_owner",
@@ -403,31 +406,56 @@ def load_or_create_key(path: Path, *, lockdown: Lockdown = restrict_to_owner) ->
         ) from None
 
 
-def _cannot_find_key(reason: str) -> ActionableError:
+# Where a Windows user's key lives as WSL sees drive C; `*` is the user's folder.
+_KEY_ON_DRIVE_C = f"c/Users/*/AppData/Local/{KEY_DIR}/{KEY_NAME}"
+
+
+def key_files_on_drive_c() -> list[Path]:
+    """The link keys of every Windows user on drive C, found through WSL's automount root."""
+    root = Path(automount_root(this_system().wsl_conf_text()))
+    try:
+        return sorted(root.glob(_KEY_ON_DRIVE_C))
+    except OSError:
+        return []
+
+
+def _cannot_find_key(reason: str, existing: Sequence[Path]) -> ActionableError:
+    what = f"cannot find the link key: asking Windows for LOCALAPPDATA failed ({reason})"
+    if len(existing) == 1:
+        return ActionableError(what, f"pass --key-file {shlex.quote(str(existing[0]))}")
+    if existing:
+        keys = ", ".join(shlex.quote(str(path)) for path in existing)
+        return ActionableError(what, f"pass --key-file with yours of: {keys}")
+    # No key on drive C yet: once the Windows half made it, this names its path.
     return ActionableError(
-        f"cannot find the link key: asking Windows for LOCALAPPDATA failed ({reason})",
-        "pass --key-file /mnt/c/Users/NAME/AppData/Local/tailscale-wsl2/link.key",
+        what, f"run `{PROGRAM}.exe install` on Windows first (it makes the key), then this again"
     )
 
 
-def _interop_answer(run: RunCommand, argv: Sequence[str]) -> str:
+def _interop_answer(
+    run: RunCommand, argv: Sequence[str], existing: Callable[[], Sequence[Path]]
+) -> str:
     answer = run(argv)
     if answer is None:
-        raise _cannot_find_key(f"{argv[0]} could not be run")
+        raise _cannot_find_key(f"{argv[0]} could not be run", existing())
     if answer.returncode != 0:
-        raise _cannot_find_key(f"{argv[0]} exited with status {answer.returncode}")
+        raise _cannot_find_key(f"{argv[0]} exited with status {answer.returncode}", existing())
     return answer.output.strip()
 
 
-def find_key_from_wsl(run: RunCommand = run_command) -> Path:
-    """The Windows half's key file as a Linux path, found through WSL interop."""
+def find_key_from_wsl(
+    run: RunCommand = run_command,
+    existing: Callable[[], Sequence[Path]] = key_files_on_drive_c,
+) -> Path:
+    """The Windows half's key file as a Linux path, found through WSL interop; when interop
+    fails, the fix names the key files `existing` finds."""
     # chcp 65001: cmd.exe otherwise prints in the OEM code page, which garbles a user name
     # outside ASCII.
     local_app_data = _interop_answer(
-        run, ["cmd.exe", "/d", "/c", "chcp 65001 >nul & echo %LOCALAPPDATA%"]
+        run, ["cmd.exe", "/d", "/c", "chcp 65001 >nul & echo %LOCALAPPDATA%"], existing
     )
     # An unset variable comes back verbatim, percent signs and all.
     if not local_app_data or "%" in local_app_data:
-        raise _cannot_find_key(f"cmd.exe answered {local_app_data!r}")
-    linux_dir = _interop_answer(run, ["wslpath", "-u", local_app_data])
+        raise _cannot_find_key(f"cmd.exe answered {local_app_data!r}", existing())
+    linux_dir = _interop_answer(run, ["wslpath", "-u", local_app_data], existing)
     return Path(linux_dir) / KEY_DIR / KEY_NAME

@@ -2,24 +2,27 @@ import os
 import pwd
 import threading
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from functools import partial
 from pathlib import Path
 
 import pytest
 
 from tailscale_wsl2.errors import ActionableError
+from tailscale_wsl2.link import key as key_module
 from tailscale_wsl2.link.key import (
     KEY_BYTES,
     KeyFileError,
     KeyProblem,
     find_key_from_wsl,
     icacls_argv,
+    key_files_on_drive_c,
     load_key,
     load_or_create_key,
     restrict_to_owner,
     windows_key_path,
 )
-from tailscale_wsl2.system import CommandResult
+from tailscale_wsl2.system import CommandResult, this_system
 
 
 def test_creates_a_private_key_once_then_reuses_it(tmp_path: Path) -> None:
@@ -86,16 +89,48 @@ def test_wsl_finds_the_key_through_interop() -> None:
         (CommandResult(0, "%LOCALAPPDATA%\r\n"), "cmd.exe answered '%LOCALAPPDATA%'"),
     ],
 )
-def test_interop_failure_says_what_to_pass(failure: CommandResult | None, reason: str) -> None:
+def test_interop_failure_names_the_one_key_on_drive_c(
+    failure: CommandResult | None, reason: str
+) -> None:
     def run(argv: Sequence[str]) -> CommandResult | None:
         return failure
 
+    key = Path("/mnt/c/Users/Zoë Smith/AppData/Local/tailscale-wsl2/link.key")
     with pytest.raises(ActionableError) as caught:
-        find_key_from_wsl(run)
+        find_key_from_wsl(run, lambda: [key])
     assert reason in caught.value.what
-    assert caught.value.fix == (
-        "pass --key-file /mnt/c/Users/NAME/AppData/Local/tailscale-wsl2/link.key"
+    # Quoted: the fix works when copied, spaces and all.
+    assert caught.value.fix == f"pass --key-file '{key}'"
+
+
+def test_interop_failure_with_several_keys_names_each_and_with_none_says_to_make_one() -> None:
+    keys = [
+        Path("/mnt/c/Users/alice/AppData/Local/tailscale-wsl2/link.key"),
+        Path("/mnt/c/Users/bob/AppData/Local/tailscale-wsl2/link.key"),
+    ]
+    with pytest.raises(ActionableError) as several:
+        find_key_from_wsl(lambda argv: None, lambda: keys)
+    assert several.value.fix == f"pass --key-file with yours of: {keys[0]}, {keys[1]}"
+    with pytest.raises(ActionableError) as none:
+        find_key_from_wsl(lambda argv: None, lambda: [])
+    assert none.value.fix == (
+        "run `tailscale-wsl2.exe install` on Windows first (it makes the key), then this again"
     )
+
+
+def test_the_keys_on_drive_c_are_found_under_the_automount_root(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for user in ("alice", "bob"):
+        key = tmp_path / "c" / "Users" / user / "AppData/Local/tailscale-wsl2/link.key"
+        key.parent.mkdir(parents=True)
+        key.write_text("x")
+    (tmp_path / "c/Users/carol/AppData/Local").mkdir(parents=True)  # no key: not listed
+    conf = f"[automount]\nroot = {tmp_path}\n"
+    lookup = replace(this_system(), wsl_conf_text=lambda: conf)
+    monkeypatch.setattr(key_module, "this_system", lambda: lookup)
+    found = key_files_on_drive_c()
+    assert [path.relative_to(tmp_path).parts[2] for path in found] == ["alice", "bob"]
 
 
 # --- the key's ACL on Windows, through the seams -----------------------------------------------
