@@ -32,6 +32,10 @@ A link that does not start with `SESSION_MODE` carries one client connection,
 unframed, so that a person debugging with curl (`--insecure-no-auth`) can still
 talk HTTP to the Windows half.
 
+This module frames in the clear: it is the link of `--insecure-no-auth`. A link
+made by the handshake carries `SealedSession`s (`sealed.py`), which keep these
+rules and seal every frame; the functions below take the kind of session to make.
+
 Framing costs the bulk path nothing extra: the pump reads into a buffer after
 four bytes of headroom and sends header and payload with one call
 (`pump.py`); reading asks for the next frame's header along with the end of
@@ -42,7 +46,9 @@ import mmap
 import socket
 import struct
 from collections.abc import AsyncGenerator, Awaitable, Callable
+from contextlib import aclosing
 from functools import partial
+from typing import Generic, Protocol, TypeVar
 
 import trio
 
@@ -59,11 +65,15 @@ __all__ = [
     "GONE",
     "HEADER",
     "SESSION_MODE",
+    "AnyLink",
     "FirstByte",
+    "Link",
     "LinkSession",
+    "NewSession",
     "link_sessions",
     "session_at_once",
     "session_connector",
+    "sessions_in_turn",
     "start_session_mode",
 ]
 
@@ -74,7 +84,20 @@ GONE = 0xFFFF_FFFF
 RECEIVE_SIZE = 65536
 
 
-class LinkSession(trio.abc.HalfCloseableStream):
+class Link(Protocol):
+    """A connection between the halves as sessions use it: a cleartext `RawSocketStream`
+    (`--insecure-no-auth`), or a sealed link (`sealed.SealedLink`)."""
+
+    @property
+    def socket(self) -> socket.socket: ...
+
+    def close(self) -> None: ...
+
+
+AnyLink = TypeVar("AnyLink", bound=Link)
+
+
+class LinkSession(trio.abc.HalfCloseableStream, Generic[AnyLink]):
     """One client connection carried on a link in session mode.
 
     `recycle` is called with the link when the session ended cleanly on both
@@ -82,9 +105,7 @@ class LinkSession(trio.abc.HalfCloseableStream):
     link. With no `recycle` the link is left to its owner.
     """
 
-    def __init__(
-        self, link: RawSocketStream, recycle: Callable[[RawSocketStream], None] | None = None
-    ) -> None:
+    def __init__(self, link: AnyLink, recycle: Callable[[AnyLink], None] | None = None) -> None:
         self.link = link
         self.socket = link.socket
         self._recycle = recycle
@@ -281,10 +302,10 @@ class LinkSession(trio.abc.HalfCloseableStream):
                 self._recycle(self.link)
 
 
-def start_session_mode(connect: Connector) -> Connector:
-    """`connect` (a link to the Windows half), then announce session mode on it."""
+def start_session_mode(connect: Connector) -> Callable[[], Awaitable[RawSocketStream]]:
+    """`connect` (a cleartext link to the Windows half), then announce session mode on it."""
 
-    async def connect_in_session_mode() -> trio.abc.Stream:
+    async def connect_in_session_mode() -> RawSocketStream:
         link = await connect()
         try:
             assert isinstance(link, RawSocketStream)  # links are TCP
@@ -297,30 +318,34 @@ def start_session_mode(connect: Connector) -> Connector:
     return connect_in_session_mode
 
 
+# Makes the session for a link: `LinkSession` in the clear, `SealedSession` on a sealed link.
+NewSession = Callable[[AnyLink, Callable[[AnyLink], None]], LinkSession[AnyLink]]
+
+
 def session_connector(
-    take_link: Callable[[], Awaitable[trio.abc.Stream]],
-    recycle: Callable[[RawSocketStream], None],
+    take_link: Callable[[], Awaitable[AnyLink]],
+    recycle: Callable[[AnyLink], None],
+    new_session: NewSession[AnyLink],
 ) -> Connector:
     """The WSL2 half's upstream: a session on a link that goes back to `recycle` after it."""
 
     async def open_session() -> trio.abc.Stream:
-        link = await take_link()
-        assert isinstance(link, RawSocketStream)
-        return LinkSession(link, recycle)
+        return new_session(await take_link(), recycle)
 
     return open_session
 
 
 def session_at_once(
-    take_parked: Callable[[], RawSocketStream | None],
-    recycle: Callable[[RawSocketStream], None],
-) -> Callable[[], LinkSession | None]:
+    take_parked: Callable[[], AnyLink | None],
+    recycle: Callable[[AnyLink], None],
+    new_session: NewSession[AnyLink],
+) -> Callable[[], LinkSession[AnyLink] | None]:
     """The WSL2 half's upstream when a link is parked: a session on it, taken without
     waiting (`relay.UpstreamAtOnce`); None when none is."""
 
-    def open_session_at_once() -> LinkSession | None:
+    def open_session_at_once() -> LinkSession[AnyLink] | None:
         link = take_parked()
-        return None if link is None else LinkSession(link, recycle)
+        return None if link is None else new_session(link, recycle)
 
     return open_session_at_once
 
@@ -339,10 +364,29 @@ async def _peek_byte(link: RawSocketStream) -> bytes:
 FirstByte = Callable[[trio.abc.Stream], Awaitable[None]]
 
 
-async def link_sessions(
-    link: trio.abc.Stream, first_byte: FirstByte
+async def sessions_in_turn(
+    link: AnyLink,
+    stream: RawSocketStream,
+    first_byte: FirstByte,
+    new_session: Callable[[AnyLink], LinkSession[AnyLink]],
 ) -> AsyncGenerator[trio.abc.Stream, None]:
-    """The Windows half's view of a link: the client connections it carries, in turn.
+    """The Windows half's sessions on `link` (whose socket is `stream`'s), one after another,
+    until one does not end cleanly or the link closes between them."""
+    while True:
+        await first_byte(stream)
+        session = new_session(link)
+        if not await session.begin():
+            return
+        yield session
+        await session.finish()
+        if not session.reusable:
+            return
+
+
+async def link_sessions(
+    link: trio.abc.AsyncResource, first_byte: FirstByte
+) -> AsyncGenerator[trio.abc.Stream, None]:
+    """The Windows half's view of a cleartext link: the client connections it carries, in turn.
 
     `first_byte` waits until the link has something to read. A link that
     closes without a byte carries nothing, so it costs the LocalAPI no connection.
@@ -355,12 +399,6 @@ async def link_sessions(
         yield link
         return
     await link.receive_some(1)  # SESSION_MODE itself, already here
-    while True:
-        await first_byte(link)
-        session = LinkSession(link)
-        if not await session.begin():
-            return
-        yield session
-        await session.finish()
-        if not session.reusable:
-            return
+    async with aclosing(sessions_in_turn(link, link, first_byte, LinkSession)) as sessions:
+        async for session in sessions:
+            yield session

@@ -1,6 +1,7 @@
-"""The link handshake, over in-memory streams: what passes, and everything that must not."""
+"""The link handshake over real socket pairs: what passes, and what each impostor gets."""
 
 import os
+from collections.abc import Awaitable, Callable
 
 import pytest
 import trio
@@ -9,133 +10,351 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tailscale_wsl2.link.handshake import (
-    ACCEPTED,
-    ANSWER_SIZE,
-    HELLO_SIZE,
-    MAGIC,
-    VERSION,
+    KEY_REFUSED,
+    LINK_PREFIX,
+    MESSAGE_1_SIZE,
+    MESSAGE_2_SIZE,
+    NOT_CONFIRMED,
+    REFUSED_KEY,
     HandshakeFailed,
-    answer_for,
-    challenge_client,
-    prove_key,
+    accept_link,
+    open_link,
 )
+from tailscale_wsl2.link.noise import TAG_SIZE, NoiseFailed
+from tailscale_wsl2.link.sealed import SealedLink, new_scratch_buffers
+from tailscale_wsl2.net.sockets import RawSocketStream
+from tests.support.sockets import unix_pair
 
 KEY = bytes(range(32))
 OTHER_KEY = bytes(range(1, 33))
+FIRST_MESSAGE = len(LINK_PREFIX) + MESSAGE_1_SIZE
 
 
-async def run_both(client_key: bytes) -> tuple[str | None, BaseException | None]:
-    """Run both sides of one handshake; return the server's verdict and the client's error."""
-    server_end, client_end = trio.testing.memory_stream_pair()
-    verdict: list[str | None] = []
-    failure: list[BaseException | None] = [None]
+def stream_pair() -> tuple[RawSocketStream, RawSocketStream]:
+    wsl, windows = unix_pair()
+    return RawSocketStream(wsl), RawSocketStream(windows)
 
-    async def client() -> None:
+
+async def both_halves(
+    wsl_key: bytes, windows_key: bytes
+) -> tuple[SealedLink | BaseException, SealedLink | str, bool]:
+    """Both sides of one handshake: the WSL2 half's link or error, the Windows half's
+    link or refusal, and whether the Windows half saw a first message that opened."""
+    wsl_end, windows_end = stream_pair()
+    opened = False
+
+    def first_message_opened() -> None:
+        nonlocal opened
+        opened = True
+
+    results: dict[str, object] = {}
+
+    async def wsl() -> None:
         try:
-            await prove_key(client_end, client_key)
+            results["wsl"] = await open_link(wsl_end, wsl_key, new_scratch_buffers())
         except HandshakeFailed as exc:
-            failure[0] = exc
+            results["wsl"] = exc
+            wsl_end.close()
 
-    async def server() -> None:
-        verdict.append(await challenge_client(server_end, KEY))
-        if verdict[0] is not None:
-            await server_end.aclose()  # what the Windows half does with a refusal
+    async def windows() -> None:
+        verdict = await accept_link(
+            windows_end, windows_key, new_scratch_buffers(), first_message_opened
+        )
+        if isinstance(verdict, str):
+            windows_end.close()  # what the Windows half does with a refusal
+        results["windows"] = verdict
+
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(wsl)
+            nursery.start_soon(windows)
+    wsl_result, windows_result = results["wsl"], results["windows"]
+    assert isinstance(wsl_result, SealedLink | BaseException)
+    assert isinstance(windows_result, SealedLink | str)
+    return wsl_result, windows_result, opened
+
+
+async def test_the_same_key_makes_a_sealed_link_both_ways() -> None:
+    wsl, windows, opened = await both_halves(KEY, KEY)
+    assert isinstance(wsl, SealedLink)
+    assert isinstance(windows, SealedLink)
+    assert opened
+    # The transport keys agree, each way, and differ between the ways.
+    to_windows = wsl.ciphers.send.seal(b"request", b"ad")
+    assert windows.ciphers.receive.open(to_windows, b"ad") == b"request"
+    to_wsl = windows.ciphers.send.seal(b"request", b"ad")
+    assert wsl.ciphers.receive.open(to_wsl, b"ad") == b"request"
+    assert to_wsl != to_windows
+    wsl.close()
+    windows.close()
+
+
+async def test_a_wrong_key_fails_on_both_sides_and_is_named() -> None:
+    wsl, windows, opened = await both_halves(OTHER_KEY, KEY)
+    assert str(wsl) == "it refused the link key: the two halves use different keys"
+    assert windows == REFUSED_KEY
+    assert not opened
+
+
+# --- what the WSL2 half does with a peer that is not the Windows half --------------------------
+
+# A fake Windows half: it gets the WSL2 half's first message and answers as it likes.
+Impostor = Callable[[RawSocketStream, bytes], Awaitable[None]]
+
+
+async def against(impostor: Impostor, *, timeout: float = 5) -> tuple[str, bytes]:
+    """The WSL2 half's failure against `impostor`, and every byte it sent meanwhile."""
+    wsl_end, fake_end = stream_pair()
+    sent = bytearray()
+    failure = ""
+
+    async def wsl() -> None:
+        nonlocal failure
+        with pytest.raises(HandshakeFailed) as caught:
+            await open_link(wsl_end, KEY, new_scratch_buffers(), timeout=timeout)
+        failure = str(caught.value)
+        wsl_end.close()
+
+    async def fake() -> None:
+        first = await fake_end.receive_some(FIRST_MESSAGE)
+        sent.extend(first)
+        with trio.move_on_after(timeout + 1):
+            await impostor(fake_end, bytes(first))
+            while chunk := await fake_end.receive_some():
+                sent.extend(chunk)
+        fake_end.close()
 
     async with trio.open_nursery() as nursery:
-        nursery.start_soon(client)
-        nursery.start_soon(server)
-    return verdict[0], failure[0]
+        nursery.start_soon(wsl)
+        nursery.start_soon(fake)
+    return failure, bytes(sent)
 
 
-async def test_the_same_key_passes() -> None:
-    assert await run_both(KEY) == (None, None)
+async def old_windows_half(stream: RawSocketStream, first: bytes) -> None:
+    await stream.send_all(b"TSWSL\x01" + os.urandom(32))
+    await stream.send_eof()
 
 
-async def test_a_wrong_key_fails_on_both_sides() -> None:
-    verdict, failure = await run_both(OTHER_KEY)
-    assert verdict == "wrong key"
-    assert str(failure) == "it refused the link key: the two halves use different keys"
+async def http_server(stream: RawSocketStream, first: bytes) -> None:
+    await stream.send_all(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n")
+    await stream.send_eof()
 
 
-async def answer_server_with(answer: bytes) -> str | None:
-    """The server's verdict when the client answers its hello with `answer`, then closes."""
-    server_end, client_end = trio.testing.memory_stream_pair()
-
-    async def client() -> None:
-        await client_end.receive_some(HELLO_SIZE)
-        await client_end.send_all(answer)
-        await client_end.aclose()
-
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(client)
-        return await challenge_client(server_end, KEY, timeout=1)
+async def hangs_up(stream: RawSocketStream, first: bytes) -> None:
+    await stream.send_eof()
 
 
-async def test_a_replayed_answer_fails() -> None:
-    server_end, client_end = trio.testing.memory_stream_pair()
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(prove_key, client_end, KEY)
-        assert await challenge_client(server_end, KEY) is None
-    # The hello of that handshake, answered correctly, is worthless now:
-    recorded_hello = MAGIC + VERSION + os.urandom(32)
-    assert await answer_server_with(answer_for(KEY, recorded_hello)) == "wrong key"
+async def random_answer(stream: RawSocketStream, first: bytes) -> None:
+    await stream.send_all(os.urandom(MESSAGE_2_SIZE))
 
 
-async def test_an_oversized_answer_fails(autojump_clock: trio.testing.MockClock) -> None:
-    assert await answer_server_with(b"\x01" * (ANSWER_SIZE + 1)) == "malformed answer"
+async def reflects(stream: RawSocketStream, first: bytes) -> None:
+    """Sends the WSL2 half's own first message back as the answer."""
+    await stream.send_all(first[len(LINK_PREFIX) :])
 
 
-async def test_a_short_answer_then_eof_fails(autojump_clock: trio.testing.MockClock) -> None:
-    assert await answer_server_with(b"\x01" * 5) == "malformed answer"
+async def silent(stream: RawSocketStream, first: bytes) -> None:
+    await trio.sleep_forever()
 
 
-async def test_another_version_is_named(autojump_clock: trio.testing.MockClock) -> None:
-    assert await answer_server_with(b"\x02" * ANSWER_SIZE) == "unknown handshake version"
+@pytest.mark.parametrize(
+    ("impostor", "reason"),
+    [
+        (old_windows_half, "it is an older tailscale-wsl2 (link version 1)"),
+        (http_server, "an HTTP server answered, not a Windows half"),
+        (hangs_up, "it closed the connection without answering the handshake"),
+        (random_answer, "it could not prove that it holds the link key"),
+        (reflects, "it could not prove that it holds the link key"),
+    ],
+    ids=["old-windows-half", "http", "hang-up", "random-answer", "reflection"],
+)
+async def test_an_impostor_gets_nothing_but_the_first_message(
+    impostor: Impostor, reason: str
+) -> None:
+    failure, sent = await against(impostor)
+    assert failure.startswith(reason)
+    assert len(sent) == FIRST_MESSAGE  # no confirmation, no client byte: nothing else
+    assert sent.startswith(LINK_PREFIX)
 
 
 async def test_silence_fails_at_the_deadline(autojump_clock: trio.testing.MockClock) -> None:
-    server_end, _client_end = trio.testing.memory_stream_pair()
     started = trio.current_time()
-    assert await challenge_client(server_end, KEY, timeout=5) == "no answer within 5s"
-    assert trio.current_time() - started == 5
+    failure, sent = await against(silent, timeout=5)
+    assert failure.startswith("it did not answer the link handshake within 5s")
+    assert trio.current_time() - started >= 5
+    assert len(sent) == FIRST_MESSAGE
 
 
-async def test_client_refuses_a_peer_that_is_not_a_windows_half() -> None:
-    server_end, client_end = trio.testing.memory_stream_pair()
-    await server_end.send_all(b"HTTP/1.1 400 Bad Request\r\n\r\n" + b"x" * 100)
-    with pytest.raises(HandshakeFailed, match="sent no tailscale-wsl2 handshake"):
-        await prove_key(client_end, KEY)
+# --- what the Windows half does with a peer that is not the WSL2 half --------------------------
 
 
-async def test_client_names_a_newer_protocol() -> None:
-    server_end, client_end = trio.testing.memory_stream_pair()
-    await server_end.send_all(MAGIC + b"\x02" + os.urandom(HELLO_SIZE - len(MAGIC) - 1))
-    with pytest.raises(HandshakeFailed, match="another handshake version"):
-        await prove_key(client_end, KEY)
+async def windows_verdict(*sends: bytes, key: bytes = KEY) -> tuple[SealedLink | str, bool, bytes]:
+    """The Windows half's verdict on a peer that sends `sends` and then closes; whether a
+    first message opened; what the peer received."""
+    windows_end, peer_end = stream_pair()
+    opened = False
 
+    def first_message_opened() -> None:
+        nonlocal opened
+        opened = True
 
-async def test_client_gives_up_on_a_silent_old_windows_half(
-    autojump_clock: trio.testing.MockClock,
-) -> None:
-    _server_end, client_end = trio.testing.memory_stream_pair()
-    with pytest.raises(HandshakeFailed, match=r"within 5s \(an older Windows half"):
-        await prove_key(client_end, KEY, timeout=5)
+    received = bytearray()
 
+    async def peer() -> None:
+        try:
+            for data in sends:
+                await peer_end.send_all(data)
+            await peer_end.send_eof()
+        except trio.BrokenResourceError:
+            pass  # refused and closed before all of it was sent
+        with trio.move_on_after(5):
+            try:
+                while chunk := await peer_end.receive_some():
+                    received.extend(chunk)
+            except trio.BrokenResourceError:
+                pass  # reset: closed with bytes of ours unread
 
-async def test_accepted_is_sent_only_after_a_correct_answer() -> None:
-    server_end, client_end = trio.testing.memory_stream_pair()
     async with trio.open_nursery() as nursery:
-        nursery.start_soon(challenge_client, server_end, KEY)
-        hello = await client_end.receive_some(HELLO_SIZE)
-        await client_end.send_all(answer_for(KEY, bytes(hello)))
-        assert await client_end.receive_some() == ACCEPTED
+        nursery.start_soon(peer)
+        verdict = await accept_link(windows_end, key, new_scratch_buffers(), first_message_opened)
+        windows_end.close()
+    peer_end.close()
+    return verdict, opened, bytes(received)
 
 
-@settings(max_examples=300, deadline=None)
-@given(answer=st.binary(max_size=2 * ANSWER_SIZE))
-def test_no_random_answer_is_accepted(answer: bytes) -> None:
+@pytest.mark.parametrize(
+    ("first", "reason"),
+    [
+        (b"\x00" + b"\x00\x00\x00\x05hello", "it sent no link handshake (a WSL2 half run with"),
+        (b"TSWSL\x03" + bytes(48), "it speaks link version 3"),
+        (b"GET /localapi/v0/status HTTP/1.1\r\n\r\n", "it sent something that is not"),
+        (LINK_PREFIX + bytes(10), "it closed the connection during the handshake"),
+        (b"", "it closed the connection during the handshake"),
+    ],
+    ids=["insecure-wsl-half", "other-version", "http-client", "cut-short", "nothing"],
+)
+async def test_the_windows_half_names_what_it_met(first: bytes, reason: str) -> None:
+    verdict, opened, received = await windows_verdict(first)
+    assert isinstance(verdict, str)
+    assert verdict.startswith(reason)
+    assert not opened
+    assert received == b""  # not a byte of the handshake for it
+
+
+async def tapped_handshake() -> tuple[bytes, bytes]:
+    """What a real WSL2 half sent on a link it completed: first message, confirmation."""
+    wsl_end, tap_in = stream_pair()
+    tap_out, windows_end = stream_pair()
+    from_wsl = bytearray()
+
+    async def tap() -> None:
+        first = await receive_exactly(tap_in, FIRST_MESSAGE)
+        from_wsl.extend(first)
+        await tap_out.send_all(first)
+        await tap_in.send_all(await receive_exactly(tap_out, MESSAGE_2_SIZE))
+        confirmation = await receive_exactly(tap_in, TAG_SIZE)
+        from_wsl.extend(confirmation)
+        await tap_out.send_all(confirmation)
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(tap)
+        nursery.start_soon(accept_link, windows_end, KEY, new_scratch_buffers(), lambda: None)
+        await open_link(wsl_end, KEY, new_scratch_buffers())
+    for end in (wsl_end, tap_in, tap_out, windows_end):
+        end.close()
+    return bytes(from_wsl[:FIRST_MESSAGE]), bytes(from_wsl[FIRST_MESSAGE:])
+
+
+async def receive_exactly(stream: RawSocketStream, size: int) -> bytes:
+    received = b""
+    while len(received) < size:
+        chunk = await stream.receive_some(size - len(received))
+        assert chunk
+        received += chunk
+    return received
+
+
+async def test_a_replayed_handshake_is_never_admitted() -> None:
+    first, confirmation = await tapped_handshake()
+    verdict, opened, received = await windows_verdict(first, confirmation)
+    assert opened  # message 1 is a replay the Windows half cannot tell at first...
+    assert len(received) == MESSAGE_2_SIZE  # ...so it answers it,
+    assert verdict == NOT_CONFIRMED  # but the old confirmation does not open under new keys
+
+
+async def test_a_replayed_first_message_alone_is_not_admitted() -> None:
+    first, _ = await tapped_handshake()
+    verdict, opened, _ = await windows_verdict(first)
+    assert opened
+    assert isinstance(verdict, str)
+    assert verdict.startswith("it closed the connection during the handshake, before confirming")
+
+
+async def test_a_relayed_handshake_leaves_the_relay_without_the_keys() -> None:
+    """The oracle attack: relay the real halves' handshake, then speak on the link."""
+    wsl_end, relay_in = stream_pair()
+    relay_out, windows_end = stream_pair()
+    windows: list[SealedLink | str] = []
+
+    async def windows_half() -> None:
+        windows.append(await accept_link(windows_end, KEY, new_scratch_buffers(), lambda: None))
+
+    async def relay() -> None:
+        await relay_out.send_all(await receive_exactly(relay_in, FIRST_MESSAGE))
+        await relay_in.send_all(await receive_exactly(relay_out, MESSAGE_2_SIZE))
+        await relay_out.send_all(await receive_exactly(relay_in, TAG_SIZE))
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(windows_half)
+        nursery.start_soon(relay)
+        wsl = await open_link(wsl_end, KEY, new_scratch_buffers())
+    [link] = windows
+    assert isinstance(link, SealedLink)  # the real halves are linked, through the relay...
+    # ...and what the relay makes of the bytes it saw opens under no key it could have:
+    # a frame of its own fails where the real half's opens.
+    with pytest.raises(NoiseFailed):
+        link.ciphers.receive.open(os.urandom(TAG_SIZE + 5), b"\x00\x00\x00\x05")
+    assert link.ciphers.receive.open(wsl.ciphers.send.seal(b"hello", b"ad"), b"ad") == b"hello"
+    for end in (wsl_end, relay_in, relay_out, windows_end):
+        end.close()
+
+
+async def test_the_windows_half_reads_no_further_than_the_confirmation() -> None:
+    """Bytes after the handshake (the first session's frame) stay on the socket."""
+    wsl_end, windows_end = stream_pair()
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(open_link, wsl_end, KEY, new_scratch_buffers())
+        link = await accept_link(windows_end, KEY, new_scratch_buffers(), lambda: None)
+    assert isinstance(link, SealedLink)
+    wsl_end.socket.sendall(b"next")
+    assert windows_end.socket.recv(16) == b"next"
+    wsl_end.close()
+    windows_end.close()
+
+
+async def test_key_refused_is_what_a_wrong_key_gets() -> None:
+    wsl_end, windows_end = stream_pair()
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(accept_link, windows_end, KEY, new_scratch_buffers(), lambda: None)
+        wsl_end.socket.sendall(LINK_PREFIX + os.urandom(MESSAGE_1_SIZE))
+        assert await receive_exactly(wsl_end, len(KEY_REFUSED)) == KEY_REFUSED
+    wsl_end.close()
+    windows_end.close()
+
+
+@settings(max_examples=200, deadline=None)
+@given(first=st.binary(min_size=MESSAGE_1_SIZE, max_size=MESSAGE_1_SIZE), tail=st.binary())
+def test_no_made_up_first_message_opens(first: bytes, tail: bytes) -> None:
     async def check() -> None:
         with trio.fail_after(5):
-            assert await answer_server_with(answer) is not None
+            verdict, opened, _ = await windows_verdict(LINK_PREFIX + first, tail)
+        assert isinstance(verdict, str)
+        assert not opened
 
-    trio.run(check, clock=trio.testing.MockClock(autojump_threshold=0))
+    trio.run(check)
+
+
+def test_the_prefix_is_not_an_http_request_nor_session_mode() -> None:
+    # A Windows half run with --insecure-no-auth takes a link that starts with 0x00 for
+    # framed sessions; this one must go to its raw path, which answers in HTTP.
+    assert LINK_PREFIX[:1] not in (b"\x00", b"G", b"P", b"H")

@@ -3,7 +3,7 @@
 import os
 import socket
 import struct
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from enum import Enum
@@ -13,6 +13,14 @@ import pytest
 import trio
 import trio.testing
 
+from tailscale_wsl2.link.admission import authenticated_connector
+from tailscale_wsl2.link.handshake import accept_link
+from tailscale_wsl2.link.sealed import (
+    SealedLink,
+    SealedSession,
+    new_scratch_buffers,
+    sealed_sessions,
+)
 from tailscale_wsl2.link.sessions import (
     GONE,
     HEADER,
@@ -493,15 +501,33 @@ class Upstream(Enum):
     KEEP_ALIVE_PIPE = "pipe"
 
 
+LINK_KEY = bytes(range(32))
+
+
+@pytest.fixture(params=[False, True], ids=["clear", "sealed"])
+def sealed(request: pytest.FixtureRequest) -> bool:
+    """Both kinds of link: cleartext (--insecure-no-auth) and sealed."""
+    return bool(request.param)
+
+
 @asynccontextmanager
-async def two_halves(tmp_path: Path, upstream_kind: Upstream) -> AsyncIterator[TwoHalves]:
+async def two_halves(
+    tmp_path: Path, upstream_kind: Upstream, *, sealed: bool = False
+) -> AsyncIterator[TwoHalves]:
     """front socket -> WSL2-style relay -> TCP link -> Windows-style relay -> upstream."""
     up_path = tmp_path / "up.sock"
     front = tmp_path / "front.sock"
     halves = TwoHalves(UnixEndpoint(str(front)))
+    scratch = new_scratch_buffers()
 
-    async def count_link(stream: trio.abc.Stream) -> None:
+    async def count_link(
+        stream: trio.abc.Stream, first_message_opened: Callable[[], None]
+    ) -> trio.abc.AsyncResource | str:
         halves.links.append(stream)
+        if not sealed:
+            return stream
+        assert isinstance(stream, RawSocketStream)
+        return await accept_link(stream, LINK_KEY, scratch, first_message_opened)
 
     async def serve_upstream(stream: trio.abc.Stream) -> None:
         halves.upstream_connections += 1
@@ -532,11 +558,19 @@ async def two_halves(tmp_path: Path, upstream_kind: Upstream) -> AsyncIterator[T
         if upstream_kind is Upstream.KEEP_ALIVE_PIPE
         else connect_upstream,
         admit=count_link,
-        sessions=link_sessions,
+        sessions=sealed_sessions if sealed else link_sessions,
     )
     windows_half = Hop(TcpEndpoint("127.0.0.1", port), "the Windows half", "start it")
-    warm = WarmLinks(start_session_mode(hop_connector(windows_half)), size=1)
-    wsl = Relay.for_clients(session_connector(warm.take, warm.park))
+    wsl: Relay
+    warm: WarmLinks[SealedLink] | WarmLinks[RawSocketStream]
+    if sealed:
+        warm = sealed_warm = WarmLinks(authenticated_connector(windows_half, LINK_KEY), size=1)
+        wsl = Relay.for_clients(
+            session_connector(sealed_warm.take, sealed_warm.park, SealedSession)
+        )
+    else:
+        warm = clear_warm = WarmLinks(start_session_mode(hop_connector(windows_half)), size=1)
+        wsl = Relay.for_clients(session_connector(clear_warm.take, clear_warm.park, LinkSession))
     up_listener = RawSocketListener(listening_socket(socket.AF_UNIX, str(up_path), 64))
     async with trio.open_nursery() as nursery:
         nursery.start_soon(trio.serve_listeners, serve_upstream, [up_listener])
@@ -568,9 +602,9 @@ async def settled() -> None:
 
 @pytest.mark.parametrize("half_close", [True, False], ids=["half-close", "close"])
 async def test_one_link_carries_one_client_connection_after_another(
-    tmp_path: Path, half_close: bool
+    tmp_path: Path, half_close: bool, sealed: bool
 ) -> None:
-    async with two_halves(tmp_path, Upstream.ECHO) as halves:
+    async with two_halves(tmp_path, Upstream.ECHO, sealed=sealed) as halves:
         with trio.fail_after(30):
             for index in range(20):
                 payload = os.urandom(index * 10_000 + 1)
@@ -581,10 +615,12 @@ async def test_one_link_carries_one_client_connection_after_another(
         assert len(halves.links) == 2  # the warm link, and the refill the first take set off
 
 
-async def test_a_client_that_exits_closes_a_pipe_that_would_stay_open(tmp_path: Path) -> None:
+async def test_a_client_that_exits_closes_a_pipe_that_would_stay_open(
+    tmp_path: Path, sealed: bool
+) -> None:
     """tailscaled keeps a pipe connection open for the next request; the `tailscale` CLI
     exits without a half-close. GONE closes the pipe, and the link carries on."""
-    async with two_halves(tmp_path, Upstream.KEEP_ALIVE_PIPE) as halves:
+    async with two_halves(tmp_path, Upstream.KEEP_ALIVE_PIPE, sealed=sealed) as halves:
         with trio.fail_after(30):
             for _ in range(5):
                 assert await ask(halves.front, b"GET / HTTP/1.1", half_close=False) == (
@@ -595,8 +631,10 @@ async def test_a_client_that_exits_closes_a_pipe_that_would_stay_open(tmp_path: 
         assert len(halves.links) == 2  # and every session ended cleanly: links reused
 
 
-async def test_a_half_closed_client_still_gets_its_answer_over_a_pipe(tmp_path: Path) -> None:
-    async with two_halves(tmp_path, Upstream.KEEP_ALIVE_PIPE) as halves:
+async def test_a_half_closed_client_still_gets_its_answer_over_a_pipe(
+    tmp_path: Path, sealed: bool
+) -> None:
+    async with two_halves(tmp_path, Upstream.KEEP_ALIVE_PIPE, sealed=sealed) as halves:
         with trio.fail_after(30):
             async with await open_stream(halves.front) as client:
                 assert isinstance(client, trio.abc.HalfCloseableStream)
@@ -607,8 +645,8 @@ async def test_a_half_closed_client_still_gets_its_answer_over_a_pipe(tmp_path: 
                 assert await client.receive_some() == b"request"
 
 
-async def test_a_client_gone_mid_answer_costs_nothing_else(tmp_path: Path) -> None:
-    async with two_halves(tmp_path, Upstream.ECHO) as halves:
+async def test_a_client_gone_mid_answer_costs_nothing_else(tmp_path: Path, sealed: bool) -> None:
+    async with two_halves(tmp_path, Upstream.ECHO, sealed=sealed) as halves:
         with trio.fail_after(30):
             rude = socket.socket(socket.AF_UNIX)
             rude.connect(halves.front.path)
