@@ -4,10 +4,12 @@ Both halves are this one relay with different endpoints: the WSL2 half accepts
 on a Unix socket and connects over TCP to the Windows half; the Windows half
 accepts on TCP and connects to Tailscale's LocalAPI.
 
-Per connection the relay first asks the half whether to admit it (the Windows
-half checks the peer's subnet and the link handshake, `link.py`). An admitted
-connection carries one client connection, or, on the Windows half, one after
-another: the sessions of a link (`sessions.py`). For each, the relay opens the
+On the Windows half a connection is first admitted (the peer's subnet and the
+link handshake, `link/admission.py`) under a budget of its own: it takes a
+connection slot only once admitted, and handshakes under way are few and short
+(`pending.py`), so connections that never finish one cannot lock anyone out.
+An admitted connection carries one client connection, or one after another:
+the sessions of a link (`link/sessions.py`, `link/sealed.py`). For each, the relay opens the
 upstream (the WSL2 half takes a ready, authenticated link, `warm.py`, as a
 session; the Windows half waits for the client's first byte), then copies both
 directions concurrently (`pump.py`), the second in a task beside the connection's.
@@ -25,21 +27,29 @@ Concurrency is capped: past `max_connections` the relay stops accepting until a
 connection ends, so a flood queues in the kernel's backlog instead of exhausting
 file descriptors. Shutdown stops accepting at once and gives connections in
 flight a grace period before cancelling them.
+
+Faults stay local: an unexpected error in one connection is logged with its
+cause and ends that connection only, never the relay and the others with it.
+A link that fails its check (`LinkFailed`) before any byte of the answer was
+passed on still gets the client a 502 that says so.
 """
 
 import errno
 import logging
+import socket
 from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
 from contextlib import aclosing
 from functools import partial
 
 import trio
 
+from tailscale_wsl2.link.sealed import LinkFailed, LinkTampered
 from tailscale_wsl2.link.sessions import FirstByte
 from tailscale_wsl2.net.connect import Connector, UpstreamUnavailable
 from tailscale_wsl2.net.pump import OneWay, Spares
-from tailscale_wsl2.net.sockets import PEER_GONE, RawSocketStream
-from tailscale_wsl2.relay.bad_gateway import answer_bad_gateway
+from tailscale_wsl2.net.sockets import PEER_GONE, RawSocketStream, send_now
+from tailscale_wsl2.relay.bad_gateway import answer_bad_gateway, bad_gateway_response
+from tailscale_wsl2.relay.pending import PendingHandshakes, RefusalLog
 from tailscale_wsl2.relay.spare_tasks import JoinableJob, SpareTask, SpareTasks
 
 __all__ = [
@@ -66,7 +76,12 @@ DEFAULT_GRACE_PERIOD = 2.0
 
 
 async def copy_both_ways(
-    a: trio.abc.Stream, b: trio.abc.Stream, here: SpareTask, spares: Spares
+    a: trio.abc.Stream,
+    b: trio.abc.Stream,
+    here: SpareTask,
+    spares: Spares,
+    *,
+    answers_clients: bool = False,
 ) -> None:
     """Copy a->b and b->a until both directions end; a failure in one ends both.
 
@@ -79,19 +94,51 @@ async def copy_both_ways(
     # task and a nursery, their set-up was a measurable part of every request's
     # latency in each half (bench/NOTEBOOK.md).
     a_to_b.forward_ready()
-    await _copy_both_ways_after(a_to_b, here)
+    await _copy_both_ways_after(a_to_b, here, answers_clients=answers_clients)
 
 
-async def _copy_both_ways_after(a_to_b: OneWay, here: SpareTask) -> None:
-    """`copy_both_ways`, once `a_to_b.forward_ready()` has run."""
+def _log_end(exc: BaseException) -> None:
+    """How a direction ended, in the log: a tampered link loudly, a fault with its cause."""
+    if isinstance(exc, LinkTampered):
+        log.warning("%s", exc)
+    elif isinstance(exc, PEER_GONE):
+        log.debug("connection ended: %r", exc)
+    else:
+        log.error(
+            "a connection failed (%r); it is closed, the relay goes on",
+            exc,
+            exc_info=log.isEnabledFor(logging.DEBUG),
+        )
+
+
+def _tell_client_the_link_failed(client: trio.abc.Stream, exc: LinkFailed) -> None:
+    """Answer a client 502 for a link that failed before any byte of its answer came
+    (none has reached the client, so the answer is still ours to give)."""
+    if exc.delivered or not isinstance(client, RawSocketStream):
+        return
+    message = f"the link between the halves of tailscale-wsl2 failed: {exc}"
+    try:
+        send_now(client.socket, bad_gateway_response(message))
+        client.socket.shutdown(socket.SHUT_WR)
+    except OSError:
+        pass  # the client left first
+
+
+async def _copy_both_ways_after(
+    a_to_b: OneWay, here: SpareTask, *, answers_clients: bool = False
+) -> None:
+    """`copy_both_ways`, once `a_to_b.forward_ready()` has run. With `answers_clients`
+    (the WSL2 half) a link that fails before its answer gets the client a 502."""
     b_to_a = a_to_b.reversed()
     a_to_b_running = True
 
     async def copy_back() -> None:
         try:
             await b_to_a.copy()
-        except PEER_GONE as exc:
-            log.debug("connection ended: %r", exc)
+        except Exception as exc:
+            _log_end(exc)
+            if answers_clients and isinstance(exc, LinkFailed):
+                _tell_client_the_link_failed(a_to_b.src, exc)
             # Only while a->b runs: once it is over, ending this task would end
             # what it does next (on the Windows half, the link's next session).
             if a_to_b_running:
@@ -101,15 +148,17 @@ async def _copy_both_ways_after(a_to_b: OneWay, here: SpareTask) -> None:
     here.tasks.run_soon(other_way)
     try:
         await a_to_b.copy()
-    except PEER_GONE as exc:
-        log.debug("connection ended: %r", exc)
+    except Exception as exc:
+        _log_end(exc)
         other_way.end()
     a_to_b_running = False
     await other_way.join()
 
 
-# Decides whether an accepted connection may be relayed (None) or why not.
-Admission = Callable[[trio.abc.Stream], Awaitable[str | None]]
+# Decides whether an accepted connection may be relayed: what to relay (the connection
+# itself, or the link its handshake made), or why not. Its second argument is called
+# once the peer has shown a first message that opens (`pending.py`).
+Admission = Callable[[trio.abc.Stream, Callable[[], None]], Awaitable[trio.abc.AsyncResource | str]]
 
 # An upstream that is open already and costs no wait to take (the WSL2 half's
 # warm link), or None when there is none at the moment.
@@ -118,15 +167,27 @@ UpstreamAtOnce = Callable[[], trio.abc.Stream | None]
 # The client connections an accepted connection carries, one after another:
 # itself, or the sessions on a link between the halves (`sessions.py`). The
 # second argument waits for the next bytes, as `Relay` is configured to.
-Sessions = Callable[[trio.abc.Stream, FirstByte], AsyncGenerator[trio.abc.Stream, None]]
+Sessions = Callable[[trio.abc.AsyncResource, FirstByte], AsyncGenerator[trio.abc.Stream, None]]
 
 
 async def whole_connection(
-    client: trio.abc.Stream, first_byte: FirstByte
+    client: trio.abc.AsyncResource, first_byte: FirstByte
 ) -> AsyncGenerator[trio.abc.Stream, None]:
     """An accepted connection that carries one client connection: itself."""
+    assert isinstance(client, trio.abc.Stream)
     await first_byte(client)
     yield client
+
+
+def peer_name(stream: trio.abc.Stream) -> str:
+    """Who is at the other end of an accepted connection, for the handshake budget."""
+    sock = getattr(stream, "socket", None)
+    if isinstance(sock, socket.socket) and sock.family in (socket.AF_INET, socket.AF_INET6):
+        try:
+            return str(sock.getpeername()[0])
+        except OSError:
+            pass
+    return "a local peer"
 
 
 async def _at_once(client: trio.abc.Stream) -> None:
@@ -163,19 +224,23 @@ class Relay:
         upstream_at_once: UpstreamAtOnce | None,
         admit: Admission | None,
         sessions: Sessions,
-        waits_for_first_byte: bool,
+        serves_links: bool,
         max_connections: int,
         grace_period: float,
+        pending: PendingHandshakes | None = None,
+        refusals: RefusalLog | None = None,
     ) -> None:
         self._connect_upstream = connect_upstream
         self._upstream_at_once = upstream_at_once
         self._admit = admit
         self._sessions = sessions
-        self._waits_for_first_byte = waits_for_first_byte
+        self._serves_links = serves_links
         self._free_slots = trio.Semaphore(max_connections)
         self._spares = Spares()
         self._grace_period = grace_period
         self._accepting = trio.CancelScope()
+        self._pending = pending or PendingHandshakes()
+        self._refusals = refusals or RefusalLog()
         self.active_connections = 0
         # The scopes of connections waiting for their client's next byte: nothing
         # is in flight on them, so shutdown closes them at once instead of
@@ -197,7 +262,7 @@ class Relay:
             upstream_at_once=upstream_at_once,
             admit=None,
             sessions=whole_connection,
-            waits_for_first_byte=False,
+            serves_links=False,
             max_connections=max_connections,
             grace_period=grace_period,
         )
@@ -211,23 +276,28 @@ class Relay:
         sessions: Sessions = whole_connection,
         max_connections: int = DEFAULT_MAX_CONNECTIONS,
         grace_period: float = DEFAULT_GRACE_PERIOD,
+        pending: PendingHandshakes | None = None,
+        refusals: RefusalLog | None = None,
     ) -> "Relay":
-        """The Windows half's relay: admitted links whose sessions open the upstream when
-        their client first speaks."""
+        """The Windows half's relay: links admitted under the handshake budget (`pending`,
+        `refusals`), whose sessions open the upstream when their client first speaks."""
         return cls(
             connect_upstream,
             upstream_at_once=None,
             admit=admit,
             sessions=sessions,
-            waits_for_first_byte=True,
+            serves_links=True,
             max_connections=max_connections,
             grace_period=grace_period,
+            pending=pending,
+            refusals=refusals,
         )
 
     def stop_accepting(self) -> None:
-        """Begin shutdown: close the listeners and silent connections; `serve`
-        returns once the rest finish or the grace period ends."""
+        """Begin shutdown: close the listeners, handshakes under way and silent
+        connections; `serve` returns once the rest finish or the grace period ends."""
         self._accepting.cancel()
+        self._pending.cancel_all()
         for waiting in self._silent:
             waiting.cancel()
 
@@ -251,6 +321,8 @@ class Relay:
                 async with trio.open_nursery() as acceptors:
                     for listener in listeners:
                         acceptors.start_soon(self._accept_forever, listener, spare_tasks)
+                    if self._serves_links:
+                        acceptors.start_soon(self._refusals.report_every_interval)
                     task_status.started()
             spare_tasks.close()  # connections in flight go on; no task waits for new ones
             if self.active_connections:
@@ -267,27 +339,44 @@ class Relay:
     ) -> None:
         async with listener:
             while True:
-                try:
-                    # Without waiting when a slot is free: acquire() would pass
-                    # through the scheduler twice for every connection.
-                    self._free_slots.acquire_nowait()
-                except trio.WouldBlock:
-                    await self._free_slots.acquire()
+                if self._serves_links:
+                    await self._until_a_slot_is_free()
+                else:
+                    try:
+                        # Without waiting when a slot is free: acquire() would pass
+                        # through the scheduler twice for every connection.
+                        self._free_slots.acquire_nowait()
+                    except trio.WouldBlock:
+                        await self._free_slots.acquire()
                 try:
                     stream = await listener.accept()
                 except OSError as exc:
-                    self._free_slots.release()
+                    if not self._serves_links:
+                        self._free_slots.release()
                     if exc.errno not in ACCEPT_RESOURCE_ERRNOS:
                         raise
                     log.warning("accept failed (%s); retrying", exc.strerror)
                     await trio.sleep(ACCEPT_RETRY_DELAY)
                     continue
                 except BaseException:
-                    self._free_slots.release()
+                    if not self._serves_links:
+                        self._free_slots.release()
                     raise
-                spare_tasks.run_soon(
-                    partial(self._relay_connection, stream, self._upstream_now(stream))
-                )
+                if self._serves_links:
+                    spare_tasks.run_soon(partial(self._admit_link, stream))
+                    # Handshakes under way move on between accepts: a flood of new
+                    # connections must not keep a real one from finishing its own.
+                    await trio.lowlevel.checkpoint()
+                else:
+                    spare_tasks.run_soon(
+                        partial(self._relay_client, stream, self._upstream_now(stream))
+                    )
+
+    async def _until_a_slot_is_free(self) -> None:
+        """Wait while admitted connections hold every slot (pending ones hold none)."""
+        if not self._free_slots.value:
+            await self._free_slots.acquire()
+            self._free_slots.release()
 
     def _upstream_now(self, client: trio.abc.Stream) -> OneWay | None:
         """The client's direction to an upstream that costs no wait, with what the
@@ -301,33 +390,80 @@ class Relay:
         client_to_upstream.forward_ready()
         return client_to_upstream
 
-    async def _relay_connection(
+    async def _relay_client(
         self, client: trio.abc.Stream, client_to_upstream: OneWay | None, here: SpareTask
     ) -> None:
+        """The WSL2 half: one client connection, its slot taken by the accepting task."""
         self.active_connections += 1
         try:
             async with client:
                 if client_to_upstream is not None:
                     async with client_to_upstream.dst:
-                        await _copy_both_ways_after(client_to_upstream, here)
+                        await _copy_both_ways_after(client_to_upstream, here, answers_clients=True)
                     return
-                if self._admit is not None and (refusal := await self._admit(client)):
-                    log.warning("refused a connection: %s", refusal)
-                    return
-                if not self._waits_for_first_byte:
-                    await self._relay_sessions(client, _at_once, here)
-                    return
-                # Shutdown ends a silent connection through its task's scope.
-                first_byte = partial(self._client_spoke, here.cancel_scope)
-                await self._relay_sessions(client, first_byte, here)
-        except PEER_GONE as exc:
-            log.debug("connection closed with %r", exc)
+                await self._relay_sessions(client, _at_once, here)
+        except Exception as exc:
+            _log_end(exc)
         finally:
             self.active_connections -= 1
             self._free_slots.release()
 
+    async def _admit_link(self, stream: trio.abc.Stream, here: SpareTask) -> None:
+        """The Windows half: admit a new connection under the handshake budget, then, with a
+        slot of its own, relay what it carries."""
+        admitted = await self._admit_within_budget(stream)
+        if isinstance(admitted, str):
+            await stream.aclose()
+            return
+        try:
+            self._free_slots.acquire_nowait()
+        except trio.WouldBlock:
+            await self._free_slots.acquire()
+        self.active_connections += 1
+        try:
+            async with stream:
+                # Shutdown ends a silent connection through its task's scope.
+                first_byte = partial(self._client_spoke, here.cancel_scope)
+                await self._relay_sessions(admitted, first_byte, here)
+        except Exception as exc:
+            _log_end(exc)
+        finally:
+            self.active_connections -= 1
+            self._free_slots.release()
+
+    async def _admit_within_budget(self, stream: trio.abc.Stream) -> trio.abc.AsyncResource | str:
+        """What `admit` makes of `stream`, or why it was refused (logged and counted)."""
+        if self._admit is None:
+            return stream
+        peer = peer_name(stream)
+        pending = self._pending.add(peer)
+        verdict: trio.abc.AsyncResource | str | None = None
+        try:
+            with pending.scope:
+                if delay := self._refusals.delay(peer):
+                    await trio.sleep(delay)
+                verdict = await self._admit(stream, pending.first_message_opened)
+        except Exception as exc:
+            _log_end(exc)
+            verdict = f"its handshake failed ({exc!r})"
+        finally:
+            self._pending.remove(pending)
+        if verdict is None:  # cancelled: dropped, past the deadline, or shutting down
+            if self._accepting.cancel_called:
+                return "shutting down"
+            reason = (
+                "dropped for newer connections: too many handshakes under way"
+                if pending.dropped
+                else f"no handshake within {self._pending.deadline:g}s"
+            )
+            self._refusals.refused(peer, reason, failed_handshake=False)
+            return reason
+        if isinstance(verdict, str):
+            self._refusals.refused(peer, verdict, failed_handshake=True)
+        return verdict
+
     async def _relay_sessions(
-        self, client: trio.abc.Stream, first_byte: FirstByte, here: SpareTask
+        self, client: trio.abc.AsyncResource, first_byte: FirstByte, here: SpareTask
     ) -> None:
         async with aclosing(self._sessions(client, first_byte)) as sessions:
             async for session in sessions:
@@ -342,4 +478,6 @@ class Relay:
             return
         async with upstream:
             log.debug("relaying a new connection")
-            await copy_both_ways(client, upstream, here, self._spares)
+            await copy_both_ways(
+                client, upstream, here, self._spares, answers_clients=not self._serves_links
+            )

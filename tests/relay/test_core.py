@@ -244,13 +244,13 @@ async def test_an_upstream_at_once_gets_the_request_from_the_accepting_task(
     hop = Hop(UnixEndpoint(str(tmp_path / "nobody.sock")), "the test upstream", "start it")
     relay = Relay.for_clients(hop_connector(hop), upstream_at_once=at_once)
     upstream_had: list[bytes] = []
-    relay_connection = Relay._relay_connection
+    relay_connection = Relay._relay_client
 
     async def relay_connection_noting_what_upstream_has(self: Relay, *args: object) -> None:
         upstream_had.append(at_once.far_ends[0].recv(100, socket.MSG_DONTWAIT))
         await relay_connection(self, *args)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(Relay, "_relay_connection", relay_connection_noting_what_upstream_has)
+    monkeypatch.setattr(Relay, "_relay_client", relay_connection_noting_what_upstream_has)
     request = b"GET /localapi/v0/status HTTP/1.1\r\n\r\n"
     front = tmp_path / "front.sock"
     client = socket.socket(socket.AF_UNIX)
