@@ -13,21 +13,26 @@ there if missing), which is also how the tests run both halves on Linux.
 """
 
 import os
+import re
 import secrets
+import stat
 import subprocess
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 from tailscale_wsl2.errors import ActionableError
 from tailscale_wsl2.facts import PROGRAM
-from tailscale_wsl2.system import RunCommand, run_command
+from tailscale_wsl2.system import RunCommand, read_text_if_present, run_command
 
 __all__ = [
     "KEY_BYTES",
+    "exposure_warning",
     "find_key_from_wsl",
+    "key_exposure_warning",
     "load_key",
     "load_or_create_key",
+    "mount_type",
     "windows_key_path",
 ]
 
@@ -141,3 +146,63 @@ def find_key_from_wsl(run: RunCommand = run_command) -> Path:
         raise _cannot_find_key(f"cmd.exe answered {local_app_data!r}")
     linux_dir = _interop_answer(run, ["wslpath", "-u", local_app_data])
     return Path(linux_dir) / KEY_DIR / KEY_NAME
+
+
+# --- who else can read it ---------------------------------------------------------------------
+
+MOUNTS = Path("/proc/self/mounts")
+_OCTAL_ESCAPE = re.compile(r"\\([0-7]{3})")
+# How WSL mounts the Windows drives (/mnt/c): WSL2's 9p (drvfs), WSL1's drvfs, virtiofs.
+WINDOWS_DRIVE_TYPES = frozenset({"9p", "drvfs", "virtiofs"})
+
+
+def mount_type(path: Path, mounts: str) -> str | None:
+    """The file system type of the mount `path` is on, from /proc/self/mounts' text."""
+    best, found = "", None
+    for line in mounts.splitlines():
+        fields = line.split()
+        if len(fields) < 3:
+            continue
+        # The kernel writes a space in a mount point as \040 (and a tab, newline, backslash so).
+        point = _OCTAL_ESCAPE.sub(lambda escape: chr(int(escape[1], 8)), fields[1])
+        inside = path == Path(point) or Path(point) in path.parents
+        if inside and len(point) > len(best):
+            best, found = point, fields[2]
+    return found
+
+
+def exposure_warning(path: Path, mode: int, mount: str | None) -> str | None:
+    """A warning line when users other than the key's owner can read the key, else None.
+
+    On the Windows drive the mode bits say nothing: WSL gives every Linux user of
+    every distro the Windows user's access to those files.
+    """
+    if mount in WINDOWS_DRIVE_TYPES:
+        return (
+            f"the link key {path} is on the Windows drive, where every Linux user of every "
+            "WSL distro can read it and so use this Windows user's Tailscale through the link; "
+            "fix: let only people you trust use WSL on this Windows account, or mount the "
+            'Windows drives for your user only ([automount] options = "metadata,umask=077" '
+            "in /etc/wsl.conf, then `wsl.exe --shutdown`)"
+        )
+    if not stat.S_IMODE(mode) & 0o077:
+        return None
+    return (
+        f"the link key {path} is open to other users (mode {stat.S_IMODE(mode):04o}), and "
+        f"whoever can read it can use this Windows user's Tailscale; fix: `chmod 600 {path}`"
+    )
+
+
+def key_exposure_warning(
+    path: Path, read_mounts: Callable[[Path], str | None] = read_text_if_present
+) -> str | None:
+    """`exposure_warning` for the key file at `path` as it is now (None on Windows, where
+    the key's ACL is set when it is made, and mode bits mean nothing)."""
+    if sys.platform == "win32":
+        return None
+    try:
+        resolved = path.resolve()
+        mode = resolved.stat().st_mode
+    except OSError:
+        return None  # loading it says what is wrong
+    return exposure_warning(path, mode, mount_type(resolved, read_mounts(MOUNTS) or ""))

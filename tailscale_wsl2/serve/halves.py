@@ -1,8 +1,12 @@
 """Running a planned half: open its listener, relay until Ctrl+C or SIGTERM, shut down cleanly.
 
-The WSL2 half serves the Unix socket and relays over warm, authenticated links; the Windows half
+The WSL2 half serves the Unix socket and relays over warm, sealed links; the Windows half
 listens where the plan says (following the vEthernet (WSL) adapter as WSL re-creates it), admits
-peers by subnet and link key, and relays each session to the LocalAPI.
+peers by subnet and link handshake, and relays each session to the LocalAPI.
+
+What can be known before the event loop starts is settled before it (`prepare_half`): options
+that cannot work on this platform are refused, and the key is read, so that a key file that
+blocks (a FIFO) or misleads cannot wedge a half that no signal can stop.
 """
 
 import logging
@@ -18,8 +22,10 @@ import trio
 
 from tailscale_wsl2.errors import ActionableError
 from tailscale_wsl2.link.admission import admit_windows_peer, authenticated_connector
-from tailscale_wsl2.link.key import load_key, load_or_create_key
+from tailscale_wsl2.link.key import key_exposure_warning, load_key, load_or_create_key
+from tailscale_wsl2.link.sealed import SealedSession, new_scratch_buffers, sealed_sessions
 from tailscale_wsl2.link.sessions import (
+    LinkSession,
     link_sessions,
     session_at_once,
     session_connector,
@@ -27,7 +33,14 @@ from tailscale_wsl2.link.sessions import (
 )
 from tailscale_wsl2.link.warm import WarmLinks
 from tailscale_wsl2.net.connect import Connector, Hop, hop_connector
-from tailscale_wsl2.net.endpoints import Discovered, IPNetwork, TcpEndpoint
+from tailscale_wsl2.net.endpoints import (
+    Discovered,
+    Endpoint,
+    IPNetwork,
+    NamedPipeEndpoint,
+    TcpEndpoint,
+    UnixEndpoint,
+)
 from tailscale_wsl2.net.listeners import open_tcp_listener
 from tailscale_wsl2.net.sockets import RawSocketListener
 from tailscale_wsl2.plan.halves import Half, WindowsHalf, WslHalf
@@ -38,7 +51,7 @@ from tailscale_wsl2.tuning.open_files import raise_open_file_limit
 from tailscale_wsl2.windows.ipconfig import WslAdapter
 from tailscale_wsl2.windows.localapi import AutoLocalApi, LocalApiAuto
 
-__all__ = ["WindowsLookups", "run_half"]
+__all__ = ["WindowsLookups", "prepare_half", "run_half"]
 
 log = logging.getLogger(__name__)
 
@@ -83,34 +96,84 @@ async def _relay_until_signal(
         relay.stop_accepting()
 
 
+# --- before the event loop --------------------------------------------------------------------
+
+
+def _refuse_where_it_cannot_work(endpoint: Endpoint, option: str, platform: str) -> None:
+    if isinstance(endpoint, NamedPipeEndpoint) and platform != "win32":
+        raise ActionableError(
+            f"{option} {endpoint}: named pipes exist only on Windows",
+            f"drop {option}, or give it tcp:HOST:PORT or unix:PATH",
+        )
+    if isinstance(endpoint, UnixEndpoint) and platform == "win32":
+        raise ActionableError(
+            f"{option} unix:{endpoint}: this Windows Python has no Unix sockets",
+            f"drop {option}, or give it npipe:NAME or tcp:HOST:PORT",
+        )
+
+
+def prepare_half(half: Half, platform: str = sys.platform) -> bytes | None:
+    """What must be settled before the event loop: refuse what cannot work on `platform`,
+    and read the link key (None: --insecure-no-auth), warning when others can read it."""
+    if isinstance(half, WslHalf):
+        if platform == "win32":  # CPython has no Unix sockets on Windows
+            raise ActionableError(
+                "the WSL2 half serves a Unix socket, which Windows does not have",
+                "run `tailscale-wsl2 up` inside WSL2, or use --side windows here",
+            )
+        _refuse_where_it_cannot_work(half.upstream.endpoint, "--upstream", platform)
+    elif isinstance(half.upstream, Hop):
+        _refuse_where_it_cannot_work(half.upstream.endpoint, "--upstream", platform)
+    if half.key_file is None:
+        return None
+    if isinstance(half, WslHalf):
+        key = load_key(half.key_file)
+    else:
+        key = load_or_create_key(half.key_file)
+    if warning := key_exposure_warning(half.key_file):
+        log.warning("%s", warning)
+    return key
+
+
 # --- the WSL2 half ----------------------------------------------------------------------------
 
 
 async def _open_wsl_socket(half: WslHalf) -> tuple[RawSocketListener, Callable[[], None]]:
-    """The WSL2 half's listener, and how to remove its socket file afterwards."""
-    if sys.platform != "win32":  # CPython has no Unix sockets on Windows
-        from tailscale_wsl2.net.unix_listener import open_unix_listener  # noqa: PLC0415
+    """The WSL2 half's listener, and how to remove its socket file (and let go of the path)
+    afterwards."""
+    assert sys.platform != "win32"  # prepare_half refused it
+    from tailscale_wsl2.net.unix_listener import open_unix_listener  # noqa: PLC0415
 
-        unix = await open_unix_listener(half.socket, mode=half.socket_mode, group=half.socket_group)
-        return unix.listener, unix.remove_socket_file
-    raise ActionableError(
-        "the WSL2 half serves a Unix socket, which Windows does not have",
-        "run `tailscale-wsl2 up` inside WSL2, or use --side windows here",
-    )
+    unix = await open_unix_listener(half.socket, mode=half.socket_mode, group=half.socket_group)
+    return unix.listener, unix.remove_socket_file
 
 
-async def _run_wsl_half(half: WslHalf, max_connections: int, signals: ShutdownSignals) -> None:
-    connect: Connector = (
-        authenticated_connector(half.upstream, load_key(half.key_file))
-        if half.key_file
-        else hop_connector(half.upstream)
-    )
-    warm = WarmLinks(start_session_mode(connect))
+def _wsl_relay(
+    half: WslHalf, key: bytes | None, max_connections: int
+) -> tuple[Relay, Callable[[], Awaitable[None]]]:
+    """The WSL2 half's relay over its warm links (sealed, or cleartext without a key), and
+    the task that keeps them warm."""
+    if key is not None:
+        sealed = WarmLinks(authenticated_connector(half.upstream, key))
+        relay = Relay.for_clients(
+            session_connector(sealed.take, sealed.park, SealedSession),
+            upstream_at_once=session_at_once(sealed.take_parked, sealed.park, SealedSession),
+            max_connections=max_connections,
+        )
+        return relay, sealed.keep_warm
+    clear = WarmLinks(start_session_mode(hop_connector(half.upstream)))
     relay = Relay.for_clients(
-        session_connector(warm.take, warm.park),
-        upstream_at_once=session_at_once(warm.take_parked, warm.park),
+        session_connector(clear.take, clear.park, LinkSession),
+        upstream_at_once=session_at_once(clear.take_parked, clear.park, LinkSession),
         max_connections=max_connections,
     )
+    return relay, clear.keep_warm
+
+
+async def _run_wsl_half(
+    half: WslHalf, key: bytes | None, max_connections: int, signals: ShutdownSignals
+) -> None:
+    relay, keep_warm = _wsl_relay(half, key, max_connections)
     listener, remove_socket_file = await _open_wsl_socket(half)
     log.info("listening on %s (mode %03o)", half.socket, half.socket_mode)
     log.info(
@@ -121,7 +184,7 @@ async def _run_wsl_half(half: WslHalf, max_connections: int, signals: ShutdownSi
     )
     _describe_security(half.key_file, half.upstream.endpoint)
     try:
-        await _relay_until_signal(relay, listener, [warm.keep_warm], signals)
+        await _relay_until_signal(relay, listener, [keep_warm], signals)
     finally:
         remove_socket_file()
 
@@ -145,11 +208,16 @@ class _CurrentSubnetAdmission:
     def __init__(self, allowed_peers: IPNetwork | None, key: bytes | None) -> None:
         self.allowed_peers = allowed_peers
         self._key = key
+        self._scratch = new_scratch_buffers()
 
-    async def __call__(self, stream: trio.abc.Stream) -> str | None:
+    async def __call__(
+        self, stream: trio.abc.Stream, first_message_opened: Callable[[], None]
+    ) -> trio.abc.AsyncResource | str:
         if self.allowed_peers is None:
             return "accepted after the WSL adapter went away"
-        return await admit_windows_peer(stream, self.allowed_peers, self._key)
+        return await admit_windows_peer(
+            stream, self.allowed_peers, self._key, self._scratch, first_message_opened
+        )
 
 
 def _windows_connector(
@@ -214,15 +282,18 @@ class _WindowsListening:
 
 async def _run_windows_half(
     half: WindowsHalf,
+    key: bytes | None,
     max_connections: int,
     lookups: WindowsLookups | None,
     signals: ShutdownSignals,
 ) -> None:
-    key = load_or_create_key(half.key_file) if half.key_file else None
     admission = _CurrentSubnetAdmission(half.allowed_peers, key)
     connect, helpers = _windows_connector(half.upstream)
     relay = Relay.for_links(
-        connect, admit=admission, sessions=link_sessions, max_connections=max_connections
+        connect,
+        admit=admission,
+        sessions=link_sessions if key is None else sealed_sessions,
+        max_connections=max_connections,
     )
     listening = _WindowsListening(half, admission, lookups)
     helpers.append(listening.warn_if_firewalled)
@@ -239,12 +310,17 @@ async def _run_windows_half(
 
 
 async def run_half(
-    half: Half, *, max_connections: int, windows: WindowsLookups | None = None
+    half: Half,
+    *,
+    key: bytes | None,
+    max_connections: int,
+    windows: WindowsLookups | None = None,
 ) -> None:
     """Listen, relay until SIGINT or SIGTERM, then shut down cleanly.
 
-    `windows` is needed by a Windows half that follows the WSL adapter, and gives any Windows
-    half on the WSL subnet its firewall check.
+    `key` is the link key `prepare_half` read (None: --insecure-no-auth). `windows` is needed
+    by a Windows half that follows the WSL adapter, and gives any Windows half on the WSL
+    subnet its firewall check.
     """
     raise_open_file_limit()
     # Caught from before the listener exists: a signal that comes while it is being set
@@ -252,7 +328,7 @@ async def run_half(
     # instead of Python's default (SIGTERM kills at once; SIGINT raises mid-start-up).
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         if isinstance(half, WindowsHalf):
-            await _run_windows_half(half, max_connections, windows, signals)
+            await _run_windows_half(half, key, max_connections, windows, signals)
         else:
-            await _run_wsl_half(half, max_connections, signals)
+            await _run_wsl_half(half, key, max_connections, signals)
     log.info("stopped")

@@ -8,7 +8,7 @@ import trio
 
 from tailscale_wsl2.plan.halves import Options, plan_half
 from tailscale_wsl2.plan.lookups import system_discoverers
-from tailscale_wsl2.serve.halves import WindowsLookups, run_half
+from tailscale_wsl2.serve.halves import WindowsLookups, prepare_half, run_half
 from tailscale_wsl2.system import run_command
 from tailscale_wsl2.windows.adapters import list_adapters
 from tailscale_wsl2.windows.firewall import RuleSpec, firewall_warning, this_program
@@ -29,4 +29,7 @@ def start(options: Options, *, max_connections: int) -> None:
     """Plan the half for this system and run it until Ctrl+C or SIGTERM."""
     detected = read_side()
     half = plan_half(options, detected, system_discoverers(detected), os.environ)
-    trio.run(partial(run_half, half, max_connections=max_connections, windows=windows_lookups()))
+    key = prepare_half(half)  # before the event loop, whose signal handling it would defeat
+    trio.run(
+        partial(run_half, half, key=key, max_connections=max_connections, windows=windows_lookups())
+    )
