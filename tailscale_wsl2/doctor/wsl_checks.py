@@ -7,8 +7,8 @@ the link; the Unix socket the CLI uses; the `tailscale` CLI itself; and end to e
 default route, the key, the daemon's status).
 
 Every look-up goes through `WslSystem`. `WslContext.open_link` is the one place a link to the
-Windows half is opened (TCP, then the key proven with the relay's own `prove_key`), so the
-checks and the relay cannot drift apart on how the link is made.
+Windows half is opened (TCP, then the relay's own handshake, `open_link`, and a sealed
+session on the link), so the checks and the relay cannot drift apart on how the link is made.
 """
 
 import itertools
@@ -42,10 +42,11 @@ from tailscale_wsl2.doctor.probes import (
 from tailscale_wsl2.doctor.system import Connect, PeerProcess
 from tailscale_wsl2.errors import ActionableError
 from tailscale_wsl2.facts import DEFAULT_PORT, DEFAULT_SOCKET
-from tailscale_wsl2.link.handshake import HandshakeFailed, prove_key
+from tailscale_wsl2.link.handshake import HandshakeFailed, open_link
+from tailscale_wsl2.link.sealed import SealedSession, new_scratch_buffers
 from tailscale_wsl2.net.connect import Hop
 from tailscale_wsl2.net.endpoints import Endpoint, TcpEndpoint, UnixEndpoint
-from tailscale_wsl2.net.sockets import PEER_GONE
+from tailscale_wsl2.net.sockets import PEER_GONE, RawSocketStream
 from tailscale_wsl2.plan.halves import Discoverers, Options, WslHalf, plan_half
 from tailscale_wsl2.system import RunCommand
 from tailscale_wsl2.windows.firewall import firewall_add_command
@@ -118,21 +119,25 @@ class WslContext:
         return self.found.hop
 
     async def open_link(self) -> trio.abc.Stream | Unreachable:
-        """A connection to the Windows half that has proven the link key (where there is one),
-        made as the WSL2 half's relay makes it; raises HandshakeFailed."""
+        """A connection to the Windows half, made as the WSL2 half's relay makes it: where
+        there is a key, a sealed session on a link whose handshake proved it both ways;
+        raises HandshakeFailed."""
         connected = await try_connect(
             partial(self.system.connect, self.hop().endpoint), self.timeout
         )
         if isinstance(connected, Unreachable) or self.found.key is None:
             return connected
+        assert isinstance(connected, RawSocketStream)  # what open_stream makes of TCP
         try:
-            await prove_key(connected, self.found.key, timeout=self.timeout)
+            link = await open_link(
+                connected, self.found.key, new_scratch_buffers(), timeout=self.timeout
+            )
         except (HandshakeFailed, *PEER_GONE) as exc:
             await trio.aclose_forcefully(connected)
             if isinstance(exc, HandshakeFailed):
                 raise
             raise HandshakeFailed("it closed the connection") from exc
-        return connected
+        return SealedSession(link)
 
 
 def _up_command(options: Options) -> str:
