@@ -14,14 +14,19 @@ from collections.abc import Awaitable, Callable
 
 import trio
 
-from tailscale_wsl2.link.handshake import HandshakeFailed, accept_link, open_link
+from tailscale_wsl2.link.handshake import FirstMessages, HandshakeFailed, accept_link, open_link
 from tailscale_wsl2.link.sealed import SealedLink, new_scratch_buffers
 from tailscale_wsl2.net.connect import Hop, UpstreamUnavailable, hop_connector
 from tailscale_wsl2.net.endpoints import IPNetwork
 from tailscale_wsl2.net.pump import SpareBuffers
 from tailscale_wsl2.net.sockets import PEER_GONE, RawSocketStream
 
-__all__ = ["admit_windows_peer", "authenticated_connector"]
+__all__ = ["OPENING_AT_ONCE", "admit_windows_peer", "authenticated_connector"]
+
+# Links whose handshake the WSL2 half has under way at once; more wait their turn. A burst
+# of clients (hundreds at once) would otherwise arrive at the Windows half as hundreds of
+# handshakes, past the budget it keeps for them (relay/pending.py).
+OPENING_AT_ONCE = 64
 
 
 def _peer_address(stream: RawSocketStream) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
@@ -34,6 +39,7 @@ async def admit_windows_peer(
     key: bytes | None,
     scratch: SpareBuffers,
     first_message_opened: Callable[[], None],
+    seen: FirstMessages | None = None,
 ) -> trio.abc.AsyncResource | str:
     """The Windows half's admission: the link to serve (sealed, or with no key the
     connection itself), else why not."""
@@ -46,15 +52,20 @@ async def admit_windows_peer(
         return f"{peer} is outside {allowed_peers}"
     if key is None:
         return stream
-    return await accept_link(stream, key, scratch, first_message_opened)
+    return await accept_link(stream, key, scratch, first_message_opened, seen)
 
 
 def authenticated_connector(hop: Hop, key: bytes) -> Callable[[], Awaitable[SealedLink]]:
     """The WSL2 half's links: connected, the key proven both ways, sealed."""
     connect = hop_connector(hop)
     scratch = new_scratch_buffers()
+    opening = trio.CapacityLimiter(OPENING_AT_ONCE)
 
     async def connect_and_seal() -> SealedLink:
+        async with opening:
+            return await _connect_and_seal()
+
+    async def _connect_and_seal() -> SealedLink:
         stream = await connect()
         assert isinstance(stream, RawSocketStream)  # the Windows half is a TCP hop
         try:

@@ -18,6 +18,9 @@ messages:
 - Message 1 can be a replay, so the Windows half trusts its peer only once the
   confirmation opens: its key depends on the Windows half's fresh ephemeral
   key too. Only then is the link admitted and may the LocalAPI be opened.
+  A replay would still cost the Windows half a key exchange and a place among
+  the handshakes under way, so the first messages of the last while are
+  remembered (`FirstMessages`) and one seen before is refused at once.
 - Each side's messages are bound to its role by the pattern, so a message
   reflected back to its sender fails, and a party that relays the handshake
   between the two real halves gets transport keys it does not know: every
@@ -32,6 +35,7 @@ answers `KEY_REFUSED`, which tells nothing a closed connection would not).
 """
 
 import re
+from collections import OrderedDict
 from collections.abc import Callable
 
 import trio
@@ -54,6 +58,7 @@ __all__ = [
     "LINK_PROLOGUE",
     "MESSAGE_1_SIZE",
     "MESSAGE_2_SIZE",
+    "FirstMessages",
     "HandshakeFailed",
     "accept_link",
     "open_link",
@@ -77,6 +82,28 @@ _HTTP = re.compile(rb"HTTP/\d")
 # The Windows half's refusals, as its log names them.
 REFUSED_KEY = "wrong link key (or a WSL2 half of another version)"
 NOT_CONFIRMED = "the handshake was not confirmed (a replayed first message?)"
+REPLAYED = "a first message seen before: a replayed handshake"
+# First messages remembered: a WSL2 half opens a few links a second at most, so this
+# covers far more than the time a recorded handshake stays interesting.
+REMEMBERED_FIRST_MESSAGES = 4096
+
+
+class FirstMessages:
+    """The ephemeral keys of recent first messages that opened, to refuse replays."""
+
+    def __init__(self, size: int = REMEMBERED_FIRST_MESSAGES) -> None:
+        self._size = size
+        self._seen: OrderedDict[bytes, None] = OrderedDict()
+
+    def seen_before(self, message: bytes) -> bool:
+        """Whether `message`'s ephemeral key came before; remembers it either way."""
+        ephemeral = message[:32]
+        if ephemeral in self._seen:
+            return True
+        self._seen[ephemeral] = None
+        if len(self._seen) > self._size:
+            self._seen.popitem(last=False)
+        return False
 
 
 class HandshakeFailed(Exception):
@@ -118,7 +145,7 @@ def _windows_half_answer(received: bytes, closed: bool) -> str | None:
     if not received:
         return (
             "it closed the connection without answering the handshake "
-            "(is this address outside the subnet it serves?)"
+            "(is this address outside the subnet it serves, or is it flooded?)"
         )
     return "it answered something that is not the link handshake"
 
@@ -177,22 +204,17 @@ async def accept_link(
     key: bytes,
     scratch: SpareBuffers,
     first_message_opened: Callable[[], None],
+    seen: FirstMessages | None = None,
 ) -> SealedLink | str:
     """Windows half: the handshake on a new connection; the sealed link, or why not.
 
-    `first_message_opened` is called once message 1 opens (its sender held the key, or
-    replayed a message of someone who did). The caller bounds the time it takes.
+    `first_message_opened` is called once a message 1 opens that `seen` has not seen
+    before: its sender holds the key. The caller bounds the time it takes.
     """
     try:
-        first = await _receive(stream, len(LINK_PREFIX) + MESSAGE_1_SIZE, _wsl_half_start)
-        if isinstance(first, str):
-            return first
-        handshake = Responder(key, prologue=LINK_PROLOGUE)
-        try:
-            handshake.read_message_1(first[len(LINK_PREFIX) :])
-        except NoiseFailed:
-            await stream.send_all(KEY_REFUSED)
-            return REFUSED_KEY
+        handshake = await _take_first_message(stream, key, seen)
+        if isinstance(handshake, str):
+            return handshake
         first_message_opened()
         await stream.send_all(handshake.write_message_2())
         ciphers = handshake.split()
@@ -205,3 +227,22 @@ async def accept_link(
     except PEER_GONE as exc:
         return f"the connection broke during the handshake ({exc})"
     return SealedLink(stream, ciphers, scratch)
+
+
+async def _take_first_message(
+    stream: RawSocketStream, key: bytes, seen: FirstMessages | None
+) -> Responder | str:
+    """The handshake after a message 1 that opens and is new, or why there is none."""
+    first = await _receive(stream, len(LINK_PREFIX) + MESSAGE_1_SIZE, _wsl_half_start)
+    if isinstance(first, str):
+        return first
+    message = first[len(LINK_PREFIX) :]
+    handshake = Responder(key, prologue=LINK_PROLOGUE)
+    try:
+        handshake.read_message_1(message)
+    except NoiseFailed:
+        await stream.send_all(KEY_REFUSED)
+        return REFUSED_KEY
+    if seen is not None and seen.seen_before(message):
+        return REPLAYED
+    return handshake

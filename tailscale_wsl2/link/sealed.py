@@ -134,7 +134,9 @@ class SealedSession(LinkSession[SealedLink]):
         Raises BlockingIOError until a whole frame has arrived.
         """
         if self._left:
-            return self._give_left(buffer)
+            given = self._give_left(buffer)
+            self.delivered += given
+            return given
         while not self._received_eof:
             length = self._whole_frame()
             if opened := self._open_frame(length, buffer):
@@ -225,7 +227,6 @@ class SealedSession(LinkSession[SealedLink]):
         count = min(len(self._left), len(buffer))
         buffer[:count] = self._left[:count]
         self._left = self._left[count:]
-        self.delivered += count
         return count
 
     def _closed_inside(self, where: str) -> LinkFailed:

@@ -182,12 +182,12 @@ async def whole_connection(
 def peer_name(stream: trio.abc.Stream) -> str:
     """Who is at the other end of an accepted connection, for the handshake budget."""
     sock = getattr(stream, "socket", None)
-    if isinstance(sock, socket.socket) and sock.family in (socket.AF_INET, socket.AF_INET6):
-        try:
-            return str(sock.getpeername()[0])
-        except OSError:
-            pass
-    return "a local peer"
+    if not isinstance(sock, socket.socket) or sock.family not in (socket.AF_INET, socket.AF_INET6):
+        return "a local peer"
+    try:
+        return str(sock.getpeername()[0])
+    except OSError:
+        return "a peer that left at once"
 
 
 async def _at_once(client: trio.abc.Stream) -> None:

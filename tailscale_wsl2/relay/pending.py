@@ -9,11 +9,12 @@ connections have a budget of their own:
 
 - a deadline (`HANDSHAKE_DEADLINE`): the real WSL2 half, on the same machine,
   finishes in a round trip or two;
-- a limit (`PENDING_LIMIT`): when a new connection would pass it, the oldest
-  pending connection of the peer that has the most is dropped, preferring one
-  that has not yet shown a first message that opens; a real WSL2 half's
-  handshake, which opens at once, is therefore the last to go, and accepting
-  never stops;
+- a limit (`PENDING_LIMIT`) on those that have not yet shown a first message
+  that opens: when a new connection would pass it, the oldest such connection
+  of the peer that has the most is dropped, and accepting never stops. Once
+  its first message opens, a connection is a key holder's (replays are refused
+  by the handshake, `handshake.FirstMessages`) and is no longer counted nor
+  dropped: a real WSL2 half that opens a hundred links at once loses none;
 - refusals are counted per peer: the first of each reason in an interval is
   logged (up to `LINES_PER_PEER`), the rest once at the interval's end, with
   their count; and a peer
@@ -44,7 +45,9 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 HANDSHAKE_DEADLINE = 1.0
-PENDING_LIMIT = 64
+# Four times what one WSL2 half has under way at most (`admission.OPENING_AT_ONCE`): a burst
+# of its links meets no drop before their first messages are read.
+PENDING_LIMIT = 256
 REPORT_INTERVAL = 10.0
 FREE_FAILURES = 20
 SLOW_DOWN = 0.5
@@ -62,50 +65,57 @@ class Pending:
 
     peer: str
     scope: trio.CancelScope
-    shown_first_message: bool = False
+    handshakes: "PendingHandshakes"
     dropped: bool = False
 
     def first_message_opened(self) -> None:
-        self.shown_first_message = True
+        """Its peer holds the key: no longer one of the unproven, never dropped."""
+        self.handshakes.forget_unproven(self)
 
 
 class PendingHandshakes:
-    """The connections whose handshake is under way, at most `limit` of them."""
+    """The connections whose handshake is under way; at most `limit` of them unproven."""
 
     def __init__(self, limit: int = PENDING_LIMIT, deadline: float = HANDSHAKE_DEADLINE) -> None:
         self._limit = limit
         self.deadline = deadline
-        self._by_peer: dict[str, OrderedDict[Pending, None]] = {}  # each oldest first
-        self.count = 0
+        self._unproven: dict[str, OrderedDict[Pending, None]] = {}  # per peer, oldest first
+        self.unproven = 0
+        self._all: set[Pending] = set()
 
     def add(self, peer: str) -> Pending:
-        """A new pending handshake from `peer`, its scope under the deadline; drops one
-        older handshake when the limit is reached."""
-        if self.count >= self._limit:
+        """A new pending handshake from `peer`, its scope under the deadline; drops an
+        older unproven one when the limit is reached."""
+        if self.unproven >= self._limit:
             self._drop_one()
-        pending = Pending(peer, trio.CancelScope(deadline=trio.current_time() + self.deadline))
-        self._by_peer.setdefault(peer, OrderedDict())[pending] = None
-        self.count += 1
+        scope = trio.CancelScope(deadline=trio.current_time() + self.deadline)
+        pending = Pending(peer, scope, self)
+        self._unproven.setdefault(peer, OrderedDict())[pending] = None
+        self.unproven += 1
+        self._all.add(pending)
         return pending
 
-    def remove(self, pending: Pending) -> None:
-        entries = self._by_peer.get(pending.peer)
+    def forget_unproven(self, pending: Pending) -> None:
+        entries = self._unproven.get(pending.peer)
         if entries is None or pending not in entries:
-            return  # dropped already
+            return
         del entries[pending]
         if not entries:
-            del self._by_peer[pending.peer]
-        self.count -= 1
+            del self._unproven[pending.peer]
+        self.unproven -= 1
+
+    def remove(self, pending: Pending) -> None:
+        self.forget_unproven(pending)
+        self._all.discard(pending)
 
     def cancel_all(self) -> None:
         """Shutdown: end every handshake under way."""
-        for entries in self._by_peer.values():
-            for pending in entries:
-                pending.scope.cancel()
+        for pending in self._all:
+            pending.scope.cancel()
 
     def _drop_one(self) -> None:
-        entries = max(self._by_peer.values(), key=len)
-        victim = next((p for p in entries if not p.shown_first_message), next(iter(entries)))
+        entries = max(self._unproven.values(), key=len)
+        victim = next(iter(entries))
         victim.dropped = True
         victim.scope.cancel()
         self.remove(victim)

@@ -22,6 +22,7 @@ import trio
 
 from tailscale_wsl2.errors import ActionableError
 from tailscale_wsl2.link.admission import admit_windows_peer, authenticated_connector
+from tailscale_wsl2.link.handshake import FirstMessages
 from tailscale_wsl2.link.key import key_exposure_warning, load_key, load_or_create_key
 from tailscale_wsl2.link.sealed import SealedSession, new_scratch_buffers, sealed_sessions
 from tailscale_wsl2.link.sessions import (
@@ -141,11 +142,12 @@ def prepare_half(half: Half, platform: str = sys.platform) -> bytes | None:
 async def _open_wsl_socket(half: WslHalf) -> tuple[RawSocketListener, Callable[[], None]]:
     """The WSL2 half's listener, and how to remove its socket file (and let go of the path)
     afterwards."""
-    assert sys.platform != "win32"  # prepare_half refused it
-    from tailscale_wsl2.net.unix_listener import open_unix_listener  # noqa: PLC0415
+    if sys.platform != "win32":  # CPython has no Unix sockets on Windows (prepare_half)
+        from tailscale_wsl2.net.unix_listener import open_unix_listener  # noqa: PLC0415
 
-    unix = await open_unix_listener(half.socket, mode=half.socket_mode, group=half.socket_group)
-    return unix.listener, unix.remove_socket_file
+        unix = await open_unix_listener(half.socket, mode=half.socket_mode, group=half.socket_group)
+        return unix.listener, unix.remove_socket_file
+    raise AssertionError("prepare_half refuses the WSL2 half on Windows")
 
 
 def _wsl_relay(
@@ -209,6 +211,7 @@ class _CurrentSubnetAdmission:
         self.allowed_peers = allowed_peers
         self._key = key
         self._scratch = new_scratch_buffers()
+        self._seen = FirstMessages()
 
     async def __call__(
         self, stream: trio.abc.Stream, first_message_opened: Callable[[], None]
@@ -216,7 +219,7 @@ class _CurrentSubnetAdmission:
         if self.allowed_peers is None:
             return "accepted after the WSL adapter went away"
         return await admit_windows_peer(
-            stream, self.allowed_peers, self._key, self._scratch, first_message_opened
+            stream, self.allowed_peers, self._key, self._scratch, first_message_opened, self._seen
         )
 
 

@@ -6,6 +6,7 @@ binary from `make build` (the `program` fixture).
 
 import hashlib
 import json
+import re
 import shutil
 import signal
 import socket
@@ -177,12 +178,13 @@ def test_stale_socket_is_replaced(program: list[str], tmp_path: Path) -> None:
 def test_a_live_socket_is_never_taken_over(chain: Chain) -> None:
     second = subprocess.run(chain.wsl_half_argv(), capture_output=True, timeout=30, check=False)
     assert second.returncode == 1
-    lines = second.stderr.decode().strip().splitlines()
-    assert lines == [
-        f"tailscale-wsl2: another program already answers on {chain.socket} "
-        "(a Linux tailscaled, or a second tailscale-wsl2); stop it (for tailscaled: "
-        "sudo systemctl disable --now tailscaled), or pick another path with --socket"
-    ]
+    [line] = second.stderr.decode().strip().splitlines()
+    assert re.fullmatch(
+        re.escape(f"tailscale-wsl2: another tailscale-wsl2 already serves {chain.socket} (pid ")
+        + r"\d+"
+        + re.escape("); stop it first, or pick another path with --socket"),
+        line,
+    ), line
     assert request(chain.socket, "GET", "/localapi/v0/status").status == 200
 
 
@@ -221,11 +223,13 @@ def test_wrong_link_key_gets_a_502_naming_the_cause(chain: Chain, tmp_path: Path
     answer = request(chain.socket, "GET", "/localapi/v0/status")
     assert answer.status == 502
     assert answer.body.decode() == (
-        f"the Windows half of tailscale-wsl2 at 127.0.0.1:{chain.port} refused the link: "
-        "it refused the link key: the two halves use different keys; "
+        f"the Windows half of tailscale-wsl2 at 127.0.0.1:{chain.port} failed the link "
+        "handshake: it refused the link key: the two halves use different keys; "
         "run `tailscale-wsl2 doctor` here\n"
     )
-    assert "refused a connection: 127.0.0.1: wrong key" in chain.processes["windows"].output()
+    assert (
+        "refused a connection from 127.0.0.1: wrong link key" in chain.processes["windows"].output()
+    )
 
 
 def test_insecure_no_auth_on_both_sides_works_and_warns(program: list[str], tmp_path: Path) -> None:

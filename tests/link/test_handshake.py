@@ -16,6 +16,8 @@ from tailscale_wsl2.link.handshake import (
     MESSAGE_2_SIZE,
     NOT_CONFIRMED,
     REFUSED_KEY,
+    REPLAYED,
+    FirstMessages,
     HandshakeFailed,
     accept_link,
     open_link,
@@ -280,6 +282,32 @@ async def test_a_replayed_handshake_is_never_admitted() -> None:
     assert opened  # message 1 is a replay the Windows half cannot tell at first...
     assert len(received) == MESSAGE_2_SIZE  # ...so it answers it,
     assert verdict == NOT_CONFIRMED  # but the old confirmation does not open under new keys
+
+
+async def test_a_first_message_seen_before_is_refused_at_once() -> None:
+    first, _ = await tapped_handshake()
+    seen = FirstMessages()
+    assert not seen.seen_before(first[len(LINK_PREFIX) :])  # the original, when it came
+    windows_end, peer_end = stream_pair()
+    opened: list[bool] = []
+    peer_end.socket.sendall(first)
+    verdict = await accept_link(
+        windows_end, KEY, new_scratch_buffers(), lambda: opened.append(True), seen
+    )
+    assert verdict == REPLAYED
+    assert opened == []  # never counted as a key holder's
+    windows_end.close()
+    assert peer_end.socket.recv(100) == b""  # no message 2: no key exchange spent on it
+    peer_end.close()
+
+
+def test_first_messages_are_remembered_up_to_a_bound() -> None:
+    seen = FirstMessages(size=2)
+    assert not seen.seen_before(b"a" * 32)
+    assert seen.seen_before(b"a" * 32)
+    assert not seen.seen_before(b"b" * 32)
+    assert not seen.seen_before(b"c" * 32)  # the oldest ("a") goes
+    assert not seen.seen_before(b"a" * 32)
 
 
 async def test_a_replayed_first_message_alone_is_not_admitted() -> None:

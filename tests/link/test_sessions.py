@@ -57,7 +57,7 @@ def frame(payload: bytes) -> bytes:
 
 
 @pytest.fixture
-def link_pair() -> Iterator[tuple[LinkSession, socket.socket]]:
+def link_pair() -> Iterator[tuple[LinkSession[RawSocketStream], socket.socket]]:
     """A session on one end of a link; the other end is the test's, blocking."""
     near, far = unix_pair()
     yield LinkSession(RawSocketStream(near)), far
@@ -77,7 +77,7 @@ def read_frames(sock: socket.socket) -> list[bytes]:
 
 
 async def test_frames_out_and_in_end_the_session_cleanly(
-    link_pair: tuple[LinkSession, socket.socket],
+    link_pair: tuple[LinkSession[RawSocketStream], socket.socket],
 ) -> None:
     session, far = link_pair
     await session.send_all(b"hello")
@@ -92,7 +92,7 @@ async def test_frames_out_and_in_end_the_session_cleanly(
 
 
 async def test_a_header_split_across_reads_is_put_together(
-    link_pair: tuple[LinkSession, socket.socket],
+    link_pair: tuple[LinkSession[RawSocketStream], socket.socket],
 ) -> None:
     session, far = link_pair
     buffer = bytearray(64)
@@ -124,7 +124,7 @@ async def test_a_session_begins_on_part_of_a_header_and_not_on_a_closed_link() -
 
 
 async def test_a_read_stops_at_the_end_of_its_frame(
-    link_pair: tuple[LinkSession, socket.socket],
+    link_pair: tuple[LinkSession[RawSocketStream], socket.socket],
 ) -> None:
     session, far = link_pair
     far.sendall(frame(b"first") + frame(b"second"))
@@ -134,7 +134,7 @@ async def test_a_read_stops_at_the_end_of_its_frame(
 
 
 async def test_the_next_header_comes_along_with_the_end_of_a_payload(
-    link_pair: tuple[LinkSession, socket.socket],
+    link_pair: tuple[LinkSession[RawSocketStream], socket.socket],
 ) -> None:
     session, far = link_pair
     far.sendall(frame(b"first") + frame(b"second") + frame(b""))
@@ -154,7 +154,7 @@ async def test_the_next_header_comes_along_with_the_end_of_a_payload(
     ids=["inside-the-payload", "inside-the-header"],
 )
 async def test_a_link_closed_inside_a_frame_is_a_broken_session(
-    link_pair: tuple[LinkSession, socket.socket], wire: bytes, delivered: bytes
+    link_pair: tuple[LinkSession[RawSocketStream], socket.socket], wire: bytes, delivered: bytes
 ) -> None:
     session, far = link_pair
     far.sendall(wire)
@@ -166,7 +166,7 @@ async def test_a_link_closed_inside_a_frame_is_a_broken_session(
 
 
 async def test_a_link_closed_between_frames_ends_the_session_and_the_link(
-    link_pair: tuple[LinkSession, socket.socket],
+    link_pair: tuple[LinkSession[RawSocketStream], socket.socket],
 ) -> None:
     session, far = link_pair
     far.sendall(frame(b"502 and goodbye"))
@@ -207,7 +207,7 @@ async def test_closing_an_unfinished_session_closes_the_link() -> None:
 
 
 async def test_gone_ends_the_session_and_finish_answers_it(
-    link_pair: tuple[LinkSession, socket.socket],
+    link_pair: tuple[LinkSession[RawSocketStream], socket.socket],
 ) -> None:
     session, far = link_pair
     far.sendall(frame(b"last words") + HEADER.pack(GONE))
@@ -226,7 +226,7 @@ async def test_gone_ends_the_session_and_finish_answers_it(
     ("hang_up", "end"), [(True, GONE), (False, 0)], ids=["hung-up", "half-closed"]
 )
 async def test_a_source_that_hung_up_ends_its_session_with_gone(
-    link_pair: tuple[LinkSession, socket.socket], hang_up: bool, end: int
+    link_pair: tuple[LinkSession[RawSocketStream], socket.socket], hang_up: bool, end: int
 ) -> None:
     """GONE after a client that closed its connection; a plain end after a half-close."""
     session, far = link_pair
@@ -260,7 +260,9 @@ async def test_a_frame_cut_off_midway_leaves_the_link_unusable() -> None:
     far.close()
 
 
-def session_on_a_full_link() -> tuple[LinkSession, socket.socket, list[RawSocketStream], int]:
+def session_on_a_full_link() -> tuple[
+    LinkSession[RawSocketStream], socket.socket, list[RawSocketStream], int
+]:
     """A session on a link whose send buffer is full; the test's end of the link,
     the links given back, and how many filler bytes wait in the link."""
     near, far = unix_pair()
@@ -308,7 +310,7 @@ async def test_a_link_left_with_part_of_a_frame_is_not_reused() -> None:
 # --- the pump's paths into and out of a session -----------------------------------------------
 
 
-def tight_link() -> tuple[socket.socket, LinkSession, trio.socket.SocketType]:
+def tight_link() -> tuple[socket.socket, LinkSession[RawSocketStream], trio.socket.SocketType]:
     """A session on a link with small buffers (partial transfers and EAGAIN on the link
     side), and the test's end of the link."""
     near, far = unix_pair()
@@ -665,7 +667,7 @@ async def test_spare_links_left_by_a_burst_are_closed_once_idle(
     far_ends: list[socket.socket] = []
     opened: list[RawSocketStream] = []
 
-    async def connect() -> trio.abc.Stream:
+    async def connect() -> RawSocketStream:
         await trio.lowlevel.checkpoint()
         near, far = socket.socketpair()
         far_ends.append(far)
@@ -704,7 +706,7 @@ async def test_a_steady_stream_of_sessions_does_not_wake_the_refill_task(
     checks = 0
     close_idle_spares = WarmLinks._close_idle_spares
 
-    def counted(self: WarmLinks) -> None:
+    def counted(self: WarmLinks[RawSocketStream]) -> None:
         nonlocal checks
         checks += 1
         close_idle_spares(self)
@@ -716,7 +718,7 @@ async def test_a_steady_stream_of_sessions_does_not_wake_the_refill_task(
         pairs.append(socket.socketpair())
         return RawSocketStream(pairs[-1][0])
 
-    async def connect() -> trio.abc.Stream:
+    async def connect() -> RawSocketStream:
         return new_link()
 
     warm = WarmLinks(connect, size=2)
@@ -741,7 +743,7 @@ async def test_a_steady_stream_of_sessions_does_not_wake_the_refill_task(
 async def test_a_link_given_back_after_close_is_closed() -> None:
     near, far = socket.socketpair()
 
-    async def never_called() -> trio.abc.Stream:
+    async def never_called() -> RawSocketStream:
         raise AssertionError("no link should be opened")
 
     warm = WarmLinks(never_called, size=0)
