@@ -410,3 +410,34 @@ async def test_shutdown_spares_a_connection_that_has_spoken(tmp_path: Path) -> N
                     await trio.testing.wait_all_tasks_blocked(0.05)
                     await client.send_all(b"still here")
                     assert await client.receive_some() == b"still here"
+
+
+# --- faults stay local ------------------------------------------------------------------------
+
+
+async def test_an_unexpected_error_ends_its_connection_only(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    up = tmp_path / "up.sock"
+    connect = hop_connector(Hop(UnixEndpoint(str(up)), "the test upstream", "start it"))
+    calls = 0
+
+    async def fails_once() -> trio.abc.Stream:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            raise RuntimeError("a bug in one connection")
+        return await connect()
+
+    relay = Relay.for_clients(fails_once)
+    async with upstream_server(up, answer_after_eof), running_relay(tmp_path, relay) as front:
+        with trio.fail_after(10):
+            async with await open_stream(front) as first:
+                assert await receive_all(first) == b""  # closed, nothing else
+            async with await open_stream(front) as second:  # the relay goes on
+                assert isinstance(second, trio.abc.HalfCloseableStream)
+                await second.send_all(b"abc")
+                await second.send_eof()
+                assert await receive_all(second) == b"3:cba"
+    [error] = [r for r in caplog.records if r.levelname == "ERROR"]
+    assert "RuntimeError('a bug in one connection')" in error.getMessage()
