@@ -8,9 +8,9 @@ Tailscale, so nobody else may get to shape it:
   does, where others cannot rename or remove what is ours); anything else is
   refused with one line;
 - exactly one half owns a path, even when two start at the same moment: each
-  takes an exclusive lock on a lock file beside the socket
-  (`.NAME.lock`, left in place) and holds it for as long as it runs, so the
-  second one stops with one line instead of both running;
+  takes an exclusive lock on a lock file beside the socket (`.NAME.lock`) and
+  holds it for as long as it runs, so the second one stops with one line
+  instead of both running; the lock file goes with the socket at exit;
 - a socket file that nobody answers on is stale (left by a killed relay) and is
   replaced; one that a live process answers on is never taken over;
 - the socket is made where no one can interfere: bound inside a new private
@@ -61,21 +61,37 @@ class UnixSocketListener:
 
     def remove_socket_file(self) -> None:
         """Unlink the socket file if it is still the one this process created, then let
-        go of the path."""
+        go of the path (and remove the lock file, if it is still ours)."""
         try:
             if _identity(self.path) == self.identity:
                 self.path.unlink()
         except FileNotFoundError:
             pass
         finally:
-            if self.lock_fd != -1:
-                os.close(self.lock_fd)
-                self.lock_fd = -1
+            self._let_go()
+
+    def _let_go(self) -> None:
+        if self.lock_fd != -1:
+            _release_lock(self.path, self.lock_fd)
+            self.lock_fd = -1
 
 
 def lock_path(path: Path) -> Path:
     """The lock file that says which half owns the socket at `path`."""
     return path.with_name(f".{path.name}.lock")
+
+
+def _release_lock(path: Path, lock_fd: int) -> None:
+    """Remove the lock file if it is still the one `lock_fd` holds, and let go of it."""
+    try:
+        lock = lock_path(path)
+        held, there = os.fstat(lock_fd), lock.lstat()
+        if (held.st_dev, held.st_ino) == (there.st_dev, there.st_ino):
+            lock.unlink()
+    except OSError:
+        pass  # gone already, or replaced: not ours to remove
+    finally:
+        os.close(lock_fd)
 
 
 def _identity(path: Path) -> tuple[int, int, int]:
@@ -225,7 +241,7 @@ async def open_unix_listener(path: Path, *, mode: int, group: int | None) -> Uni
         sock = _bind_into_place(path, mode, group)
         identity = _identity(path)
     except BaseException as exc:
-        os.close(lock_fd)
+        _release_lock(path, lock_fd)
         if isinstance(exc, PermissionError):
             raise _permission_error(path, exc) from exc
         if isinstance(exc, OSError):

@@ -22,6 +22,8 @@ async def test_creates_missing_directories_and_sets_the_mode(tmp_path: Path) -> 
             ".tailscaled.sock.lock",
             "tailscaled.sock",
         ]
+    unix.remove_socket_file()
+    assert list(path.parent.iterdir()) == []  # both gone at exit
 
 
 async def test_sets_the_group_it_is_given(tmp_path: Path) -> None:
