@@ -159,20 +159,21 @@ async def test_a_fake_windows_half_gets_no_client_byte(
             # Where the WSL2 half dials.
             await nursery.start(partial(trio.serve_tcp, play, chain.port, host="127.0.0.1"))
             await start_wsl_half(chain)
-            answer = parse_answer(await raw_exchange(chain, LOGIN))
+            raw_answer = await raw_exchange(chain, LOGIN)
             chain.stop("wsl")
             nursery.cancel_scope.cancel()
     finally:
         chain.stop_all()
-    assert answer.status == 502
-    body = answer.body.decode()
-    assert f"the Windows half of tailscale-wsl2 at 127.0.0.1:{chain.port} failed the link" in body
-    assert cause in body
     # Of a link, a fake hears the first message and not one byte more: no client byte.
     assert heard
     for bytes_heard in heard:
         assert SECRET not in bytes_heard
         assert len(bytes_heard) <= FIRST_MESSAGE, bytes_heard
+    answer = parse_answer(raw_answer)
+    assert answer.status == 502
+    body = answer.body.decode()
+    assert f"the Windows half of tailscale-wsl2 at 127.0.0.1:{chain.port} failed the link" in body
+    assert cause in body
 
 
 # --- the oracle: relay the real halves' handshake, then speak on the link ------------------------
@@ -266,9 +267,8 @@ class FlipOneByte(Attack):
         self.direction = direction
         self.flipped = 0
 
-    def unit(self, link: int, direction: str, index: int, data: bytes) -> bytes:
-        first_frame = 2 if direction == TO_WINDOWS else 1
-        if direction != self.direction or index != first_frame:
+    def unit(self, link: int, direction: str, frame: int | None, data: bytes) -> bytes:
+        if direction != self.direction or frame != 0:
             return data
         self.flipped += 1
         middle = len(data) // 2
@@ -301,9 +301,8 @@ class DropOneFrame(Attack):
         self.direction = direction
         self.dropped = 0
 
-    def unit(self, link: int, direction: str, index: int, data: bytes) -> bytes:
-        second_frame = 3 if direction == TO_WINDOWS else 2
-        if direction != self.direction or index != second_frame:
+    def unit(self, link: int, direction: str, frame: int | None, data: bytes) -> bytes:
+        if direction != self.direction or frame != 1:
             return data
         self.dropped += 1
         return b""

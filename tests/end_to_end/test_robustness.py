@@ -272,7 +272,7 @@ async def test_malformed_handshakes_reach_nothing(program: list[str], tmp_path: 
 
 # --- Floods, slow and stuck peers --------------------------------------------------------------
 
-FLOOD_HOLDERS = 2000  # connections an attacker keeps open at once, never handshaking
+FLOOD_HOLDERS = 4000  # connections an attacker keeps open at once, never handshaking
 
 
 async def test_a_user_gets_through_a_flood_of_half_open_connections(chain: Chain) -> None:

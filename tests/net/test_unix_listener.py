@@ -102,16 +102,16 @@ async def test_two_halves_starting_at_once_one_wins(
     both_looked = trio.Event()
     real_clear = unix_listener._clear_stale_socket
 
-    async def clear_when_both_have_looked(path: Path) -> None:
+    async def clear_then_wait_for_the_other(path: Path) -> None:
         nonlocal looked
+        await real_clear(path)
         looked += 1
         if looked == 2:
             both_looked.set()
-        with trio.move_on_after(1):  # the second may never get here: it waits no longer
+        with trio.move_on_after(1):  # the other may never get here: wait no longer
             await both_looked.wait()
-        await real_clear(path)
 
-    monkeypatch.setattr(unix_listener, "_clear_stale_socket", clear_when_both_have_looked)
+    monkeypatch.setattr(unix_listener, "_clear_stale_socket", clear_then_wait_for_the_other)
     path = tmp_path / "tailscaled.sock"
     outcomes: list[object] = []
 

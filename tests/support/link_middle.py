@@ -29,14 +29,19 @@ HANDSHAKE_UNITS = {
     TO_WINDOWS: [len(LINK_PREFIX) + MESSAGE_1_SIZE, TAG_SIZE],
     TO_WSL: [MESSAGE_2_SIZE],
 }
+# The same for the first, cleartext version of the link (so that the attack tests can be run
+# against it and show what it let through): the WSL2 half's answer and the session-mode byte;
+# the Windows half's challenge and its "accepted". Its frames carry no tag.
+V1_HANDSHAKE_UNITS = {TO_WINDOWS: [33, 1], TO_WSL: [38, 1]}
+V1_HELLO = b"TSWSL\x01"
 
 
 class Attack:
     """What the middle does to each unit it passes on; by default, nothing."""
 
-    def unit(self, link: int, direction: str, index: int, data: bytes) -> bytes:
-        """The bytes to pass on for unit `index` (0, 1...: handshake messages, then
-        frames) of `direction` on link number `link`; b"" drops it."""
+    def unit(self, link: int, direction: str, frame: int | None, data: bytes) -> bytes:
+        """The bytes to pass on for a unit of `direction` on link number `link`: a handshake
+        message (`frame` None) or frame number `frame` (0, 1, ...); b"" drops it."""
         return data
 
 
@@ -86,9 +91,14 @@ class Middle:
             while chunk := await src.receive_some(65536):
                 seen[direction] += chunk
                 pending += chunk
-                while (size := unit_size(direction, index, pending)) and len(pending) >= size:
+                first = bytes(seen[direction][: len(LINK_PREFIX)])
+                handshake = len(handshake_units(direction, first))
+                while (size := unit_size(direction, index, pending, first)) and len(
+                    pending
+                ) >= size:
                     unit, pending = bytes(pending[:size]), pending[size:]
-                    await dst.send_all(self.attack.unit(link, direction, index, unit))
+                    frame = index - handshake if index >= handshake else None
+                    await dst.send_all(self.attack.unit(link, direction, frame, unit))
                     index += 1
             await dst.send_all(bytes(pending))
             await dst.send_eof()
@@ -96,17 +106,28 @@ class Middle:
             nursery.cancel_scope.cancel()
 
 
-def unit_size(direction: str, index: int, pending: bytes | bytearray) -> int | None:
-    """The size of unit `index` of `direction`, or None until its header has come."""
-    handshake = HANDSHAKE_UNITS[direction]
+def is_sealed(direction: str, first: bytes) -> bool:
+    """Whether a direction whose first bytes were `first` is of the sealed link."""
+    return first == LINK_PREFIX if direction == TO_WINDOWS else first != V1_HELLO
+
+
+def handshake_units(direction: str, first: bytes) -> list[int]:
+    return (HANDSHAKE_UNITS if is_sealed(direction, first) else V1_HANDSHAKE_UNITS)[direction]
+
+
+def unit_size(direction: str, index: int, pending: bytes | bytearray, first: bytes) -> int | None:
+    """The size of unit `index` of `direction` (whose first bytes were `first`), or None
+    until its header has come."""
+    sealed = is_sealed(direction, first)
+    handshake = handshake_units(direction, first)
     if index < len(handshake):
         return handshake[index]
     if len(pending) < HEADER.size:
         return None
     (length,) = HEADER.unpack_from(pending)
-    if length > 1 << 20 and length != GONE:  # not a sealed link: pass it on as it comes
+    if length > 1 << 20 and length != GONE:  # not a link: pass it on as it comes
         return len(pending)
-    return HEADER.size + (0 if length in (0, GONE) else length) + TAG_SIZE
+    return HEADER.size + (0 if length in (0, GONE) else length) + (TAG_SIZE if sealed else 0)
 
 
 @asynccontextmanager
