@@ -28,10 +28,10 @@ messages:
 
 `LINK_PREFIX` is sent in the clear and is part of the Noise prologue, so a
 peer that speaks something else is named rather than taken for a wrong key: an
-older Windows half (it speaks first, with `TSWSL\\x01`), an HTTP server (a
-Windows half run with `--insecure-no-auth` passes the bytes to the LocalAPI,
-which answers 400), silence, or a half with another key (the Windows half
-answers `KEY_REFUSED`, which tells nothing a closed connection would not).
+older Windows half (it speaks first, with `TSWSL\\x01`), a Windows half run
+with `--insecure-no-auth` (it answers `NO_AUTH_HERE`, `sessions.py`), an HTTP
+server, silence, or a half with another key (the Windows half answers
+`KEY_REFUSED`, which tells nothing a closed connection would not).
 """
 
 import re
@@ -48,6 +48,7 @@ from tailscale_wsl2.link.noise import (
     Responder,
 )
 from tailscale_wsl2.link.sealed import SealedLink
+from tailscale_wsl2.link.sessions import NO_AUTH_HERE, SEALED_LINK_PREFIX
 from tailscale_wsl2.net.pump import SpareBuffers
 from tailscale_wsl2.net.sockets import PEER_GONE, RawSocketStream
 
@@ -65,8 +66,7 @@ __all__ = [
 ]
 
 MAGIC = b"TSWSL"
-LINK_VERSION = 2
-LINK_PREFIX = MAGIC + bytes([LINK_VERSION])
+LINK_PREFIX = SEALED_LINK_PREFIX
 LINK_PROLOGUE = PROLOGUE + LINK_PREFIX
 OLD_HELLO = MAGIC + b"\x01"  # the first version's challenge, sent by its Windows half
 KEY_REFUSED = LINK_PREFIX + b"\x15"  # the Windows half's answer to a message 1 that did not open
@@ -129,16 +129,26 @@ async def _receive(stream: RawSocketStream, size: int, check: Check) -> bytes | 
     return received
 
 
+# What a Windows half says instead of message 2, word for word.
+_REFUSALS = {
+    KEY_REFUSED: "it refused the link key: the two halves use different keys",
+    NO_AUTH_HERE: (
+        "it runs with --insecure-no-auth: run both halves with the link key, "
+        "or both with that option"
+    ),
+}
+
+
 def _windows_half_answer(received: bytes, closed: bool) -> str | None:
     """Why what the Windows half sent cannot be message 2, if it cannot."""
     if received.startswith(OLD_HELLO):
         return "it is an older tailscale-wsl2 (link version 1): run the same version on both sides"
-    if received == KEY_REFUSED:
-        return "it refused the link key: the two halves use different keys"
+    if refusal := _REFUSALS.get(received):
+        return refusal
     if _HTTP.match(received):
         return (
             "an HTTP server answered, not a Windows half that proves the link key "
-            "(a Windows half run with --insecure-no-auth, or another program on that port)"
+            "(another program on that port?)"
         )
     if not closed:
         return None

@@ -42,11 +42,12 @@ four bytes of headroom and sends header and payload with one call
 a payload, so that headers rarely cost a `recv` of their own.
 """
 
+import logging
 import mmap
 import socket
 import struct
 from collections.abc import AsyncGenerator, Awaitable, Callable
-from contextlib import aclosing
+from contextlib import aclosing, suppress
 from functools import partial
 from typing import Generic, Protocol, TypeVar
 
@@ -64,6 +65,8 @@ from tailscale_wsl2.net.sockets import (
 __all__ = [
     "GONE",
     "HEADER",
+    "NO_AUTH_HERE",
+    "SEALED_LINK_PREFIX",
     "SESSION_MODE",
     "AnyLink",
     "FirstByte",
@@ -77,7 +80,13 @@ __all__ = [
     "start_session_mode",
 ]
 
+log = logging.getLogger(__name__)
+
 SESSION_MODE = b"\x00"
+# How a sealed link starts (`handshake.py`): a half run with --insecure-no-auth recognises a
+# WSL2 half that holds a key, and answers NO_AUTH_HERE instead of relaying its handshake.
+SEALED_LINK_PREFIX = b"TSWSL\x02"
+NO_AUTH_HERE = SEALED_LINK_PREFIX + b"\x00"
 HEADER = struct.Struct(">I")
 GONE = 0xFFFF_FFFF
 # The largest portable chunk; the pump's frames are at most its buffer size.
@@ -350,12 +359,13 @@ def session_at_once(
     return open_session_at_once
 
 
-async def _peek_byte(link: RawSocketStream) -> bytes:
-    """The next byte on `link` without consuming it; b"" once the peer closed it."""
+async def _peek(link: RawSocketStream, size: int = 1) -> bytes:
+    """Up to `size` bytes waiting on `link` (at least one), without consuming them; b"" once
+    the peer closed it."""
     with PeerErrorsAsBroken(link.socket):
         while True:
             try:
-                return link.socket.recv(1, socket.MSG_PEEK)
+                return link.socket.recv(size, socket.MSG_PEEK)
             except BlockingIOError:
                 await trio.lowlevel.wait_readable(link.socket)
 
@@ -393,9 +403,18 @@ async def link_sessions(
     """
     assert isinstance(link, RawSocketStream)  # the Windows half listens on TCP
     await first_byte(link)
-    if not (mode := await _peek_byte(link)):
+    if not (mode := await _peek(link)):
         return
     if mode != SESSION_MODE:
+        # A WSL2 half's first message comes in one piece: its prefix is all here or not sent.
+        if await _peek(link, len(SEALED_LINK_PREFIX)) == SEALED_LINK_PREFIX:
+            log.warning(
+                "a WSL2 half with a link key connected, but this half runs with "
+                "--insecure-no-auth: run both halves with the key, or both with that option"
+            )
+            with suppress(trio.BrokenResourceError):
+                await link.send_all(NO_AUTH_HERE)
+            return
         yield link
         return
     await link.receive_some(1)  # SESSION_MODE itself, already here

@@ -244,3 +244,25 @@ def test_insecure_no_auth_on_both_sides_works_and_warns(program: list[str], tmp_
         assert not chain.key_file.exists()
     finally:
         chain.stop_all()
+
+
+def test_a_wsl2_half_with_a_key_and_a_windows_half_without_one_are_named(
+    program: list[str], tmp_path: Path
+) -> None:
+    chain = Chain(program, tmp_path)
+    try:
+        chain.start_localapi()
+        chain.start_windows_half("--insecure-no-auth")
+        chain.key_file.write_text("ab" * 32 + "\n")
+        chain.key_file.chmod(0o600)
+        chain.start_wsl_half()
+        answer = request(chain.socket, "GET", "/localapi/v0/status")
+        assert answer.status == 502
+        assert answer.body.decode() == (
+            f"the Windows half of tailscale-wsl2 at 127.0.0.1:{chain.port} failed the link "
+            "handshake: it runs with --insecure-no-auth: run both halves with the link key, or "
+            "both with that option; run `tailscale-wsl2 doctor` here\n"
+        )
+        assert "a WSL2 half with a link key connected" in chain.processes["windows"].output()
+    finally:
+        chain.stop_all()

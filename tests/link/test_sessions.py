@@ -24,6 +24,8 @@ from tailscale_wsl2.link.sealed import (
 from tailscale_wsl2.link.sessions import (
     GONE,
     HEADER,
+    NO_AUTH_HERE,
+    SEALED_LINK_PREFIX,
     SESSION_MODE,
     LinkSession,
     link_sessions,
@@ -751,4 +753,14 @@ async def test_a_link_given_back_after_close_is_closed() -> None:
     link = RawSocketStream(near)
     warm.park(link)
     assert near.fileno() == -1
+    far.close()
+
+
+async def test_a_wsl2_half_with_a_key_is_told_this_half_has_none() -> None:
+    near, far = unix_pair()
+    far.sendall(SEALED_LINK_PREFIX + bytes(48))  # a sealed link's first message
+    link = RawSocketStream(near)
+    assert [stream async for stream in link_sessions(link, at_once)] == []  # nothing relayed
+    assert far.recv(64) == NO_AUTH_HERE
+    near.close()
     far.close()
