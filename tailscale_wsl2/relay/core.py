@@ -411,25 +411,24 @@ class Relay:
     async def _admit_link(self, stream: trio.abc.Stream, here: SpareTask) -> None:
         """The Windows half: admit a new connection under the handshake budget, then, with a
         slot of its own, relay what it carries."""
-        admitted = await self._admit_within_budget(stream)
-        if isinstance(admitted, str):
-            await stream.aclose()
-            return
-        try:
-            self._free_slots.acquire_nowait()
-        except trio.WouldBlock:
-            await self._free_slots.acquire()
-        self.active_connections += 1
-        try:
-            async with stream:
+        async with stream:
+            admitted = await self._admit_within_budget(stream)
+            if isinstance(admitted, str):
+                return
+            try:
+                self._free_slots.acquire_nowait()
+            except trio.WouldBlock:
+                await self._free_slots.acquire()
+            self.active_connections += 1
+            try:
                 # Shutdown ends a silent connection through its task's scope.
                 first_byte = partial(self._client_spoke, here.cancel_scope)
                 await self._relay_sessions(admitted, first_byte, here)
-        except Exception as exc:
-            _log_end(exc)
-        finally:
-            self.active_connections -= 1
-            self._free_slots.release()
+            except Exception as exc:
+                _log_end(exc)
+            finally:
+                self.active_connections -= 1
+                self._free_slots.release()
 
     async def _admit_within_budget(self, stream: trio.abc.Stream) -> trio.abc.AsyncResource | str:
         """What `admit` makes of `stream`, or why it was refused (logged and counted)."""
