@@ -7,6 +7,9 @@
 #                            Wine trio patch and ProcessPrng stand-in, for the tests (never a
 #                            release artifact)
 #   make bench  the relay benchmark against a socat chain (never part of `make test`)
+#   make mutation  how many broken versions of each pure-logic module its tests catch
+#                  (mutmut, tools/mutation.py; slow, never part of `make test`);
+#                  MODULES="windows/ipconfig.py ..." measures only those
 SHELL := bash
 .SHELLFLAGS := -euo pipefail -c
 PYTHON ?= python3
@@ -23,7 +26,7 @@ WINE_BUILD_INPUTS := $(SOURCES) tools/wine-pyinstaller tools/wine-env tools/wine
 	tools/wine-processprng.c
 WINE_TEST_EXE := build/wine-dist/tailscale-wsl2-test-hooks.exe
 
-.PHONY: up test lint build build-windows build-windows-test bench debian-packages clean
+.PHONY: up test lint build build-windows build-windows-test bench mutation debian-packages clean
 
 $(INSTALLED): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -70,6 +73,9 @@ test: $(INSTALLED) debian-packages lint build build-windows-test
 
 bench: $(INSTALLED) debian-packages build
 	$(BIN)/python bench/relay_bench.py --bars later --compare-auth
+
+mutation: $(INSTALLED)
+	$(BIN)/python tools/mutation.py $(MODULES)
 
 clean:
 	rm -rf build dist $(VENV)

@@ -10,10 +10,12 @@ from pathlib import Path
 __all__ = [
     "DEFAULT_PORT",
     "DEFAULT_SOCKET",
+    "DEFAULT_SOCKET_MODE",
     "FIREWALL_RULE_NAME",
     "LEGACY_LOCALAPI_HOST",
     "LEGACY_LOCALAPI_PORT",
     "LOCALAPI_PIPE_NAME",
+    "MAX_SOCKET_PATH_BYTES",
     "PROGRAM",
 ]
 
@@ -25,6 +27,9 @@ DEFAULT_PORT = 41113
 # Where the Linux `tailscale` CLI looks for its daemon (tailscale paths/paths.go).
 DEFAULT_SOCKET = Path("/var/run/tailscale/tailscaled.sock")
 
+# The WSL2 half's socket: its owner (root) and the group of the user who ran sudo.
+DEFAULT_SOCKET_MODE = 0o660
+
 # Tailscale for Windows 1.34 and later serves its LocalAPI here (tailscale paths/paths.go).
 LOCALAPI_PIPE_NAME = r"\\.\pipe\ProtectedPrefix\Administrators\Tailscale\tailscaled"
 
@@ -35,3 +40,8 @@ LEGACY_LOCALAPI_PORT = 41112
 # The Windows Defender Firewall rule that lets WSL2 in: `firewall add` makes it, doctor and
 # `up` look for it by this name.
 FIREWALL_RULE_NAME = PROGRAM
+
+# The longest path a Unix socket may have on Linux (sun_path holds 108 bytes with the NUL): `up`
+# refuses a longer one (a socket linked into place there could not be connected to), and doctor
+# names it.
+MAX_SOCKET_PATH_BYTES = 107

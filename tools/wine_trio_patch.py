@@ -3,7 +3,7 @@
 Why: when trio's IOCP loop starts it checks for layered socket providers by comparing
 `WSAIoctl(SIO_BSP_HANDLE_SELECT)` with `SIO_BASE_HANDLE` on a fresh socket. Wine 8.0 does not
 implement SIO_BSP_HANDLE_SELECT and answers WSAEOPNOTSUPP (10045), so `trio.run` dies at its
-first socket (trap 3 in /work/shared/notes/windows-under-wine.md). Wine does implement
+first socket. Wine does implement
 SIO_BASE_HANDLE, which is the right answer wherever no layered providers exist (Wine has none).
 
 Strategy: wrap trio's private `_get_underlying_socket` so that exactly that failure (error

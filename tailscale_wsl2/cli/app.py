@@ -27,10 +27,8 @@ from tailscale_wsl2.cli.common import (
     run_reporting_errors,
 )
 from tailscale_wsl2.cli.firewall import firewall_app
-from tailscale_wsl2.errors import ActionableError
 from tailscale_wsl2.facts import DEFAULT_PORT, DEFAULT_SOCKET, PROGRAM
 from tailscale_wsl2.tuning.deferred_ssl import defer_ssl
-from tailscale_wsl2.tuning.onefile import onefile_lifecycle
 
 if TYPE_CHECKING:
     from tailscale_wsl2.plan.halves import Options
@@ -61,14 +59,16 @@ def _print_version(value: bool) -> None:
         raise typer.Exit
 
 
-def _parse_mode(text: str) -> int:
+def _parse_mode(text: str) -> str:
+    """`--socket-mode` checked as it is parsed: a bad number is usage (exit 2), as for every
+    other number option."""
     try:
         mode = int(text, 8)
     except ValueError:
         mode = -1
     if not 0 <= mode <= 0o777:
-        raise ActionableError(f"--socket-mode: not an octal file mode: {text!r}", "e.g. 0660")
-    return mode
+        raise typer.BadParameter(f"not an octal file mode: {text!r} (e.g. 0660)")
+    return text
 
 
 def _options(side: "SideChoice | None", upstream: str | None, **given: Any) -> "Options":
@@ -106,7 +106,8 @@ def up(
     host_ip: HostIpOption = None,
     socket: SocketOption = DEFAULT_SOCKET,
     socket_mode: Annotated[
-        str, typer.Option(help="WSL2 half: the socket's file mode, in octal.")
+        str,
+        typer.Option(callback=_parse_mode, help="WSL2 half: the socket's file mode, in octal."),
     ] = "0660",
     upstream: UpstreamOption = None,
     key_file: KeyFileOption = None,
@@ -129,7 +130,7 @@ def up(
                 listen=listen,
                 host_ip=host_ip,
                 socket=socket,
-                socket_mode=_parse_mode(socket_mode),
+                socket_mode=int(socket_mode, 8),
                 key_file=key_file,
                 insecure_no_auth=insecure_no_auth,
                 wait_for_wsl=True,
@@ -188,5 +189,4 @@ app.add_typer(firewall_app)
 def main() -> None:
     # Before anything imports trio: OpenSSL stays unloaded (tuning/deferred_ssl.py).
     defer_ssl()
-    with onefile_lifecycle():
-        app(prog_name=PROGRAM)
+    app(prog_name=PROGRAM)

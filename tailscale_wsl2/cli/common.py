@@ -2,6 +2,12 @@
 way an `ActionableError` reaches the user (one line on stderr, exit status 1; with `--verbose`
 the traceback too). Help text goes in `help=`, never in docstrings: the frozen build strips
 docstrings (-OO).
+
+Paths are not checked by the command-line framework: typer would refuse a socket or key file
+the user cannot read before any code runs ("Invalid value for '--socket'"), which is exactly
+what doctor must report, with its fix, and what `up` says in one line of its own. So path
+options are plain paths (`readable=False`; nothing else of click's checks is on), and the code
+that uses a path says what is wrong with it. A malformed number is still usage (exit 2).
 """
 
 import enum
@@ -78,7 +84,8 @@ HostIpOption = Annotated[
     typer.Option(help="WSL2 half: the Windows host's address instead of discovering it."),
 ]
 SocketOption = Annotated[
-    Path, typer.Option(help="WSL2 half: the Unix socket the `tailscale` CLI uses.")
+    Path,
+    typer.Option(readable=False, help="WSL2 half: the Unix socket the `tailscale` CLI uses."),
 ]
 UpstreamOption = Annotated[
     str | None,
@@ -90,7 +97,9 @@ UpstreamOption = Annotated[
 ]
 KeyFileOption = Annotated[
     Path | None,
-    typer.Option(help="The link key file (default: found in the Windows user's profile)."),
+    typer.Option(
+        readable=False, help="The link key file (default: found in the Windows user's profile)."
+    ),
 ]
 InsecureOption = Annotated[
     bool,

@@ -2,6 +2,9 @@
 
 The side is chosen as `up` chooses it (`--side`, else detection); on a system that is neither
 Windows nor WSL the explanation becomes the one failing result, in text and JSON alike.
+
+Findings quote paths as the user typed them, and a path need not be UTF-8: its bytes go out as
+they came in (the text), or as U+FFFD where JSON cannot hold them, never as a traceback.
 """
 
 import os
@@ -87,12 +90,30 @@ def diagnose(options: Options, timeout: float) -> Report:
     return trio.run(_diagnose, half, options, timeout, detected)
 
 
+def _printable(text: str, encoding: str, *, as_json: bool) -> bytes:
+    """`text` for stdout: a path's undecodable bytes as they were (surrogate escapes), except
+    in JSON, which must stay valid UTF-8; what the console cannot show, escaped."""
+    if as_json:
+        text = text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+    try:
+        return text.encode(encoding, "surrogateescape")
+    except UnicodeEncodeError:
+        return text.encode(encoding, "backslashreplace")
+
+
+def _print(text: str, *, as_json: bool) -> None:
+    encoding = sys.stdout.encoding or "utf-8"
+    sys.stdout.flush()
+    sys.stdout.buffer.write(_printable(text + "\n", encoding, as_json=as_json))
+    sys.stdout.buffer.flush()
+
+
 def run_doctor(options: Options, *, timeout: float, as_json: bool, verbose: bool) -> int:
-    """Print the diagnosis; the exit status is 1 when any check failed."""
+    """Print the diagnosis; the exit status is 1 when any check failed or crashed."""
     report = diagnose(options, timeout)
     if as_json:
-        print(render_json(report.results, side=report.side, version=__version__))
+        _print(render_json(report.results, side=report.side, version=__version__), as_json=True)
     else:
         encoding = sys.stdout.encoding or "utf-8"
-        print(render_text(report.results, verbose=verbose, encoding=encoding))
+        _print(render_text(report.results, verbose=verbose, encoding=encoding), as_json=False)
     return exit_status(report.results)

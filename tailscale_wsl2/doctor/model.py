@@ -4,8 +4,9 @@ Behaviour as data, after flutter doctor's validators and brew doctor's checks: a
 id, the ids of the checks it needs, and an async function from a context to a `Verdict`.
 `run_checks` runs the list in order. A check whose prerequisite failed or was skipped is not run
 but reported as skipped with the reason, so one broken hop shows as one failure, not a cascade.
-A check that raises becomes a one-line "crashed" failure whose traceback is kept in its details
-(shown only with -v), never a traceback in the user's face.
+A check that raises becomes one "crashed" line whose traceback is kept in its details (shown only
+with -v), never a traceback in the user's face. Crashed is a status of its own, not a failure:
+a script reading `--json` must be able to tell a bug in doctor from a finding about the system.
 
 Results render as one marked line each (with an indented fix under every warning and failure)
 for people, or as one JSON document for scripts and bug reports.
@@ -45,6 +46,7 @@ class Status(enum.Enum):
     WARNING = "warning"
     FAILURE = "failure"
     SKIPPED = "skipped"
+    CRASHED = "crashed"  # the check itself failed: a bug in doctor, not a finding
 
 
 @dataclass(frozen=True)
@@ -89,7 +91,7 @@ def _blocked_by(check: Check[Context], statuses: dict[str, Status]) -> Verdict |
     blocking = [
         f"{need} ({statuses[need].value})"
         for need in check.needs
-        if statuses[need] in (Status.FAILURE, Status.SKIPPED)
+        if statuses[need] in (Status.FAILURE, Status.SKIPPED, Status.CRASHED)
     ]
     if not blocking:
         return None
@@ -98,7 +100,8 @@ def _blocked_by(check: Check[Context], statuses: dict[str, Status]) -> Verdict |
 
 def _crashed(exc: Exception) -> Verdict:
     lines = "".join(traceback.format_exception(exc)).splitlines()
-    return failure(f"the check crashed: {type(exc).__name__}: {exc}", BUG_REPORT_FIX, lines)
+    what = f"the check crashed: {type(exc).__name__}: {exc}"
+    return Verdict(Status.CRASHED, what, BUG_REPORT_FIX, tuple(lines))
 
 
 async def _run_one(check: Check[Context], context: Context) -> Verdict:
@@ -120,21 +123,30 @@ async def run_checks(checks: Sequence[Check[Context]], context: Context) -> list
 
 
 def exit_status(results: Sequence[Result]) -> int:
-    """1 when any check failed; warnings alone leave it 0."""
-    return int(any(result.verdict.status is Status.FAILURE for result in results))
+    """1 when any check failed or crashed; warnings alone leave it 0."""
+    return int(any(result.verdict.status in _FAILED for result in results))
+
+
+_FAILED = (Status.FAILURE, Status.CRASHED)
 
 
 def _overall(results: Sequence[Result]) -> Status:
     statuses = {result.verdict.status for result in results}
-    for worst in (Status.FAILURE, Status.WARNING):
+    for worst in (Status.CRASHED, Status.FAILURE, Status.WARNING):
         if worst in statuses:
             return worst
     return Status.OK
 
 
-_MARKS = {Status.OK: "✓", Status.WARNING: "!", Status.FAILURE: "✗", Status.SKIPPED: "-"}
+_MARKS = {
+    Status.OK: "✓",
+    Status.WARNING: "!",
+    Status.FAILURE: "✗",
+    Status.SKIPPED: "-",
+    Status.CRASHED: "?",
+}
 # For consoles whose code page has no ✓ or · (cp437 output redirected to a file, say).
-_ASCII_MARKS = {Status.OK: "+", Status.WARNING: "!", Status.FAILURE: "x", Status.SKIPPED: "-"}
+_ASCII_MARKS = {**_MARKS, Status.OK: "+", Status.FAILURE: "x"}
 
 
 def _marks(encoding: str) -> dict[Status, str]:
@@ -145,7 +157,12 @@ def _marks(encoding: str) -> dict[Status, str]:
     return _MARKS
 
 
-_PLURALS = {Status.FAILURE: "failures", Status.WARNING: "warnings", Status.SKIPPED: "skipped"}
+_PLURALS = {
+    Status.CRASHED: "crashed",
+    Status.FAILURE: "failures",
+    Status.WARNING: "warnings",
+    Status.SKIPPED: "skipped",
+}
 
 
 def _summary(results: Sequence[Result]) -> str:

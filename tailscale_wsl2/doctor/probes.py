@@ -9,6 +9,12 @@ The HTTP client is the least that reads a LocalAPI answer: one request with `Con
 read to EOF (bounded in size and, like every probe, in time), then split into status, headers
 and body. Go's net/http sends a body it cannot size up front chunked, so chunked bodies are
 decoded. Failures are returned as values, not raised, because every one of them is a finding.
+
+`identify_peer` asks who holds the Windows half's port, the way `link.mismatch` tells peers
+apart: what it says of its own accord (a Windows half that expects the handshake greets at once),
+else what it answers to the request curl would send (a Windows half run with --insecure-no-auth
+relays it to the LocalAPI; a web server answers for itself; a program that says nothing stays
+silent). Bytes that arrive before a reset are kept: they are the answer.
 """
 
 import enum
@@ -18,6 +24,7 @@ from dataclasses import dataclass
 
 import trio
 
+from tailscale_wsl2.link.mismatch import FirstWords, classify_first_words
 from tailscale_wsl2.net.connect import describe_connect_error
 
 __all__ = [
@@ -27,7 +34,9 @@ __all__ = [
     "UnreachableKind",
     "classify_connect_error",
     "http_get",
+    "identify_peer",
     "parse_http_answer",
+    "status_request",
     "try_connect",
 ]
 
@@ -145,11 +154,16 @@ async def _read_to_eof(stream: trio.abc.Stream) -> bytes:
     return bytes(received)
 
 
-async def http_get(stream: trio.abc.Stream, target: str, timeout: float) -> HttpAnswer | NoAnswer:
-    """GET `target` the way the `tailscale` CLI asks the LocalAPI; closes `stream`."""
-    request = (
+def status_request(target: str) -> bytes:
+    """The request the `tailscale` CLI makes for `target`, closing the connection after it."""
+    return (
         f"GET {target} HTTP/1.1\r\nHost: local-tailscaled.sock\r\nConnection: close\r\n\r\n"
     ).encode()
+
+
+async def http_get(stream: trio.abc.Stream, target: str, timeout: float) -> HttpAnswer | NoAnswer:
+    """GET `target` the way the `tailscale` CLI asks the LocalAPI; closes `stream`."""
+    request = status_request(target)
     async with stream:
         try:
             with trio.fail_after(timeout):
@@ -160,3 +174,49 @@ async def http_get(stream: trio.abc.Stream, target: str, timeout: float) -> Http
         except (trio.BrokenResourceError, OSError) as exc:
             return NoAnswer(f"the connection broke: {exc}")
     return parse_http_answer(raw)
+
+
+# Enough of an answer for its status line and headers.
+_HEAD_BYTES = 4096
+
+
+async def _receive_within(
+    stream: trio.abc.Stream, seconds: float, *, whole_head: bool
+) -> bytes | None:
+    """What the peer sends within `seconds`: its first bytes (with `whole_head`, up to the end
+    of an HTTP head), b"" when it closed first, None when it sent nothing. A reset after some
+    bytes keeps them."""
+    received = bytearray()
+    with trio.move_on_after(seconds):
+        try:
+            while chunk := await stream.receive_some(_HEAD_BYTES):
+                received += chunk
+                if not whole_head or b"\r\n\r\n" in received or len(received) >= _HEAD_BYTES:
+                    break
+        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+            pass  # what came before the reset is the answer
+        return bytes(received)
+    return bytes(received) or None
+
+
+async def identify_peer(
+    connect: Callable[[], Awaitable[trio.abc.Stream]],
+    target: str,
+    *,
+    listen_for: float,
+    timeout: float,
+) -> FirstWords | Unreachable:
+    """Who answers at `connect`: what it says within `listen_for` of its own accord, else what
+    it answers within `timeout` to the request for `target`."""
+    connected = await try_connect(connect, timeout)
+    if isinstance(connected, Unreachable):
+        return connected
+    async with connected:
+        received = await _receive_within(connected, listen_for, whole_head=False)
+        if received is None:
+            try:
+                await connected.send_all(status_request(target))
+            except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+                return classify_first_words(b"")
+            received = await _receive_within(connected, timeout, whole_head=True)
+    return classify_first_words(received)

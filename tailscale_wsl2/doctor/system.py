@@ -6,6 +6,7 @@ tests hand in canned answers, so every check runs on Linux against real-world sa
 checks included.
 """
 
+import os
 import socket
 import struct
 import sys
@@ -19,7 +20,7 @@ from tailscale_wsl2.net.endpoints import Endpoint
 from tailscale_wsl2.net.sockets import RawSocketStream
 from tailscale_wsl2.system import read_text_if_present
 
-__all__ = ["Connect", "PeerProcess", "peer_process"]
+__all__ = ["Connect", "PeerProcess", "may_create_socket", "peer_process"]
 
 Connect = Callable[[Endpoint], Awaitable[trio.abc.Stream]]
 
@@ -48,3 +49,12 @@ def peer_process(stream: trio.abc.Stream) -> PeerProcess | None:
     if not cmdline:
         return None
     return PeerProcess(pid, tuple(cmdline.rstrip("\0").split("\0")))
+
+
+def may_create_socket(path: Path) -> bool:
+    """Whether this user could create `path` (and the folders above it that are missing):
+    where not, a fix that starts the WSL2 half needs sudo."""
+    folder = path.parent
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    return os.access(folder, os.W_OK | os.X_OK)

@@ -17,11 +17,13 @@ from pathlib import Path
 from tailscale_wsl2.doctor.link_key import INSECURE, load_link_key
 from tailscale_wsl2.doctor.localapi import STATUS_TARGET, DaemonStatus, status_verdict
 from tailscale_wsl2.doctor.model import Check, Verdict, failure, ok, warning
-from tailscale_wsl2.doctor.probes import Unreachable, http_get, try_connect
+from tailscale_wsl2.doctor.probes import Unreachable, http_get, identify_peer, try_connect
 from tailscale_wsl2.doctor.system import Connect
 from tailscale_wsl2.errors import ActionableError
 from tailscale_wsl2.link.key import windows_key_path
+from tailscale_wsl2.link.mismatch import Said
 from tailscale_wsl2.net.endpoints import Endpoint, TcpEndpoint
+from tailscale_wsl2.plan.commands import windows_up_command
 from tailscale_wsl2.plan.halves import Discoverers, Options, WindowsHalf, plan_half
 from tailscale_wsl2.system import RunCommand
 from tailscale_wsl2.windows.firewall import (
@@ -43,8 +45,13 @@ from tailscale_wsl2.wsl.side import Side
 
 __all__ = ["WINDOWS_CHECKS", "WindowsContext", "WindowsFindings", "WindowsSystem"]
 
-# Tailscale 1.34 and later (tailscale paths/paths.go).
-START_WINDOWS_HALF = "start the Windows half: `tailscale-wsl2.exe up`"
+# How long the port's holder may take to greet before it is asked with a request instead.
+FIRST_WORDS_WAIT = 0.5
+
+
+def start_windows_half(options: Options) -> str:
+    """The fix that starts the Windows half as doctor was told it runs."""
+    return f"start the Windows half: `{windows_up_command(options, from_wsl=False)}`"
 
 
 @dataclass(frozen=True)
@@ -176,7 +183,7 @@ async def check_wsl_adapter(ctx: WindowsContext) -> Verdict:
     try:
         half = plan_half(options, Side.WINDOWS, ctx.system.discoverers, {})
     except ActionableError as exc:
-        return failure(exc.what, exc.fix or START_WINDOWS_HALF)
+        return failure(exc.what, exc.fix or start_windows_half(ctx.options))
     if not isinstance(half, WindowsHalf):
         raise TypeError(f"planned the wrong half: {half!r}")
     ctx.found.half = half
@@ -200,7 +207,8 @@ async def check_link_key(ctx: WindowsContext) -> Verdict:
     def not_made_yet(path: Path) -> Verdict | None:
         if ctx.system.path_exists(path):
             return None
-        return warning(f"no link key at {path} yet", f"{START_WINDOWS_HALF} (it creates one)")
+        start = start_windows_half(ctx.options)
+        return warning(f"no link key at {path} yet", f"{start} (it creates one)")
 
     path_of = partial(_key_path, ctx.options, ctx.system.environ)
     return load_link_key(path_of, not_made_yet=not_made_yet)[0]
@@ -224,6 +232,23 @@ def _listens_where_planned(holders: list[Listener], planned: TcpEndpoint | None)
     return planned is None or any(h.address in (planned.host, *wildcard) for h in holders)
 
 
+async def _ask_holder(ctx: WindowsContext, holder: Listener) -> str | None:
+    """None when the program on the port is a Windows half of tailscale-wsl2 all the same (run
+    as `python.exe`, say); else what it looks like, in a few words."""
+    host = {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(holder.address, holder.address)
+    asked = await identify_peer(
+        partial(ctx.system.connect, TcpEndpoint(host, holder.port)),
+        STATUS_TARGET,
+        listen_for=min(FIRST_WORDS_WAIT, ctx.timeout),
+        timeout=ctx.timeout,
+    )
+    if isinstance(asked, Unreachable):
+        return f"it cannot be asked ({asked.reason})"
+    if asked.said is Said.HANDSHAKE or asked.from_this_program:
+        return None
+    return asked.describe()
+
+
 async def check_listen_port(ctx: WindowsContext) -> Verdict:
     port = ctx.options.port
     answer = ctx.system.run(["netstat", "-ano", "-p", "TCP"])
@@ -231,20 +256,22 @@ async def check_listen_port(ctx: WindowsContext) -> Verdict:
         return warning("could not run `netstat -ano -p TCP`", f"check port {port} by hand")
     holders = [found for found in parse_netstat_listeners(answer.output) if found.port == port]
     if not holders:
-        return warning(f"nothing listens on port {port}", START_WINDOWS_HALF)
+        return warning(f"nothing listens on port {port}", start_windows_half(ctx.options))
     names = {holder.pid: _image_name(ctx, holder.pid) for holder in holders}
-    others = [name for name in names.values() if not _is_this_tool(name)]
-    if others:
+    others = [holder for holder in holders if not _is_this_tool(names[holder.pid])]
+    if others and (said := await _ask_holder(ctx, others[0])) is not None:
+        held_by = ", ".join(names[holder.pid] for holder in others)
         return failure(
-            f"port {port} is held by {', '.join(others)}",
-            "stop that program, or pick another port with --port on both sides",
+            f"port {port} is held by {held_by}, not a Windows half of tailscale-wsl2: {said}",
+            f"stop it: `taskkill /PID {others[0].pid}`, or run both halves with another --port",
         )
     where = ", ".join(f"{holder.address}:{port}" for holder in holders)
     planned = ctx.found.half.listen if ctx.found.half else None
     if not _listens_where_planned(holders, planned):
         return warning(
             f"tailscale-wsl2 listens on {where}, but the WSL adapter is now at {planned}",
-            "restart the Windows half (WSL changed the adapter's address since it started)",
+            "restart the Windows half (WSL changed the adapter's address since it started): "
+            f"`{windows_up_command(ctx.options, from_wsl=False)}`",
         )
     return ok(f"{', '.join(names.values())} listens on {where}")
 

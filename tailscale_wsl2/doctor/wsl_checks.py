@@ -9,9 +9,16 @@ default route, the key, the daemon's status).
 Every look-up goes through `WslSystem`. `WslContext.open_link` is the one place a link to the
 Windows half is opened (TCP, then the relay's own handshake, `open_link`, and a sealed
 session on the link), so the checks and the relay cannot drift apart on how the link is made.
+A peer that gives no handshake is named as the relay names it (`link.mismatch`), after doctor
+has asked it who it is: a Windows half run with --insecure-no-auth, or another program.
+
+Every fix that starts something carries the options doctor was given (`plan.commands`), so the
+command works when copied; `sudo` only where this user could not create the socket.
 """
 
 import itertools
+import os
+import shlex
 import stat
 import sys
 from collections.abc import Callable
@@ -37,16 +44,41 @@ from tailscale_wsl2.doctor.probes import (
     Unreachable,
     UnreachableKind,
     http_get,
+    identify_peer,
     try_connect,
 )
-from tailscale_wsl2.doctor.system import Connect, PeerProcess
+from tailscale_wsl2.doctor.system import (
+    Connect,
+    PeerProcess,
+    may_create_socket,
+)
 from tailscale_wsl2.errors import ActionableError
-from tailscale_wsl2.facts import DEFAULT_PORT, DEFAULT_SOCKET
-from tailscale_wsl2.link.handshake import HandshakeFailed, open_link
+from tailscale_wsl2.facts import MAX_SOCKET_PATH_BYTES
+from tailscale_wsl2.link.handshake import (
+    HandshakeFailed,
+    InsecurePeer,
+    NoHandshake,
+    OtherVersion,
+    WrongKey,
+    open_link,
+)
+from tailscale_wsl2.link.key import KeyFileError, KeyProblem
+from tailscale_wsl2.link.mismatch import (
+    FirstWords,
+    LinkFixes,
+    Said,
+    explain_foreign,
+    explain_insecure_windows_half,
+    explain_no_handshake,
+    explain_other_version,
+    explain_unexpected_words,
+    explain_wrong_key,
+)
 from tailscale_wsl2.link.sealed import SealedSession, new_scratch_buffers
 from tailscale_wsl2.net.connect import Hop
 from tailscale_wsl2.net.endpoints import Endpoint, TcpEndpoint, UnixEndpoint
 from tailscale_wsl2.net.sockets import PEER_GONE, RawSocketStream
+from tailscale_wsl2.plan.commands import link_fixes
 from tailscale_wsl2.plan.halves import Discoverers, Options, WslHalf, plan_half
 from tailscale_wsl2.system import RunCommand
 from tailscale_wsl2.windows.firewall import firewall_add_command
@@ -92,6 +124,7 @@ class WslSystem:
     discoverers: Discoverers  # `up`'s; the host-address check binds host discovery to its reads
     find_key_file: Callable[[], Path]
     peer_process: Callable[[trio.abc.Stream], PeerProcess | None]
+    may_create: Callable[[Path], bool] = may_create_socket  # else fixes need sudo
 
 
 @dataclass
@@ -111,6 +144,10 @@ class WslContext:
     timeout: float
     system: WslSystem
     found: WslFindings = field(default_factory=WslFindings)
+
+    def fixes(self) -> LinkFixes:
+        """The commands fixes name, with the options doctor was given."""
+        return link_fixes(self.options, sudo=not self.system.may_create(self.options.socket))
 
     def hop(self) -> Hop:
         """The Windows half as `up` would reach it (set by the host-address check)."""
@@ -136,20 +173,19 @@ class WslContext:
             await trio.aclose_forcefully(connected)
             if isinstance(exc, HandshakeFailed):
                 raise
-            raise HandshakeFailed("it closed the connection") from exc
+            raise NoHandshake(b"", self.timeout) from exc
         return SealedSession(link)
 
+    async def identify_windows_half(self, listen_for: float) -> FirstWords | Unreachable:
+        """Who holds the Windows half's address, asked on a new connection (`identify_peer`)."""
+        connect = partial(self.system.connect, self.hop().endpoint)
+        return await identify_peer(
+            connect, STATUS_TARGET, listen_for=listen_for, timeout=self.timeout
+        )
 
-def _up_command(options: Options) -> str:
-    """`sudo tailscale-wsl2 up` with the options this run was given that differ from `up`'s."""
-    words = ["sudo tailscale-wsl2 up"]
-    if options.socket != DEFAULT_SOCKET:
-        words.append(f"--socket {options.socket}")
-    if options.port != DEFAULT_PORT:
-        words.append(f"--port {options.port}")
-    if options.host_ip:
-        words.append(f"--host-ip {options.host_ip}")
-    return " ".join(words)
+
+def _start_wsl_half(ctx: "WslContext") -> str:
+    return f"start the WSL2 half: `{ctx.fixes().wsl_up}`"
 
 
 def parse_os_release(text: str) -> dict[str, str]:
@@ -276,7 +312,9 @@ def _wsl_subnet(route: DefaultRoute | None, endpoint: Endpoint) -> IPv4Network |
 def _windows_half_unreachable(ctx: WslContext, hop: Hop, failed: Unreachable) -> Verdict:
     finding = f"cannot connect to the Windows half at {hop.endpoint}: {failed.reason}"
     if failed.kind is UnreachableKind.REFUSED:
-        return failure(finding, "start the Windows half: run `tailscale-wsl2.exe up` on Windows")
+        return failure(
+            finding, f"start the Windows half: run `{ctx.fixes().windows_up}` on Windows"
+        )
     if failed.kind is UnreachableKind.TIMED_OUT:
         port = hop.endpoint.port if isinstance(hop.endpoint, TcpEndpoint) else ctx.options.port
         add = firewall_add_command(port, _wsl_subnet(ctx.found.route, hop.endpoint))
@@ -292,16 +330,77 @@ def _link_note(ctx: WslContext) -> str:
     return "the link key was not tried: there is none"
 
 
+# How long doctor listens for a peer's first words before it asks with a request instead (an
+# older Windows half greets the moment it accepts; this release's waits for the handshake).
+FIRST_WORDS_WAIT = 0.5
+
+
+def _named_by_its_words(received: bytes | None) -> bool:
+    """Whether what a peer sent instead of an answer names it: a close, a greeting line or
+    other bytes of its own; not silence, nor what a web server makes of the handshake's
+    bytes (an HTTP error, or an HTTP/0.9 error page), which a plain request names better."""
+    if received is None or received.startswith(b"HTTP/"):
+        return False
+    return received.count(b"\n") <= 1
+
+
+async def _no_handshake(ctx: WslContext, hop: Hop, failed: NoHandshake) -> Verdict:
+    """A peer that gave no answer to the handshake. When its words do not name it, doctor
+    asks it who it is with a request (a Windows half run with --insecure-no-auth relays it
+    to the LocalAPI; a web server answers it as it answers everyone) before naming it."""
+    fixes = ctx.fixes()
+    if _named_by_its_words(failed.received):
+        return failure(*explain_no_handshake(hop.endpoint, failed, fixes))
+    asked = await ctx.identify_windows_half(listen_for=0)
+    if isinstance(asked, Unreachable) or asked.said is Said.CLOSED:
+        return failure(*explain_no_handshake(hop.endpoint, failed, fixes))
+    if asked.from_this_program:
+        return failure(*explain_insecure_windows_half(hop.endpoint, fixes))
+    if asked.said is Said.HANDSHAKE:  # it answers a request with KEY_EXPECTED: it is one
+        return failure(
+            f"the Windows half at {hop.endpoint} took more than {failed.waited:g}s "
+            "to answer the handshake",
+            f"run doctor with more time: `{fixes.doctor} --timeout 10`",
+        )
+    return failure(*explain_foreign(hop.endpoint, asked, fixes))
+
+
+async def _handshake_failed(ctx: WslContext, hop: Hop, failed: HandshakeFailed) -> Verdict:
+    if isinstance(failed, NoHandshake):
+        return await _no_handshake(ctx, hop, failed)
+    if isinstance(failed, WrongKey):
+        return failure(*explain_wrong_key(hop.endpoint, ctx.fixes()))
+    if isinstance(failed, InsecurePeer):
+        return failure(*explain_insecure_windows_half(hop.endpoint, ctx.fixes()))
+    if isinstance(failed, OtherVersion):
+        return failure(*explain_other_version(hop.endpoint, failed, ctx.fixes()))
+    return failure(
+        f"the Windows half at {hop.endpoint} failed the link handshake: {failed}",
+        f"on Windows, run `{ctx.fixes().windows_doctor}`: it names what holds the port",
+    )
+
+
+async def _check_insecure_windows_half(ctx: WslContext, hop: Hop) -> Verdict:
+    """Without a key there is no handshake to fail: ask the peer who it is instead."""
+    asked = await ctx.identify_windows_half(listen_for=min(FIRST_WORDS_WAIT, ctx.timeout))
+    if isinstance(asked, Unreachable):
+        return _windows_half_unreachable(ctx, hop, asked)
+    if asked.said is Said.HANDSHAKE:
+        what, fix = explain_unexpected_words(hop.endpoint, asked, ctx.fixes())
+        return failure(what, f"{fix} (and run doctor without --insecure-no-auth too)")
+    if asked.said in (Said.HTTP, Said.OTHER) and not asked.from_this_program:
+        return failure(*explain_unexpected_words(hop.endpoint, asked, ctx.fixes()))
+    return ok(f"the Windows half accepts connections at {hop.endpoint} ({_link_note(ctx)})")
+
+
 async def check_windows_half(ctx: WslContext) -> Verdict:
     hop = ctx.hop()
+    if ctx.found.key is None and ctx.options.insecure_no_auth:
+        return await _check_insecure_windows_half(ctx, hop)
     try:
         connected = await ctx.open_link()
     except HandshakeFailed as exc:
-        return failure(
-            f"the Windows half at {hop.endpoint} refused the link: {exc}",
-            "restart `tailscale-wsl2.exe up` on Windows, then "
-            f"`{_up_command(ctx.options)}` here, so both use the current link key",
-        )
+        return await _handshake_failed(ctx, hop, exc)
     if isinstance(connected, Unreachable):
         return _windows_half_unreachable(ctx, hop, connected)
     await connected.aclose()
@@ -331,11 +430,21 @@ async def check_localapi(ctx: WslContext) -> Verdict:
 # --- link-key ---------------------------------------------------------------------------------
 
 
+def _key_fix(ctx: WslContext, exc: KeyFileError) -> str | None:
+    """The fix with this run's commands, where the key file's own fix has none to give."""
+    if exc.problem is KeyProblem.MISSING:
+        return f"run `{ctx.fixes().windows_up}` on Windows first (it creates the key)"
+    if exc.problem is KeyProblem.DENIED:
+        return f"run doctor as the user the WSL2 half runs as: `sudo {ctx.fixes().doctor}`"
+    return None
+
+
 async def check_link_key(ctx: WslContext) -> Verdict:
     if ctx.options.insecure_no_auth:
         return INSECURE
     verdict, ctx.found.key = load_link_key(
-        lambda: ctx.options.key_file or ctx.system.find_key_file()
+        lambda: ctx.options.key_file or ctx.system.find_key_file(),
+        fix_for=partial(_key_fix, ctx),
     )
     return verdict
 
@@ -370,33 +479,57 @@ def _is_tailscaled(peer: PeerProcess | None, answer: HttpAnswer | NoAnswer) -> b
     return named or (isinstance(answer, HttpAnswer) and "tailscale-version" in answer.headers)
 
 
-def _owner(status: object) -> str:
-    uid, gid = getattr(status, "st_uid", -1), getattr(status, "st_gid", -1)
+def _names(status: os.stat_result) -> tuple[str, str]:
+    """The owner and group of a file, by name where they have one."""
+    uid, gid = status.st_uid, status.st_gid
     if sys.platform == "win32":  # no users and groups by number there
-        return f"{uid}:{gid}"
+        return str(uid), str(gid)
     import grp  # noqa: PLC0415 (Unix only; this module is imported on Windows too)
     import pwd  # noqa: PLC0415
 
     try:
-        return f"{pwd.getpwuid(uid).pw_name}:{grp.getgrgid(gid).gr_name}"
+        owner = pwd.getpwuid(uid).pw_name
     except KeyError:
-        return f"{uid}:{gid}"
+        owner = str(uid)
+    try:
+        group = grp.getgrgid(gid).gr_name
+    except KeyError:
+        group = str(gid)
+    return owner, group
 
 
-def _socket_unreachable(ctx: WslContext, access: str, failed: Unreachable) -> Verdict:
+def _access(status: os.stat_result) -> str:
+    owner, group = _names(status)
+    return f"mode {stat.S_IMODE(status.st_mode):04o}, owner {owner}:{group}"
+
+
+def _denied_fix(ctx: WslContext, status: os.stat_result) -> str:
+    """Join the socket's group where it has one to join, else restart the half so it does."""
+    group = _names(status)[1]
+    use_sudo = "or use `sudo tailscale ...`"
+    if status.st_gid != 0:
+        # $USER as the shell expands it: the command works when copied.
+        return (
+            f"join its group: `sudo usermod -aG {group} $USER`, then open a new shell; {use_sudo}"
+        )
+    return (
+        "restart the WSL2 half with sudo from your own account, so the socket gets your group: "
+        f"`{ctx.fixes().wsl_up}`; {use_sudo}"
+    )
+
+
+def _socket_unreachable(ctx: WslContext, status: os.stat_result, failed: Unreachable) -> Verdict:
     path = ctx.options.socket
     if failed.kind is UnreachableKind.DENIED:
         return failure(
-            f"you may not connect to {path} ({access})",
-            "use `sudo tailscale ...`, or start the relay with `sudo tailscale-wsl2 up` from your "
-            "own account (the socket then gets your group; see --socket-mode)",
+            f"you may not connect to {path} ({_access(status)})", _denied_fix(ctx, status)
         )
     if failed.kind is UnreachableKind.REFUSED:
         return failure(
             f"nothing answers on {path}: a stale socket left by a stopped relay",
-            f"start the WSL2 half: `{_up_command(ctx.options)}` (it replaces the stale socket)",
+            f"{_start_wsl_half(ctx)} (it replaces the stale socket)",
         )
-    return failure(f"cannot connect to {path}: {failed.reason}", f"`{_up_command(ctx.options)}`")
+    return failure(f"cannot connect to {path}: {failed.reason}", _start_wsl_half(ctx))
 
 
 def _socket_answer(
@@ -421,24 +554,80 @@ def _socket_answer(
     )
 
 
-async def check_socket(ctx: WslContext) -> Verdict:
+def _socket_path_problem(ctx: WslContext) -> Verdict | None:
+    path = ctx.options.socket
+    length = len(os.fsencode(path))
+    if length > MAX_SOCKET_PATH_BYTES:
+        return failure(
+            f"{path} is too long for a Unix socket ({length} bytes, at most "
+            f"{MAX_SOCKET_PATH_BYTES})",
+            "pass a shorter --socket (and `tailscale` the same --socket)",
+        )
+    return None
+
+
+def _look_at(ctx: WslContext) -> os.stat_result | Verdict:
+    """The socket file's status (through a symbolic link), or the finding that stops here."""
     path = ctx.options.socket
     try:
-        status = path.lstat()
+        return path.stat()
     except FileNotFoundError:
-        return failure(f"no socket at {path}", f"start the WSL2 half: `{_up_command(ctx.options)}`")
+        if path.is_symlink():
+            return failure(
+                f"{path} is a symbolic link to {os.readlink(path)}, which does not exist",
+                f"remove the link: `{_maybe_sudo(ctx)}rm {shlex.quote(str(path))}`, "
+                f"then {_start_wsl_half(ctx)}",
+            )
+        return failure(f"no socket at {path}", _start_wsl_half(ctx))
+    except PermissionError:
+        folder = _nearest_folder(path)
+        return failure(
+            f"you may not look into {folder} ({_access(folder.stat())})",
+            f"use `sudo tailscale ...`, and run doctor with sudo: `sudo {ctx.fixes().doctor}`",
+        )
+    except OSError as exc:
+        return failure(
+            f"cannot look at {path}: {exc.strerror or exc}",
+            "pass --socket with the path of the socket (and `tailscale` the same --socket)",
+        )
+
+
+def _nearest_folder(path: Path) -> Path:
+    """The deepest folder above `path` that this user may look at (to show its mode)."""
+    for folder in path.parents:
+        try:
+            folder.stat()
+        except OSError:
+            continue
+        return folder
+    return Path(path.anchor or "/")
+
+
+def _maybe_sudo(ctx: WslContext) -> str:
+    return "" if ctx.system.may_create(ctx.options.socket) else "sudo "
+
+
+async def check_socket(ctx: WslContext) -> Verdict:
+    path = ctx.options.socket
+    status = _socket_path_problem(ctx) or _look_at(ctx)
+    if isinstance(status, Verdict):
+        return status
     if not stat.S_ISSOCK(status.st_mode):
         return failure(
             f"{path} exists but is not a socket",
             "remove it, or run tailscale-wsl2 and `tailscale` with another --socket",
         )
-    access = f"mode {stat.S_IMODE(status.st_mode):04o}, owner {_owner(status)}"
     connected = await try_connect(partial(ctx.system.connect, UnixEndpoint(str(path))), ctx.timeout)
     if isinstance(connected, Unreachable):
-        return _socket_unreachable(ctx, access, connected)
+        return _socket_unreachable(ctx, status, connected)
     peer = ctx.system.peer_process(connected)
     answer = await http_get(connected, STATUS_TARGET, ctx.timeout)
-    return _socket_answer(path, access, peer, answer)
+    verdict = _socket_answer(path, _access(status), peer, answer)
+    if path.is_symlink():
+        verdict = replace(
+            verdict, details=(f"a symbolic link to {os.readlink(path)}", *verdict.details)
+        )
+    return verdict
 
 
 # --- cli --------------------------------------------------------------------------------------
@@ -496,17 +685,22 @@ async def check_end_to_end(ctx: WslContext) -> Verdict:
     path = ctx.options.socket
     connected = await try_connect(partial(ctx.system.connect, UnixEndpoint(str(path))), ctx.timeout)
     if isinstance(connected, Unreachable):
-        return failure(f"cannot connect to {path}: {connected.reason}", _up_command(ctx.options))
+        return failure(f"cannot connect to {path}: {connected.reason}", _start_wsl_half(ctx))
     answer = await http_get(connected, FULL_STATUS_TARGET, ctx.timeout)
     verdict, status = status_verdict(
         answer,
         where=str(path),
-        unanswered_fix=f"restart the WSL2 half: `{_up_command(ctx.options)}`",
+        unanswered_fix=f"restart the WSL2 half: `{ctx.fixes().wsl_up}`",
     )
     # The daemon's state was judged by the localapi check already; here only the path counts.
     if status is None:
         return verdict
-    return ok(f"`tailscale status` gets its answer through {path}: {status.describe()}")
+    # Doctor asks what `tailscale status` asks; whether there is a `tailscale` to ask is the
+    # cli check's business, so this line says what was asked, not that the CLI was run.
+    return ok(
+        f"GET {FULL_STATUS_TARGET} (what `tailscale status` asks) answered through {path}: "
+        f"{status.describe()}"
+    )
 
 
 WSL_CHECKS: list[Check[WslContext]] = [

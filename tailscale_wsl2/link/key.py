@@ -10,8 +10,19 @@ itself keeps on its own named pipe.
 
 Both sides take `--key-file PATH` instead (the Windows half creates the file
 there if missing), which is also how the tests run both halves on Linux.
+
+Reading the file is careful because the path is the user's to type and the WSL2
+half reads it as root: only a regular file is read (never through a symbolic
+link, so no other file can be passed off as the key), opened without blocking
+(a FIFO would otherwise hang the half where no signal reaches it) and read to a
+bound (`/dev/zero` would otherwise fill memory). Each way a path can be wrong is
+one `KeyFileError` whose line says what to do. A key that other users can read
+gets a warning with the command that fixes it (`key_exposure_warning`); on the
+Windows drive the mode says nothing, since WSL lets every Linux user of every
+distro read the Windows user's files there.
 """
 
+import enum
 import os
 import re
 import secrets
@@ -27,6 +38,8 @@ from tailscale_wsl2.system import RunCommand, read_text_if_present, run_command
 
 __all__ = [
     "KEY_BYTES",
+    "KeyFileError",
+    "KeyProblem",
     "exposure_warning",
     "find_key_from_wsl",
     "key_exposure_warning",
@@ -39,6 +52,40 @@ __all__ = [
 KEY_BYTES = 32
 KEY_DIR = PROGRAM
 KEY_NAME = "link.key"
+# A key file is 64 hex digits and a line end; anything much larger is another file.
+MAX_KEY_FILE_BYTES = 4096
+# Flags that exist only on some systems: refuse a symbolic link at the last component, never
+# block on a FIFO, no newline translation on Windows.
+_OPEN_FLAGS = (
+    os.O_RDONLY
+    | getattr(os, "O_NOFOLLOW", 0)
+    | getattr(os, "O_NONBLOCK", 0)
+    | getattr(os, "O_BINARY", 0)
+)
+_RECREATE_FIX = (
+    "delete it, restart `tailscale-wsl2.exe up` on Windows to make a new one, "
+    "then restart the WSL2 half"
+)
+
+
+class KeyProblem(enum.Enum):
+    MISSING = "missing"
+    DENIED = "denied"
+    BAD_PATH = "bad path"
+    DIRECTORY = "directory"
+    SYMLINK = "symlink"
+    NOT_A_FILE = "not a file"
+    EMPTY = "empty"
+    TOO_LARGE = "too large"
+    DAMAGED = "damaged"
+
+
+class KeyFileError(ActionableError):
+    """The key file cannot be used; `problem` says how, for callers that fix it their way."""
+
+    def __init__(self, problem: KeyProblem, what: str, fix: str) -> None:
+        super().__init__(what, fix)
+        self.problem = problem
 
 
 def windows_key_path(environ: Mapping[str, str]) -> Path:
@@ -52,35 +99,175 @@ def windows_key_path(environ: Mapping[str, str]) -> Path:
     return Path(local_app_data) / KEY_DIR / KEY_NAME
 
 
+def _owner(status: os.stat_result) -> str:
+    if sys.platform == "win32":  # no users by number there; the mode says little either
+        return "another user"
+    import pwd  # noqa: PLC0415 (Unix only; this module is imported on Windows too)
+
+    try:
+        return pwd.getpwuid(status.st_uid).pw_name
+    except KeyError:
+        return f"uid {status.st_uid}"
+
+
+def _denied(path: Path, status: os.stat_result | None) -> KeyFileError:
+    if status is None:  # a directory on the way may not be entered
+        return KeyFileError(
+            KeyProblem.DENIED,
+            f"no permission to look into the folder of the link key at {path}",
+            "run this as a user who may (e.g. with sudo), or pass --key-file PATH",
+        )
+    owner = _owner(status)
+    return KeyFileError(
+        KeyProblem.DENIED,
+        f"no permission to read the link key at {path} "
+        f"(mode {stat.S_IMODE(status.st_mode):04o}, owner {owner})",
+        f"run this as {owner} (e.g. with sudo), or pass --key-file PATH",
+    )
+
+
+def _missing(path: Path) -> KeyFileError:
+    return KeyFileError(
+        KeyProblem.MISSING,
+        f"no link key at {path}",
+        "run `tailscale-wsl2.exe up` on Windows first (it creates the key), "
+        "or pass --key-file PATH",
+    )
+
+
+def _unusable_path(path: Path, exc: OSError | ValueError) -> KeyFileError:
+    reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+    return KeyFileError(
+        KeyProblem.BAD_PATH,
+        f"cannot read the link key at {path}: {reason}",
+        "pass --key-file with the path of the key file",
+    )
+
+
+def _lstat(path: Path) -> os.stat_result:
+    try:
+        return path.lstat()
+    except FileNotFoundError:
+        raise _missing(path) from None
+    except PermissionError:
+        raise _denied(path, None) from None
+    except (OSError, ValueError) as exc:  # ValueError: a NUL in the path
+        raise _unusable_path(path, exc) from None
+
+
+_FILE_KINDS = {
+    stat.S_IFIFO: "a named pipe (FIFO)",
+    stat.S_IFSOCK: "a socket",
+    stat.S_IFCHR: "a character device",
+    stat.S_IFBLK: "a block device",
+}
+
+
+def _symlink(path: Path) -> KeyFileError:
+    try:
+        target = path.resolve(strict=True)
+    except (OSError, RuntimeError):
+        return KeyFileError(
+            KeyProblem.SYMLINK,
+            f"the link key at {path} is a symbolic link to nothing that exists",
+            "pass --key-file with the path of the key file itself",
+        )
+    return KeyFileError(
+        KeyProblem.SYMLINK,
+        f"the link key at {path} is a symbolic link (to {target}): only a regular file is read, "
+        "so that no other file can pass for the key",
+        f"pass the file itself: --key-file {target}",
+    )
+
+
+def _check_kind(path: Path, status: os.stat_result) -> None:
+    """Raise KeyFileError unless `status` is a regular file of a key's size."""
+    mode = status.st_mode
+    if stat.S_ISLNK(mode):
+        raise _symlink(path)
+    if stat.S_ISDIR(mode):
+        raise KeyFileError(
+            KeyProblem.DIRECTORY,
+            f"{path} is a folder, not the link key file",
+            f"pass the key file in it: --key-file {path / KEY_NAME}",
+        )
+    if not stat.S_ISREG(mode):
+        kind = _FILE_KINDS.get(stat.S_IFMT(mode), "not a regular file")
+        raise KeyFileError(
+            KeyProblem.NOT_A_FILE,
+            f"{path} is {kind}, not a link key file",
+            "pass --key-file with the path of the key file",
+        )
+    if status.st_size == 0:
+        raise KeyFileError(KeyProblem.EMPTY, f"the link key file {path} is empty", _RECREATE_FIX)
+    if status.st_size > MAX_KEY_FILE_BYTES:
+        raise _too_large(path, f"{status.st_size} bytes")
+
+
+def _too_large(path: Path, size: str) -> KeyFileError:
+    return KeyFileError(
+        KeyProblem.TOO_LARGE,
+        f"{path} holds {size}: not a link key ({KEY_BYTES * 2} hex digits)",
+        "pass --key-file with the path of the key file",
+    )
+
+
+def _open(path: Path, status: os.stat_result) -> int:
+    try:
+        return os.open(path, _OPEN_FLAGS)
+    except FileNotFoundError:
+        raise _missing(path) from None
+    except PermissionError:
+        raise _denied(path, status) from None
+    except OSError as exc:
+        if stat.S_ISLNK(_lstat(path).st_mode):  # replaced by a link since the look (ELOOP)
+            raise _symlink(path) from None
+        raise _unusable_path(path, exc) from None
+
+
+def _read_bounded(path: Path, descriptor: int) -> bytes:
+    """At most MAX_KEY_FILE_BYTES from the open file (it may have grown since it was looked at)."""
+    received = bytearray()
+    while chunk := os.read(descriptor, MAX_KEY_FILE_BYTES + 1 - len(received)):
+        received += chunk
+        if len(received) > MAX_KEY_FILE_BYTES:
+            raise _too_large(path, f"more than {MAX_KEY_FILE_BYTES} bytes")
+    return bytes(received)
+
+
+def _read_key_file(path: Path) -> bytes:
+    """The bytes of the regular file at `path`; KeyFileError for anything else."""
+    status = _lstat(path)
+    _check_kind(path, status)
+    descriptor = _open(path, status)
+    try:
+        _check_kind(path, os.fstat(descriptor))  # the file opened is the file looked at
+        return _read_bounded(path, descriptor)
+    except OSError as exc:
+        raise _unusable_path(path, exc) from None
+    finally:
+        os.close(descriptor)
+
+
 def _parse_key(text: str, path: Path) -> bytes:
     try:
         key = bytes.fromhex(text.strip())
     except ValueError:
         key = b""
+    if not text.strip():
+        raise KeyFileError(KeyProblem.EMPTY, f"the link key file {path} is empty", _RECREATE_FIX)
     if len(key) != KEY_BYTES:
-        raise ActionableError(
+        raise KeyFileError(
+            KeyProblem.DAMAGED,
             f"the link key in {path} is damaged (expected {KEY_BYTES * 2} hex digits)",
-            "delete it, restart `tailscale-wsl2.exe up` on Windows to make a new one, "
-            "then restart the WSL2 half",
+            _RECREATE_FIX,
         )
     return key
 
 
 def load_key(path: Path) -> bytes:
     """The WSL2 half's read of the key: it never creates one."""
-    try:
-        return _parse_key(path.read_text(encoding="ascii", errors="replace"), path)
-    except FileNotFoundError:
-        raise ActionableError(
-            f"no link key at {path}",
-            "run `tailscale-wsl2.exe up` on Windows first (it creates the key), "
-            "or pass --key-file PATH",
-        ) from None
-    except PermissionError:
-        raise ActionableError(
-            f"no permission to read the link key at {path}",
-            "run as the user who owns it, or pass --key-file PATH",
-        ) from None
+    return _parse_key(_read_key_file(path).decode("ascii", errors="replace"), path)
 
 
 def restrict_to_owner(path: Path) -> None:
@@ -99,13 +286,7 @@ def restrict_to_owner(path: Path) -> None:
     )
 
 
-def load_or_create_key(path: Path) -> bytes:
-    """The Windows half's key: the one at `path`, or a new one written there."""
-    try:
-        return load_key(path)
-    except ActionableError:
-        if path.exists():
-            raise
+def _create_key(path: Path) -> bytes:
     path.parent.mkdir(parents=True, exist_ok=True)
     staging = path.with_name(f".{path.name}.{os.getpid()}")
     key = secrets.token_bytes(KEY_BYTES)
@@ -116,6 +297,23 @@ def load_or_create_key(path: Path) -> bytes:
     restrict_to_owner(staging)
     os.replace(staging, path)
     return key
+
+
+def load_or_create_key(path: Path) -> bytes:
+    """The Windows half's key: the one at `path`, or a new one written there."""
+    try:
+        return load_key(path)
+    except KeyFileError as exc:
+        if exc.problem is not KeyProblem.MISSING:
+            raise
+    try:
+        return _create_key(path)
+    except OSError as exc:
+        raise KeyFileError(
+            KeyProblem.BAD_PATH,
+            f"cannot create the link key at {path}: {exc.strerror or exc}",
+            "pass --key-file with a path in a folder you may write to",
+        ) from None
 
 
 def _cannot_find_key(reason: str) -> ActionableError:

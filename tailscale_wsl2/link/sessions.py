@@ -36,6 +36,14 @@ This module frames in the clear: it is the link of `--insecure-no-auth`. A link
 made by the handshake carries `SealedSession`s (`sealed.py`), which keep these
 rules and seal every frame; the functions below take the kind of session to make.
 
+No frame is longer than `MAX_FRAME`. A longer length is no frame header but
+another program's bytes: on a WSL2 half run with `--insecure-no-auth`, the
+first bytes of a Windows half that expects the handshake (its answer
+`handshake.KEY_EXPECTED`, or an older one's hello), or of a web server. The session then
+ends with `LinkOutOfStep`, whose message (`explain_out_of_step`, given by the
+half) says who the peer is and what to do, for the relay to answer its client
+with, instead of passing those bytes on.
+
 Framing costs the bulk path nothing extra: the pump reads into a buffer after
 four bytes of headroom and sends header and payload with one call
 (`pump.py`); reading asks for the next frame's header along with the end of
@@ -65,12 +73,15 @@ from tailscale_wsl2.net.sockets import (
 __all__ = [
     "GONE",
     "HEADER",
+    "MAX_FRAME",
     "NO_AUTH_HERE",
     "SEALED_LINK_PREFIX",
     "SESSION_MODE",
     "AnyLink",
+    "ExplainOutOfStep",
     "FirstByte",
     "Link",
+    "LinkOutOfStep",
     "LinkSession",
     "NewSession",
     "link_sessions",
@@ -89,8 +100,23 @@ SEALED_LINK_PREFIX = b"TSWSL\x02"
 NO_AUTH_HERE = SEALED_LINK_PREFIX + b"\x00"
 HEADER = struct.Struct(">I")
 GONE = 0xFFFF_FFFF
+# The pump's frames are at most its buffer (256 KiB); a length far beyond that is no header.
+MAX_FRAME = 16 << 20
 # The largest portable chunk; the pump's frames are at most its buffer size.
 RECEIVE_SIZE = 65536
+
+
+class LinkOutOfStep(trio.BrokenResourceError):
+    """The link carried bytes that are no frame: the peer does not relay sessions. The
+    message says who it is instead, and what to do."""
+
+
+# The one line for a link whose first bytes (given) are no frame header.
+ExplainOutOfStep = Callable[[bytes], str]
+
+
+def _not_a_frame(received: bytes) -> str:
+    return f"the other half sent {received!r}, which is no frame: the link is out of step"
 
 
 class Link(Protocol):
@@ -114,8 +140,14 @@ class LinkSession(trio.abc.HalfCloseableStream, Generic[AnyLink]):
     link. With no `recycle` the link is left to its owner.
     """
 
-    def __init__(self, link: AnyLink, recycle: Callable[[AnyLink], None] | None = None) -> None:
+    def __init__(
+        self,
+        link: AnyLink,
+        recycle: Callable[[AnyLink], None] | None = None,
+        explain_out_of_step: ExplainOutOfStep = _not_a_frame,
+    ) -> None:
         self.link = link
+        self._explain_out_of_step = explain_out_of_step
         self.socket = link.socket
         self._recycle = recycle
         self._header = bytearray(HEADER.size)
@@ -214,6 +246,8 @@ class LinkSession(trio.abc.HalfCloseableStream, Generic[AnyLink]):
         if length == GONE:
             self._received_eof = self.abandoned = True
             return
+        if length > MAX_FRAME:
+            raise LinkOutOfStep(self._explain_out_of_step(bytes(self._header)))
         self._unread = self.frame_length = length
         self._received_eof = not length
 

@@ -156,12 +156,19 @@ async def _receive_into_spare(
         await trio.lowlevel.wait_readable(src)
 
 
+class Tally:
+    """The bytes a direction has moved, for the relay's per-connection log line."""
+
+    moved = 0
+
+
 async def _copy_chunks(
     src: socket.socket,
     receive: Receive,
     send: Send,
     bulk_from: "BulkSource | None",
     spares: SpareBuffers,
+    tally: Tally,
 ) -> "BulkSource | None":
     """Copy until `src` ends (None), or until `bulk_from` carries a bulk
     payload: then `bulk_from`, for the rest to be spliced."""
@@ -176,6 +183,7 @@ async def _copy_chunks(
                 # While bytes keep coming, keep the buffer and read again at once.
                 while received:
                     await send(view, received)
+                    tally.moved += received
                     if bulk_from is not None and bulk_from.frame_length >= SPLICE_AT:
                         return bulk_from
                     moved_since_yield += received
@@ -309,9 +317,10 @@ async def _fail(error: BaseException) -> None:
     raise error
 
 
-async def _copy_portably(src: trio.abc.Stream, dst: trio.abc.Stream) -> None:
+async def _copy_portably(src: trio.abc.Stream, dst: trio.abc.Stream, tally: Tally) -> None:
     while chunk := await src.receive_some(CHUNK_SIZE):
         await dst.send_all(chunk)
+        tally.moved += len(chunk)
 
 
 async def _pass_end_on(
@@ -331,8 +340,9 @@ async def _pass_end_on(
         await dst.send_eof()
 
 
-class OneWay:
-    """One direction of a relayed connection: `src`'s bytes to `dst`, then its end."""
+class OneWay(Tally):
+    """One direction of a relayed connection: `src`'s bytes to `dst`, then its end.
+    `moved` counts its bytes."""
 
     def __init__(self, src: trio.abc.Stream, dst: trio.abc.Stream, spares: Spares) -> None:
         self.src = src
@@ -364,6 +374,7 @@ class OneWay:
                 received = fast.receive(buffer)
                 if received:
                     self._unsent = fast.send_now(view, received)
+                    self.moved += received
         except BlockingIOError:
             pass
         except OSError as exc:
@@ -380,7 +391,7 @@ class OneWay:
         """Copy until `src` ends, then pass its end on to `dst` (`_pass_end_on`)."""
         fast = self._fast
         if fast is None:
-            await _copy_portably(self.src, self.dst)
+            await _copy_portably(self.src, self.dst, self)
         else:
             try:
                 if self._unsent is not None:
@@ -391,10 +402,15 @@ class OneWay:
                 raise _peer_gone(fast, exc) from exc
         await _pass_end_on(_fast_end(self.src), self.dst, _fast_end(self.dst))
 
+    def _move_counted(self, bulk: BulkSource, move: Callable[[int, int], int], limit: int) -> int:
+        moved = bulk.try_move_payload(move, limit)
+        self.moved += moved
+        return moved
+
     async def _copy_fast(self, fast: FastPath) -> None:
         buffers, pipes = self._spares.buffers, self._spares.pipes
         bulk = await _copy_chunks(
-            fast.src_socket, fast.receive, fast.send, fast.splice_from, buffers
+            fast.src_socket, fast.receive, fast.send, fast.splice_from, buffers, self
         )
         if bulk is None:
             return
@@ -402,7 +418,7 @@ class OneWay:
         if sys.platform == "linux":  # splice_from is set only where splicing is
             assert isinstance(pipes, SplicePipes)
             spliced_to_end = await splice_payloads(
-                fast.src_socket, bulk.try_move_payload, fast.dst_socket, pipes
+                fast.src_socket, partial(self._move_counted, bulk), fast.dst_socket, pipes
             )
         if not spliced_to_end:  # no pipe to be had: copy the rest
-            await _copy_chunks(fast.src_socket, fast.receive, fast.send, None, buffers)
+            await _copy_chunks(fast.src_socket, fast.receive, fast.send, None, buffers, self)

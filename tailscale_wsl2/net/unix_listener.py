@@ -39,6 +39,7 @@ from pathlib import Path
 import trio
 
 from tailscale_wsl2.errors import ActionableError
+from tailscale_wsl2.facts import MAX_SOCKET_PATH_BYTES
 from tailscale_wsl2.net.listeners import BACKLOG
 from tailscale_wsl2.net.sockets import RawSocketListener, connect_socket
 
@@ -230,6 +231,7 @@ async def open_unix_listener(path: Path, *, mode: int, group: int | None) -> Uni
     try:
         path.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
         path = path.parent.resolve() / path.name
+        _check_length(path)
         _check_directory(path.parent)
         lock_fd = _take_lock(path)
     except PermissionError as exc:
@@ -248,6 +250,13 @@ async def open_unix_listener(path: Path, *, mode: int, group: int | None) -> Uni
             raise _cannot_listen(path, exc) from exc
         raise
     return UnixSocketListener(RawSocketListener(sock), path, identity, lock_fd)
+
+
+def _check_length(path: Path) -> None:
+    """Refuse a path no client could connect to: the socket is bound under a short name and
+    linked into place, where no bind would have stopped a long one."""
+    if len(os.fsencode(path)) > MAX_SOCKET_PATH_BYTES:
+        raise OSError(errno.ENAMETOOLONG, os.strerror(errno.ENAMETOOLONG), str(path))
 
 
 def _cannot_listen(path: Path, exc: OSError) -> ActionableError:

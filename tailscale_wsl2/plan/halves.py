@@ -18,7 +18,8 @@ from pathlib import Path
 from typing import Literal
 
 from tailscale_wsl2.errors import ActionableError
-from tailscale_wsl2.facts import DEFAULT_PORT, DEFAULT_SOCKET
+from tailscale_wsl2.facts import DEFAULT_PORT, DEFAULT_SOCKET, DEFAULT_SOCKET_MODE
+from tailscale_wsl2.link.mismatch import LinkFixes
 from tailscale_wsl2.net.connect import Hop
 from tailscale_wsl2.net.endpoints import (
     Discovered,
@@ -28,6 +29,7 @@ from tailscale_wsl2.net.endpoints import (
     parse_endpoint,
     parse_ip,
 )
+from tailscale_wsl2.plan.commands import link_fixes, windows_doctor_command
 from tailscale_wsl2.windows.ipconfig import WslAdapter
 from tailscale_wsl2.windows.localapi import LocalApiAuto
 from tailscale_wsl2.wsl.discovery import LOOPBACK
@@ -59,7 +61,7 @@ class Options:
     listen: str | None = None
     host_ip: str | None = None
     socket: Path = DEFAULT_SOCKET
-    socket_mode: int = 0o660
+    socket_mode: int = DEFAULT_SOCKET_MODE
     upstream: Endpoint | None = None
     key_file: Path | None = None
     insecure_no_auth: bool = False
@@ -87,6 +89,7 @@ class WslHalf:
     upstream: Hop
     upstream_found_by: str
     key_file: Path | None  # None: --insecure-no-auth
+    fixes: LinkFixes  # the commands its messages name, with the options it was given
 
 
 Half = WindowsHalf | WslHalf
@@ -208,10 +211,11 @@ def _key_file(options: Options, default: Callable[[], Path]) -> Path | None:
 def _windows_upstream(options: Options) -> Hop | LocalApiAuto:
     if options.upstream is None:
         return LocalApiAuto()
+    doctor = windows_doctor_command(options, from_wsl=False)
     return Hop(
         options.upstream,
         "Tailscale's LocalAPI on Windows",
-        "is Tailscale running on Windows? Start it, then run `tailscale-wsl2 doctor`",
+        f"is Tailscale running on Windows? Start it, then run `{doctor}` on Windows",
     )
 
 
@@ -234,6 +238,8 @@ def plan_half(
     found = (
         _override(options.host_ip, "--host-ip") if options.host_ip else discover.wsl_host_address()
     )
+    # Under sudo, so its fixes name sudo too (`sudo tailscale-wsl2 up ...`).
+    fixes = link_fixes(options, sudo="SUDO_UID" in environ)
     return WslHalf(
         socket=options.socket,
         socket_mode=options.socket_mode,
@@ -241,8 +247,9 @@ def plan_half(
         upstream=Hop(
             options.upstream or TcpEndpoint(found.address, options.port),
             "the Windows half of tailscale-wsl2",
-            "run `tailscale-wsl2.exe up` on Windows, then `tailscale-wsl2 doctor` here",
+            f"run `{fixes.windows_up}` on Windows, then `{fixes.doctor}` here",
         ),
         upstream_found_by=found.method,
         key_file=_key_file(options, discover.wsl_key_file),
+        fixes=fixes,
     )

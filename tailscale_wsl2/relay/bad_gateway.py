@@ -6,10 +6,14 @@ HTTP/1.1 first, so the relay answers like an HTTP proxy would: it reads the
 request head (bounded in size and time, since a client that is not HTTP may
 send nothing), answers `502 Bad Gateway` with a one-line plain-text body that
 the CLI prints, and lingers briefly before closing so that unread request bytes
-do not turn the close into a reset that destroys the answer in flight.
+do not turn the close into a reset that destroys the answer in flight. The answer
+names this program in its `Server` header, so that doctor can tell it from any
+other server's.
 """
 
 import trio
+
+from tailscale_wsl2.facts import PROGRAM
 
 __all__ = ["answer_bad_gateway", "bad_gateway_response"]
 
@@ -22,6 +26,7 @@ def bad_gateway_response(message: str) -> bytes:
     body = (" ".join(message.split()) + "\n").encode()
     head = (
         "HTTP/1.1 502 Bad Gateway\r\n"
+        f"Server: {PROGRAM}\r\n"
         "Content-Type: text/plain; charset=utf-8\r\n"
         f"Content-Length: {len(body)}\r\n"
         "Connection: close\r\n"

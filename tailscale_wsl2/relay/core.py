@@ -23,6 +23,13 @@ both, because a half-dead relay connection helps nobody. When the upstream
 cannot be opened at all, the client gets an HTTP 502 naming the hop that failed
 (`bad_gateway.py`).
 
+A WSL2 half run with `--insecure-no-auth` may meet a peer that does not relay
+sessions (a Windows half that expects the handshake, a web server): its first
+bytes are no frame (`LinkOutOfStep`), and the client gets the 502 naming the
+mismatch instead of those bytes. A sealed link that fails its check or breaks
+(`LinkFailed`) before any byte of the answer was passed on gets the client a
+502 that says so too.
+
 Concurrency is capped: past `max_connections` the relay stops accepting until a
 connection ends, so a flood queues in the kernel's backlog instead of exhausting
 file descriptors. Shutdown stops accepting at once and gives connections in
@@ -30,8 +37,14 @@ flight a grace period before cancelling them.
 
 Faults stay local: an unexpected error in one connection is logged with its
 cause and ends that connection only, never the relay and the others with it.
-A link that fails its check (`LinkFailed`) before any byte of the answer was
-passed on still gets the client a 502 that says so.
+
+The log says what a user can act on, once: a failure that repeats (the next hop
+down, a link out of step) is logged when it first happens and again only when it
+changes, with how often it happened (`RepeatedFailures`); refused peers are
+logged per peer and interval, with a count (`pending.RefusalLog`). With `-v` each client
+connection gets one line when it ends: where it was relayed, the bytes each
+way, how it ended and how long it took (`_Trace`); without `-v` none of that is
+measured.
 """
 
 import errno
@@ -39,14 +52,15 @@ import logging
 import socket
 from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
 from contextlib import aclosing
+from dataclasses import dataclass
 from functools import partial
 
 import trio
 
 from tailscale_wsl2.link.sealed import LinkFailed, LinkTampered
-from tailscale_wsl2.link.sessions import FirstByte
+from tailscale_wsl2.link.sessions import FirstByte, LinkOutOfStep
 from tailscale_wsl2.net.connect import Connector, UpstreamUnavailable
-from tailscale_wsl2.net.pump import OneWay, Spares
+from tailscale_wsl2.net.pump import OneWay, Spares, Tally
 from tailscale_wsl2.net.sockets import PEER_GONE, RawSocketStream, send_now
 from tailscale_wsl2.relay.bad_gateway import answer_bad_gateway, bad_gateway_response
 from tailscale_wsl2.relay.pending import PendingHandshakes, RefusalLog
@@ -55,6 +69,7 @@ from tailscale_wsl2.relay.spare_tasks import JoinableJob, SpareTask, SpareTasks
 __all__ = [
     "Admission",
     "Relay",
+    "RepeatedFailures",
     "Sessions",
     "UpstreamAtOnce",
     "copy_both_ways",
@@ -75,13 +90,102 @@ DEFAULT_MAX_CONNECTIONS = 1024
 DEFAULT_GRACE_PERIOD = 2.0
 
 
+class RepeatedFailures:
+    """One kind of failure (the next hop's), logged once per change.
+
+    A failure is logged when it first happens; the same one again only counts. When another
+    comes, or the failures stop (`succeeded`), a line says how often the last one happened.
+    """
+
+    def __init__(self, recovered: str | None) -> None:
+        self._recovered = recovered  # the line for the end of a run of failures, if any
+        self._last: str | None = None
+        self._count = 0
+
+    def failed(self, message: str) -> None:
+        if message == self._last:
+            self._count += 1
+            return
+        self._close_run()
+        self._last, self._count = message, 1
+        log.warning("%s", message)
+
+    def succeeded(self) -> None:
+        if self._last is not None:  # the common case costs this one test
+            self._close_run()
+            if self._recovered:
+                log.info("%s", self._recovered)
+            self._last = None
+
+    def stop(self) -> None:
+        """At shutdown: how often the last failure happened, if it still does."""
+        self._close_run()
+        self._last = None
+
+    def _close_run(self) -> None:
+        if self._count > 1:
+            log.warning("(the failure above happened %d times in all)", self._count)
+        self._count = 0
+
+
+CLEAN_END = "ended cleanly"
+
+
+def _how_it_ended(exc: BaseException) -> str:
+    return f"ended: {exc}" if str(exc) else f"ended: {type(exc).__name__}"
+
+
+def _peer_of(client: trio.abc.Stream) -> str:
+    """` from ADDRESS` for a client that came over TCP (a link); nothing for a Unix socket."""
+    sock = getattr(client, "socket", None)
+    if not isinstance(sock, socket.socket) or sock.family not in (socket.AF_INET, socket.AF_INET6):
+        return ""
+    try:
+        host, port = sock.getpeername()[:2]
+    except OSError:
+        return ""
+    return f" from {host}:{port}"
+
+
+@dataclass
+class _Trace:
+    """What the `-v` line of one client connection says, gathered as it runs."""
+
+    number: int
+    peer: str
+    started: float
+    ways: tuple[Tally, Tally] | None = None
+    ended: str = CLEAN_END
+
+    def end(self, how: str) -> None:
+        if self.ended == CLEAN_END:  # the first cause is the one to tell
+            self.ended = how
+
+    def line(self, upstream: str) -> str:
+        sent, received = (way.moved for way in self.ways) if self.ways else (0, 0)
+        milliseconds = (trio.current_time() - self.started) * 1000
+        return (
+            f"connection {self.number}{self.peer}: relayed to {upstream}, {sent} bytes there, "
+            f"{received} bytes back, {self.ended}, {milliseconds:.1f} ms"
+        )
+
+
+def _answer_502(client: trio.abc.Stream, message: str) -> None:
+    """A 502 to a client that has received nothing yet and has sent its request.
+
+    Sent without waiting (a small answer into an empty socket buffer), so that the end of
+    the other direction, which cancels this task, cannot cut it short."""
+    if not isinstance(client, RawSocketStream):
+        return  # the relay's clients are sockets; nothing else can be answered so
+    try:
+        send_now(client.socket, bad_gateway_response(message))
+        client.socket.shutdown(socket.SHUT_WR)
+    except OSError:
+        pass  # the client left first
+
+
 async def copy_both_ways(
-    a: trio.abc.Stream,
-    b: trio.abc.Stream,
-    here: SpareTask,
-    spares: Spares,
-    *,
-    answers_clients: bool = False,
+    a: trio.abc.Stream, b: trio.abc.Stream, here: SpareTask, spares: Spares
 ) -> None:
     """Copy a->b and b->a until both directions end; a failure in one ends both.
 
@@ -94,7 +198,7 @@ async def copy_both_ways(
     # task and a nursery, their set-up was a measurable part of every request's
     # latency in each half (bench/NOTEBOOK.md).
     a_to_b.forward_ready()
-    await _copy_both_ways_after(a_to_b, here, answers_clients=answers_clients)
+    await _copy_both_ways_after(a_to_b, here)
 
 
 def _log_end(exc: BaseException) -> None:
@@ -111,34 +215,48 @@ def _log_end(exc: BaseException) -> None:
         )
 
 
-def _tell_client_the_link_failed(client: trio.abc.Stream, exc: LinkFailed) -> None:
-    """Answer a client 502 for a link that failed before any byte of its answer came
-    (none has reached the client, so the answer is still ours to give)."""
-    if exc.delivered or not isinstance(client, RawSocketStream):
-        return
-    message = f"the link between the halves of tailscale-wsl2 failed: {exc}"
-    try:
-        send_now(client.socket, bad_gateway_response(message))
-        client.socket.shutdown(socket.SHUT_WR)
-    except OSError:
-        pass  # the client left first
+def _upstream_failed(
+    exc: Exception,
+    client: trio.abc.Stream,
+    failures: RepeatedFailures | None,
+    trace: _Trace | None,
+) -> None:
+    """The end of the upstream's direction: a link out of step, or a sealed link that failed
+    before any byte of its answer came, still gets the client a 502 that names it."""
+    _log_end(exc)
+    if isinstance(exc, LinkOutOfStep):
+        if trace is not None:
+            trace.end("answered 502: the peer does not relay sessions")
+        if failures is not None:
+            failures.failed(str(exc))
+        _answer_502(client, str(exc))
+    elif isinstance(exc, LinkFailed) and not exc.delivered:
+        if trace is not None:
+            trace.end(f"answered 502: {exc}")
+        _answer_502(client, f"the link between the halves of tailscale-wsl2 failed: {exc}")
+    elif trace is not None:
+        trace.end(_how_it_ended(exc))
 
 
 async def _copy_both_ways_after(
-    a_to_b: OneWay, here: SpareTask, *, answers_clients: bool = False
+    a_to_b: OneWay,
+    here: SpareTask,
+    failures: RepeatedFailures | None = None,
+    trace: _Trace | None = None,
 ) -> None:
-    """`copy_both_ways`, once `a_to_b.forward_ready()` has run. With `answers_clients`
-    (the WSL2 half) a link that fails before its answer gets the client a 502."""
+    """`copy_both_ways`, once `a_to_b.forward_ready()` has run; `b` is the upstream.
+
+    `failures` hears of a link out of step; `trace` (with -v) of the bytes and the end."""
     b_to_a = a_to_b.reversed()
+    if trace is not None:
+        trace.ways = (a_to_b, b_to_a)
     a_to_b_running = True
 
     async def copy_back() -> None:
         try:
             await b_to_a.copy()
         except Exception as exc:
-            _log_end(exc)
-            if answers_clients and isinstance(exc, LinkFailed):
-                _tell_client_the_link_failed(a_to_b.src, exc)
+            _upstream_failed(exc, b_to_a.dst, failures, trace)
             # Only while a->b runs: once it is over, ending this task would end
             # what it does next (on the Windows half, the link's next session).
             if a_to_b_running:
@@ -150,6 +268,8 @@ async def _copy_both_ways_after(
         await a_to_b.copy()
     except Exception as exc:
         _log_end(exc)
+        if trace is not None:
+            trace.end(_how_it_ended(exc))
         other_way.end()
     a_to_b_running = False
     await other_way.join()
@@ -227,10 +347,16 @@ class Relay:
         serves_links: bool,
         max_connections: int,
         grace_period: float,
+        upstream_name: str,
         pending: PendingHandshakes | None = None,
         refusals: RefusalLog | None = None,
     ) -> None:
         self._connect_upstream = connect_upstream
+        self._upstream_name = upstream_name
+        self._upstream_failures = RepeatedFailures(f"{upstream_name} can be reached again")
+        # Per-connection lines (-v) cost a clock read and a record per connection: only then.
+        self._traced = log.isEnabledFor(logging.DEBUG)
+        self._traces_started = 0
         self._upstream_at_once = upstream_at_once
         self._admit = admit
         self._sessions = sessions
@@ -255,6 +381,7 @@ class Relay:
         upstream_at_once: UpstreamAtOnce | None = None,
         max_connections: int = DEFAULT_MAX_CONNECTIONS,
         grace_period: float = DEFAULT_GRACE_PERIOD,
+        upstream_name: str = "the upstream",
     ) -> "Relay":
         """The WSL2 half's relay: one client per connection, its upstream opened at once."""
         return cls(
@@ -265,6 +392,7 @@ class Relay:
             serves_links=False,
             max_connections=max_connections,
             grace_period=grace_period,
+            upstream_name=upstream_name,
         )
 
     @classmethod
@@ -276,6 +404,7 @@ class Relay:
         sessions: Sessions = whole_connection,
         max_connections: int = DEFAULT_MAX_CONNECTIONS,
         grace_period: float = DEFAULT_GRACE_PERIOD,
+        upstream_name: str = "the upstream",
         pending: PendingHandshakes | None = None,
         refusals: RefusalLog | None = None,
     ) -> "Relay":
@@ -289,6 +418,7 @@ class Relay:
             serves_links=True,
             max_connections=max_connections,
             grace_period=grace_period,
+            upstream_name=upstream_name,
             pending=pending,
             refusals=refusals,
         )
@@ -314,6 +444,16 @@ class Relay:
         listeners: Sequence[trio.abc.Listener[trio.abc.Stream]],
         *,
         task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+    ) -> None:
+        try:
+            await self._serve(listeners, task_status)
+        finally:  # however it ends, a run of failures gets its count
+            self._upstream_failures.stop()
+
+    async def _serve(
+        self,
+        listeners: Sequence[trio.abc.Listener[trio.abc.Stream]],
+        task_status: trio.TaskStatus[None],
     ) -> None:
         async with trio.open_nursery() as connections:
             spare_tasks = SpareTasks(connections)
@@ -390,6 +530,16 @@ class Relay:
         client_to_upstream.forward_ready()
         return client_to_upstream
 
+    def _trace(self, client: trio.abc.Stream) -> _Trace | None:
+        if not self._traced:
+            return None
+        self._traces_started += 1
+        return _Trace(self._traces_started, _peer_of(client), trio.current_time())
+
+    def _log_trace(self, trace: _Trace | None) -> None:
+        if trace is not None:
+            log.debug("%s", trace.line(self._upstream_name))
+
     async def _relay_client(
         self, client: trio.abc.Stream, client_to_upstream: OneWay | None, here: SpareTask
     ) -> None:
@@ -398,8 +548,9 @@ class Relay:
         try:
             async with client:
                 if client_to_upstream is not None:
+                    self._upstream_failures.succeeded()
                     async with client_to_upstream.dst:
-                        await _copy_both_ways_after(client_to_upstream, here, answers_clients=True)
+                        await self._copy_traced(client_to_upstream, here, self._trace(client))
                     return
                 await self._relay_sessions(client, _at_once, here)
         except Exception as exc:
@@ -469,14 +620,29 @@ class Relay:
                 await self._relay_session(session, here)
 
     async def _relay_session(self, client: trio.abc.Stream, here: SpareTask) -> None:
+        trace = self._trace(client)
         try:
             upstream = await self._connect_upstream()
         except UpstreamUnavailable as exc:
-            log.warning("%s", exc)
+            self._upstream_failures.failed(str(exc))
             await answer_bad_gateway(client, str(exc))
+            if trace is not None:
+                trace.end("answered 502: the upstream could not be reached")
+                self._log_trace(trace)
             return
+        self._upstream_failures.succeeded()
         async with upstream:
-            log.debug("relaying a new connection")
-            await copy_both_ways(
-                client, upstream, here, self._spares, answers_clients=not self._serves_links
-            )
+            a_to_b = OneWay(client, upstream, self._spares)
+            a_to_b.forward_ready()  # as `copy_both_ways` does, and why
+            await self._copy_traced(a_to_b, here, trace)
+
+    async def _copy_traced(self, a_to_b: OneWay, here: SpareTask, trace: _Trace | None) -> None:
+        """Both directions, with the -v line at the end, however the copy ends."""
+        try:
+            await _copy_both_ways_after(a_to_b, here, self._upstream_failures, trace)
+        except BaseException as exc:
+            if trace is not None:
+                trace.end("cancelled" if isinstance(exc, trio.Cancelled) else _how_it_ended(exc))
+            raise
+        finally:
+            self._log_trace(trace)

@@ -15,6 +15,7 @@ import signal
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
+from functools import partial
 from ipaddress import IPv4Network
 from pathlib import Path
 
@@ -23,9 +24,17 @@ import trio
 from tailscale_wsl2.errors import ActionableError
 from tailscale_wsl2.link.admission import admit_windows_peer, authenticated_connector
 from tailscale_wsl2.link.handshake import FirstMessages
-from tailscale_wsl2.link.key import key_exposure_warning, load_key, load_or_create_key
+from tailscale_wsl2.link.key import (
+    KeyFileError,
+    KeyProblem,
+    key_exposure_warning,
+    load_key,
+    load_or_create_key,
+)
+from tailscale_wsl2.link.mismatch import explain_out_of_step
 from tailscale_wsl2.link.sealed import SealedSession, new_scratch_buffers, sealed_sessions
 from tailscale_wsl2.link.sessions import (
+    ExplainOutOfStep,
     LinkSession,
     link_sessions,
     session_at_once,
@@ -43,7 +52,7 @@ from tailscale_wsl2.net.endpoints import (
     UnixEndpoint,
 )
 from tailscale_wsl2.net.listeners import open_tcp_listener
-from tailscale_wsl2.net.sockets import RawSocketListener
+from tailscale_wsl2.net.sockets import RawSocketListener, RawSocketStream
 from tailscale_wsl2.plan.halves import Half, WindowsHalf, WslHalf
 from tailscale_wsl2.relay.core import Relay
 from tailscale_wsl2.serve.adapter_watch import ListAdapters, RebindingListener, follow_wsl_adapter
@@ -128,12 +137,24 @@ def prepare_half(half: Half, platform: str = sys.platform) -> bytes | None:
     if half.key_file is None:
         return None
     if isinstance(half, WslHalf):
-        key = load_key(half.key_file)
+        key = _wsl_key(half, half.key_file)
     else:
         key = load_or_create_key(half.key_file)
     if warning := key_exposure_warning(half.key_file):
         log.warning("%s", warning)
     return key
+
+
+def _wsl_key(half: WslHalf, key_file: Path) -> bytes:
+    """The WSL2 half's link key; a missing one names the Windows half's start, as given."""
+    try:
+        return load_key(key_file)
+    except KeyFileError as exc:
+        if exc.problem is not KeyProblem.MISSING:
+            raise
+        raise ActionableError(
+            exc.what, f"run `{half.fixes.windows_up}` on Windows first (it creates the key)"
+        ) from None
 
 
 # --- the WSL2 half ----------------------------------------------------------------------------
@@ -155,21 +176,37 @@ def _wsl_relay(
 ) -> tuple[Relay, Callable[[], Awaitable[None]]]:
     """The WSL2 half's relay over its warm links (sealed, or cleartext without a key), and
     the task that keeps them warm."""
+    upstream_name = f"{half.upstream.name} at {half.upstream.endpoint}"
     if key is not None:
-        sealed = WarmLinks(authenticated_connector(half.upstream, key))
+        sealed = WarmLinks(authenticated_connector(half.upstream, key, half.fixes))
         relay = Relay.for_clients(
             session_connector(sealed.take, sealed.park, SealedSession),
             upstream_at_once=session_at_once(sealed.take_parked, sealed.park, SealedSession),
             max_connections=max_connections,
+            upstream_name=upstream_name,
         )
         return relay, sealed.keep_warm
     clear = WarmLinks(start_session_mode(hop_connector(half.upstream)))
+    # The bytes of a peer that is no Windows half relaying sessions, as the client's 502 (a
+    # sealed link has no such peer: its handshake names them, `admission.py`).
+    out_of_step = partial(explain_out_of_step, half.upstream.endpoint, half.fixes)
+    new_session = partial(_cleartext_session, explain_out_of_step=out_of_step)
     relay = Relay.for_clients(
-        session_connector(clear.take, clear.park, LinkSession),
-        upstream_at_once=session_at_once(clear.take_parked, clear.park, LinkSession),
+        session_connector(clear.take, clear.park, new_session),
+        upstream_at_once=session_at_once(clear.take_parked, clear.park, new_session),
         max_connections=max_connections,
+        upstream_name=upstream_name,
     )
     return relay, clear.keep_warm
+
+
+def _cleartext_session(
+    link: RawSocketStream,
+    recycle: Callable[[RawSocketStream], None],
+    *,
+    explain_out_of_step: ExplainOutOfStep,
+) -> LinkSession[RawSocketStream]:
+    return LinkSession(link, recycle, explain_out_of_step)
 
 
 async def _run_wsl_half(
@@ -235,6 +272,12 @@ def _windows_connector(
     return auto, [auto.probe]
 
 
+def _upstream_name(upstream: Hop | LocalApiAuto) -> str:
+    if isinstance(upstream, Hop):
+        return f"{upstream.name} at {upstream.endpoint}"
+    return "Tailscale's LocalAPI"
+
+
 class _WindowsListening:
     """Where the Windows half listens now: binding, rebinding, and the firewall warning."""
 
@@ -297,6 +340,7 @@ async def _run_windows_half(
         admit=admission,
         sessions=link_sessions if key is None else sealed_sessions,
         max_connections=max_connections,
+        upstream_name=_upstream_name(half.upstream),
     )
     listening = _WindowsListening(half, admission, lookups)
     helpers.append(listening.warn_if_firewalled)

@@ -9,7 +9,9 @@ loopback port is refused at once), and when the pipe exists its connection is th
 so the common case costs nothing extra.
 
 The choice is logged at start (`probe`) and again, once, whenever it changes. When neither
-answers, the client gets the relay's HTTP 502 with one line that names both places and the fix.
+answers, the client gets the relay's HTTP 502 with one line that names both places and the fix;
+the relay logs that failure (once per change, with a count), so here it is logged only by the
+probe at start, where no relay connection would.
 `open_stream` is a seam: Linux tests pass a fake that plays pipe and port present or absent.
 """
 
@@ -88,7 +90,8 @@ class AutoLocalApi:
         try:
             stream, endpoint = await self._connect()
         except UpstreamUnavailable as exc:
-            self._note_choice(None, str(exc))
+            # The relay that called logs it (relay.core.RepeatedFailures).
+            self._note_choice(None, str(exc), level=logging.DEBUG)
             raise
         self._note_choice(endpoint, f"relaying to {_describe(endpoint)}")
         return stream
@@ -97,15 +100,18 @@ class AutoLocalApi:
         """Connect once and close, so the log says at start which LocalAPI is in use."""
         try:
             stream = await self()
-        except UpstreamUnavailable:
-            return  # already logged, with the fix
+        except UpstreamUnavailable as exc:
+            log.warning("%s", exc)  # at start no relay connection says it
+            return
         await stream.aclose()
 
-    def _note_choice(self, choice: Endpoint | None, message: str) -> None:
+    def _note_choice(
+        self, choice: Endpoint | None, message: str, level: int = logging.INFO
+    ) -> None:
         if choice == self._last_choice:
             return
         self._last_choice = choice
-        log.log(logging.INFO if choice else logging.WARNING, "%s", message)
+        log.log(level, "%s", message)
 
     async def _open(self, endpoint: Endpoint) -> trio.abc.Stream:
         with trio.fail_after(self._timeout):

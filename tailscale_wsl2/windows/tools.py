@@ -100,7 +100,8 @@ def wslconfig_networking_mode(text: str | None) -> tuple[str, str]:
         first_line = str(exc).splitlines()[0]
         return WSL_DEFAULT_MODE, f"default: .wslconfig is not readable ({first_line})"
     sections = {name.lower(): name for name in parser.sections()}
-    mode = parser.get(sections.get("wsl2", "wsl2"), "networkingmode", fallback=None)
+    section = sections.get("wsl2")
+    mode = parser.get(section, "networkingmode", fallback=None) if section else None
     if not mode:
         return WSL_DEFAULT_MODE, "default: .wslconfig sets no [wsl2] networkingMode"
     return mode.strip().lower(), ".wslconfig [wsl2] networkingMode"

@@ -104,6 +104,9 @@ def detect_side(
     return Side.LINUX
 
 
+# pragma: no mutate start
+# The seams that read this system (uname, /proc, wslinfo) are tested by running on it
+# (tests/wsl/test_side.py): mutating them would measure the machine, not the tests.
 def _kernel_release() -> str:
     # os.uname exists only on Unix; Windows needs no kernel release to be recognised.
     return os.uname().release if hasattr(os, "uname") else ""
@@ -118,6 +121,9 @@ def read_side() -> Side:
         environ=os.environ,
         interop_registered=WSL_INTEROP_BINFMT.exists(),
     )
+
+
+# pragma: no mutate end
 
 
 class NetworkingMode(enum.Enum):
@@ -194,6 +200,8 @@ def detect_networking_mode(
     return DetectedMode(NetworkingMode.NAT, NO_LOOPBACK0_METHOD)
 
 
+# pragma: no mutate start
+# The seams that run wslinfo and read /proc (see _kernel_release).
 def _run_wslinfo() -> str | None:
     # None where wslinfo is missing (older WSL), hangs, or rejects the option.
     answer = run_command(["wslinfo", "--networking-mode"], timeout=WSLINFO_TIMEOUT_SECONDS)
@@ -205,3 +213,6 @@ def read_networking_mode() -> DetectedMode:
     return detect_networking_mode(
         wslinfo_output=_run_wslinfo(), proc_net_dev_text=read_text_if_present(PROC_NET_DEV)
     )
+
+
+# pragma: no mutate end

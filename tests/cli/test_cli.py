@@ -47,10 +47,6 @@ def test_version_names_the_detected_platform() -> None:
             "pass an IPv4 address to --host-ip",
         ),
         (
-            ["up", "--side", "wsl", "--socket-mode", "rw-rw----"],
-            "tailscale-wsl2: --socket-mode: not an octal file mode: 'rw-rw----'; e.g. 0660",
-        ),
-        (
             ["up", "--side", "windows"],
             "tailscale-wsl2: cannot find the vEthernet (WSL) adapter: ipconfig exists only "
             "on Windows; pass --listen with the address to listen on",

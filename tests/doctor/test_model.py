@@ -45,14 +45,15 @@ async def test_a_failed_prerequisite_skips_its_dependants_without_running_them()
     ]
 
 
-async def test_a_crashing_check_becomes_one_failure_and_the_others_still_run() -> None:
-    async def crash(context: None) -> Verdict:
-        raise KeyError("Self")
+async def crash(context: None) -> Verdict:
+    raise KeyError("Self")
 
+
+async def test_a_crashing_check_becomes_one_crashed_line_and_the_others_still_run() -> None:
     calls: list[str] = []
     results = await run_checks([Check("boom", crash), returning(ok("fine"), calls, "next")], None)
     crashed = results[0].verdict
-    assert crashed.status is Status.FAILURE
+    assert crashed.status is Status.CRASHED
     assert crashed.finding == "the check crashed: KeyError: 'Self'"
     assert crashed.fix is not None
     assert "please report it" in crashed.fix
@@ -122,3 +123,23 @@ def test_json_document_shape() -> None:
 def test_exit_status_is_1_only_for_failures() -> None:
     assert exit_status(RESULTS) == 1
     assert exit_status([RESULTS[0], RESULTS[2], RESULTS[3]]) == 0
+
+
+async def test_a_crash_has_its_own_status_in_json_and_still_fails_the_run() -> None:
+    calls: list[str] = []
+    checks = [
+        Check("boom", crash),
+        Check("after", returning(ok("fine"), calls, "after").run, needs=("boom",)),
+        returning(failure("down", "fix it"), calls, "broken"),
+    ]
+    results = await run_checks(checks, None)
+    document = json.loads(render_json(results, side="wsl", version="x"))
+    # A script tells a bug in doctor from a finding: `crashed`, not `failure`.
+    assert document["status"] == "crashed"
+    assert [check["status"] for check in document["checks"]] == ["crashed", "skipped", "failure"]
+    assert document["checks"][1]["finding"] == "needs boom (crashed)"
+    assert exit_status(results) == 1
+    assert exit_status(results[:1]) == 1
+    lines = render_text(results, verbose=False).splitlines()
+    assert lines[0] == "[?] boom    the check crashed: KeyError: 'Self'"
+    assert lines[-1] == "doctor: 1 crashed, 1 failure, 1 skipped (3 checks)"

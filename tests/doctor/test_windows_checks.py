@@ -10,6 +10,7 @@ import pytest
 import trio
 
 from tailscale_wsl2.doctor.model import Status, Verdict
+from tailscale_wsl2.doctor.system import Connect
 from tailscale_wsl2.doctor.windows_checks import (
     WindowsContext,
     WindowsSystem,
@@ -29,7 +30,15 @@ from tailscale_wsl2.windows.firewall import RuleSpec, add_rule_argv, command_lin
 from tailscale_wsl2.windows.ipconfig import WslAdapter, find_wsl_adapter, parse_ipconfig
 from tailscale_wsl2.windows.localapi import LEGACY_LOCALAPI, LOCALAPI_PIPE
 from tailscale_wsl2.windows.tools import wslconfig_networking_mode
-from tests.support.doctor_fakes import KEY, answering, fixture, never, status_answer, unix_server
+from tests.support.doctor_fakes import (
+    KEY,
+    answering,
+    fixture,
+    never,
+    status_answer,
+    tcp_server,
+    unix_server,
+)
 from tests.support.netsh import rule_block
 
 PROFILE = Path("/profiles/me")
@@ -256,16 +265,22 @@ async def test_link_key_insecure() -> None:
 # --- listen-port ------------------------------------------------------------------------------
 
 
-def port_context(tasklist: str, netstat: str = "netstat-ano.txt") -> WindowsContext:
+async def refused(endpoint: Endpoint) -> trio.abc.Stream:
+    raise ConnectionRefusedError(111, "Connection refused")
+
+
+def port_context(
+    tasklist: str, netstat: str = "netstat-ano.txt", connect: Connect = refused
+) -> WindowsContext:
     answers = {
         "netstat": fixture(f"windows/{netstat}"),
         "tasklist": fixture(f"windows/{tasklist}"),
     }
-    return context(run=commands(answers))
+    return context(run=commands(answers), connect=connect)
 
 
 async def test_listen_port_held_by_this_tool() -> None:
-    ctx = port_context("tasklist-tailscale-wsl2.txt")
+    ctx = port_context("tasklist-tailscale-wsl2.txt", connect=never)  # its name suffices
     await check_wsl_adapter(ctx)
     verdict = await check_listen_port(ctx)
     assert verdict == Verdict(
@@ -278,13 +293,49 @@ async def test_listen_port_held_by_another_program() -> None:
         port_context("tasklist-svchost.txt", "netstat-ano-german.txt")
     )
     assert verdict.status is Status.FAILURE
-    assert verdict.finding == "port 41113 is held by svchost.exe (pid 8124)"
-    assert verdict.fix == "stop that program, or pick another port with --port on both sides"
+    assert verdict.finding == (
+        "port 41113 is held by svchost.exe (pid 8124), not a Windows half of tailscale-wsl2: "
+        "it cannot be asked (connection refused)"
+    )
+    assert verdict.fix == ("stop it: `taskkill /PID 8124`, or run both halves with another --port")
 
 
 async def test_listen_port_held_by_a_process_that_is_gone() -> None:
     verdict = await check_listen_port(port_context("tasklist-none.txt"))
-    assert verdict.finding == "port 41113 is held by an unknown program (pid 8124)"
+    assert verdict.finding.startswith("port 41113 is held by an unknown program (pid 8124), not")
+
+
+def answered_at(port: int, seen: list[Endpoint]) -> Connect:
+    """A connect that reaches the local test server on `port`, whatever the address asked."""
+
+    async def connect(endpoint: Endpoint) -> trio.abc.Stream:
+        seen.append(endpoint)
+        return await open_stream(TcpEndpoint("127.0.0.1", port))
+
+    return connect
+
+
+async def test_listen_port_held_by_a_windows_half_under_another_name() -> None:
+    # `python -m tailscale_wsl2 up` shows as python.exe; its hello says what it is.
+    seen: list[Endpoint] = []
+    async with tcp_server(answering(status_answer(), KEY)) as port:
+        ctx = port_context("tasklist-python.txt", connect=answered_at(port, seen))
+        await check_wsl_adapter(ctx)
+        verdict = await check_listen_port(ctx)
+    assert verdict == Verdict(Status.OK, "python.exe (pid 8124) listens on 172.27.64.1:41113")
+    assert seen == [TcpEndpoint("172.27.64.1", 41113)]
+
+
+async def test_listen_port_held_by_a_web_server_says_what_it_is() -> None:
+    answer = b"HTTP/1.1 200 OK\r\nServer: Microsoft-IIS/10.0\r\n\r\nhello"
+    async with tcp_server(answering(answer)) as port:
+        ctx = port_context("tasklist-svchost.txt", connect=answered_at(port, []))
+        ctx.timeout = 0.3
+        verdict = await check_listen_port(ctx)
+    assert verdict.finding == (
+        "port 41113 is held by svchost.exe (pid 8124), not a Windows half of tailscale-wsl2: "
+        "it answers HTTP (HTTP/1.1 200 OK, Server: Microsoft-IIS/10.0)"
+    )
 
 
 async def test_listen_port_free() -> None:
@@ -293,7 +344,7 @@ async def test_listen_port_free() -> None:
     assert verdict == Verdict(
         Status.WARNING,
         "nothing listens on port 41199",
-        "start the Windows half: `tailscale-wsl2.exe up`",
+        "start the Windows half: `tailscale-wsl2.exe up --port 41199`",
     )
 
 

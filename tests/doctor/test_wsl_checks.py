@@ -3,6 +3,7 @@
 import errno
 import os
 from dataclasses import replace
+from functools import partial
 from ipaddress import IPv4Address, IPv4Network
 from pathlib import Path
 
@@ -29,6 +30,7 @@ from tailscale_wsl2.doctor.wsl_checks import (
     check_windows_half,
 )
 from tailscale_wsl2.errors import ActionableError
+from tailscale_wsl2.link.sessions import NO_AUTH_HERE
 from tailscale_wsl2.net.connect import Hop, open_stream
 from tailscale_wsl2.net.endpoints import Endpoint, TcpEndpoint
 from tailscale_wsl2.plan.halves import Discoverers, Options
@@ -49,6 +51,7 @@ from tests.support.doctor_fakes import (
     leave_stale_socket,
     never,
     plain_answer,
+    read_head,
     silent,
     status_answer,
     tcp_server,
@@ -79,6 +82,7 @@ def system(**changes: object) -> WslSystem:
         discoverers=Discoverers(never, never, never, never),
         find_key_file=never,
         peer_process=peer_process,
+        may_create=lambda path: False,  # as a user without sudo: fixes that start a half say sudo
     )
     return replace(base, **changes)  # type: ignore[arg-type]
 
@@ -251,8 +255,11 @@ async def test_link_key_missing_or_damaged(tmp_path: Path) -> None:
     verdict = await check_link_key(context(Options(key_file=tmp_path / "none.key")))
     assert verdict.status is Status.FAILURE
     assert verdict.finding == f"no link key at {tmp_path / 'none.key'}"
-    assert verdict.fix is not None
-    assert "run `tailscale-wsl2.exe up` on Windows first" in verdict.fix
+    # The Windows half's command carries the key file, as Windows names it, so it makes that one.
+    assert verdict.fix == (
+        f"run `tailscale-wsl2.exe up --key-file {tmp_path / 'none.key'}` on Windows first "
+        "(it creates the key)"
+    )
     damaged = await check_link_key(context(Options(key_file=key_file(tmp_path, "xyz"))))
     assert damaged.finding.endswith("is damaged (expected 64 hex digits)")
 
@@ -335,11 +342,13 @@ async def test_windows_half_with_another_key() -> None:
         verdict = await check_windows_half(at(port, context()))
     assert verdict.status is Status.FAILURE
     assert verdict.finding == (
-        f"the Windows half at 127.0.0.1:{port} refused the link: "
-        "it refused the link key: the two halves use different keys"
+        f"the Windows half at 127.0.0.1:{port} refused the link key: "
+        "the two halves use different keys"
     )
-    assert verdict.fix is not None
-    assert "so both use the current link key" in verdict.fix
+    assert verdict.fix == (
+        "restart both so they read the same key: `tailscale-wsl2.exe up` on Windows, "
+        "then `sudo tailscale-wsl2 up` here"
+    )
 
 
 async def test_windows_half_that_hangs_up_at_once() -> None:
@@ -349,7 +358,10 @@ async def test_windows_half_that_hangs_up_at_once() -> None:
     async with tcp_server(hang_up) as port:
         verdict = await check_windows_half(at(port, context()))
     assert verdict.status is Status.FAILURE
-    assert "refused the link: it closed the connection" in verdict.finding
+    assert verdict.finding == (
+        f"the Windows half at 127.0.0.1:{port} closed the connection before the handshake: "
+        "it serves another subnet"
+    )
 
 
 async def test_windows_half_without_handshake() -> None:
@@ -360,6 +372,134 @@ async def test_windows_half_without_handshake() -> None:
         f"the Windows half accepts connections at 127.0.0.1:{port} "
         "(no handshake: --insecure-no-auth)"
     )
+
+
+# Peers that are no Windows half expecting the handshake: the relay's words, and doctor asks.
+
+
+async def greet(banner: bytes, stream: trio.abc.Stream) -> None:
+    async with stream:
+        await stream.send_all(banner)
+        await trio.sleep_forever()
+
+
+async def quiet_until_asked(answer: bytes, stream: trio.abc.Stream) -> None:
+    """Like a web server, or a Windows half run with --insecure-no-auth: silent until asked."""
+    async with stream:
+        await read_head(stream)
+        await stream.send_all(answer)
+
+
+def quick(ctx: WslContext) -> WslContext:
+    ctx.timeout = 0.3  # how long a silent peer is waited for
+    return ctx
+
+
+async def test_windows_half_run_with_insecure_no_auth_is_named() -> None:
+    async with tcp_server(partial(quiet_until_asked, status_answer())) as port:
+        verdict = await check_windows_half(quick(at(port, context())))
+    assert verdict == Verdict(
+        Status.FAILURE,
+        f"the Windows half at 127.0.0.1:{port} runs with --insecure-no-auth, "
+        "and this half expects the link handshake",
+        "restart it without --insecure-no-auth: `tailscale-wsl2.exe up` on Windows",
+    )
+
+
+async def test_windows_half_run_with_insecure_no_auth_told_by_its_502_too() -> None:
+    line = "Tailscale's LocalAPI on Windows is not reachable at 127.0.0.1:41112"
+    answer = plain_answer("502 Bad Gateway", line).replace(
+        b"\r\n", b"\r\nServer: tailscale-wsl2\r\n", 1
+    )
+    async with tcp_server(partial(quiet_until_asked, answer)) as port:
+        verdict = await check_windows_half(quick(at(port, context())))
+    assert verdict.finding.endswith(
+        "runs with --insecure-no-auth, and this half expects the link handshake"
+    )
+
+
+async def test_a_web_server_on_the_port_is_named_as_such() -> None:
+    answer = b"HTTP/1.0 404 File not found\r\nServer: SimpleHTTP/0.6\r\n\r\nnope"
+    options = Options(port=41200)
+    async with tcp_server(partial(quiet_until_asked, answer)) as port:
+        verdict = await check_windows_half(quick(at(port, context(options))))
+    assert verdict == Verdict(
+        Status.FAILURE,
+        f"another program holds 127.0.0.1:{port}, not the Windows half of tailscale-wsl2: "
+        "it answers HTTP (HTTP/1.0 404 File not found, Server: SimpleHTTP/0.6)",
+        "stop it (`tailscale-wsl2.exe doctor --port 41200` on Windows names it), "
+        "or run both halves with another --port",
+    )
+
+
+async def test_a_silent_program_on_the_port_is_named_as_such() -> None:
+    async with tcp_server(silent) as port:
+        verdict = await check_windows_half(quick(at(port, context())))
+    assert verdict.finding == (
+        f"another program holds 127.0.0.1:{port}, not the Windows half of tailscale-wsl2: "
+        "it says nothing"
+    )
+
+
+async def test_a_program_that_greets_first_is_named_without_waiting() -> None:
+    async with tcp_server(partial(greet, b"SSH-2.0-OpenSSH_9.6\r\n")) as port:
+        ctx = at(port, context())
+        with trio.fail_after(1):  # not the handshake's 2 s: the banner is no hello
+            verdict = await check_windows_half(ctx)
+    assert verdict.finding == (
+        f"another program holds 127.0.0.1:{port}, not the Windows half of tailscale-wsl2: "
+        "it sent b'SSH-2.0-OpenSSH_9.6\\r\\n'"
+    )
+
+
+async def test_an_older_windows_half_is_named_by_its_greeting() -> None:
+    async with tcp_server(partial(greet, b"TSWSL\x01" + bytes(32))) as port:
+        with trio.fail_after(1):  # the first version greets at once: no waiting for more
+            verdict = await check_windows_half(at(port, context()))
+    assert verdict.finding == (
+        f"the Windows half at 127.0.0.1:{port} is an older tailscale-wsl2 "
+        "(link version 1; this half speaks 2)"
+    )
+    assert verdict.fix is not None
+    assert verdict.fix.startswith("upgrade both halves to the same release (README: Upgrade)")
+
+
+async def test_a_windows_half_without_the_handshake_says_so_at_once() -> None:
+    async def no_auth_here(stream: trio.abc.Stream) -> None:
+        async with stream:
+            await stream.receive_some(6)  # the start of a link handshake
+            await stream.send_all(NO_AUTH_HERE)  # what this release answers with no key
+
+    async with tcp_server(no_auth_here) as port:
+        with trio.fail_after(1):  # told by its answer, not after doctor's timeout
+            verdict = await check_windows_half(at(port, context()))
+    assert verdict.finding == (
+        f"the Windows half at 127.0.0.1:{port} runs with --insecure-no-auth, "
+        "and this half expects the link handshake"
+    )
+
+
+async def test_insecure_doctor_meets_a_windows_half_that_expects_the_handshake() -> None:
+    options = Options(insecure_no_auth=True, key_file=Path("/keys/link.key"))
+    async with tcp_server(answering(status_answer(), KEY)) as port:
+        verdict = await check_windows_half(at(port, context(options), key=None))
+    assert verdict == Verdict(
+        Status.FAILURE,
+        f"the Windows half at 127.0.0.1:{port} expects the link handshake: it runs without "
+        "--insecure-no-auth, and this half with it",
+        "restart this half without --insecure-no-auth: "
+        "`sudo tailscale-wsl2 up --key-file /keys/link.key` "
+        "(and run doctor without --insecure-no-auth too)",
+    )
+
+
+async def test_insecure_doctor_meets_a_web_server() -> None:
+    answer = b"HTTP/1.1 400 Bad Request\r\nServer: nginx\r\n\r\n"
+    async with tcp_server(partial(quiet_until_asked, answer)) as port:
+        ctx = at(port, context(Options(insecure_no_auth=True)), key=None)
+        verdict = await check_windows_half(ctx)
+    assert verdict.status is Status.FAILURE
+    assert verdict.finding.endswith("it answers HTTP (HTTP/1.1 400 Bad Request, Server: nginx)")
 
 
 async def test_localapi_through_the_windows_half() -> None:
@@ -437,6 +577,82 @@ async def test_socket_permission_denied(tmp_path: Path) -> None:
     assert "mode 0660" in verdict.finding
     assert verdict.fix is not None
     assert "sudo" in verdict.fix
+
+
+async def test_socket_denied_by_its_group_says_how_to_join_it(tmp_path: Path) -> None:
+    async def denied(endpoint: Endpoint) -> trio.abc.Stream:
+        raise PermissionError(errno.EACCES, "Permission denied")
+
+    leave_stale_socket(tmp_path / "tailscaled.sock")
+    os.chown(tmp_path / "tailscaled.sock", -1, 65534)
+    verdict = await check_socket(socket_context(tmp_path, connect=denied))
+    group = grp_name(65534)
+    assert verdict.finding.endswith(f"(mode {stat_mode(tmp_path)}, owner {user_name()}:{group})")
+    assert verdict.fix == (
+        f"join its group: `sudo usermod -aG {group} $USER`, then open a new shell; "
+        "or use `sudo tailscale ...`"
+    )
+
+
+def grp_name(gid: int) -> str:
+    import grp  # noqa: PLC0415
+
+    try:
+        return grp.getgrgid(gid).gr_name
+    except KeyError:
+        return str(gid)
+
+
+def user_name() -> str:
+    import pwd  # noqa: PLC0415
+
+    return pwd.getpwuid(os.getuid()).pw_name
+
+
+def stat_mode(tmp_path: Path) -> str:
+    return f"{(tmp_path / 'tailscaled.sock').stat().st_mode & 0o7777:04o}"
+
+
+async def test_socket_through_a_symbolic_link_is_followed(tmp_path: Path) -> None:
+    real = tmp_path / "real.sock"
+    link = tmp_path / "tailscaled.sock"
+    link.symlink_to(real)
+    ctx = socket_context(tmp_path)
+    async with unix_server(real, answering(status_answer())):
+        verdict = await check_socket(ctx)
+    assert verdict.status is Status.OK
+    assert verdict.details[0] == f"a symbolic link to {real}"
+
+
+async def test_socket_as_a_dangling_symbolic_link(tmp_path: Path) -> None:
+    (tmp_path / "tailscaled.sock").symlink_to(tmp_path / "gone.sock")
+    verdict = await check_socket(socket_context(tmp_path))
+    assert verdict == Verdict(
+        Status.FAILURE,
+        f"{tmp_path / 'tailscaled.sock'} is a symbolic link to {tmp_path / 'gone.sock'}, "
+        "which does not exist",
+        f"remove the link: `sudo rm {tmp_path / 'tailscaled.sock'}`, then start the WSL2 half: "
+        f"`sudo tailscale-wsl2 up --socket {tmp_path / 'tailscaled.sock'}`",
+    )
+
+
+async def test_socket_path_too_long_for_a_unix_socket(tmp_path: Path) -> None:
+    path = tmp_path / ("s" * 120)
+    verdict = await check_socket(context(Options(socket=path)))
+    assert verdict.status is Status.FAILURE
+    assert verdict.finding == (
+        f"{path} is too long for a Unix socket ({len(os.fsencode(path))} bytes, at most 107)"
+    )
+
+
+async def test_socket_path_through_a_file_is_a_finding(tmp_path: Path) -> None:
+    (tmp_path / "file").write_text("")
+    verdict = await check_socket(context(Options(socket=tmp_path / "file" / "s.sock")))
+    assert verdict == Verdict(
+        Status.FAILURE,
+        f"cannot look at {tmp_path / 'file' / 's.sock'}: Not a directory",
+        "pass --socket with the path of the socket (and `tailscale` the same --socket)",
+    )
 
 
 @pytest.mark.parametrize(
@@ -572,8 +788,10 @@ async def test_end_to_end_gets_a_status(tmp_path: Path) -> None:
     async with unix_server(ctx.options.socket, answering(status_answer())):
         verdict = await check_end_to_end(ctx)
     assert verdict.status is Status.OK
+    # What was asked, not that `tailscale status` ran: the CLI may be missing (the cli check).
     assert verdict.finding.startswith(
-        f"`tailscale status` gets its answer through {ctx.options.socket}: Tailscale 1.76.6"
+        "GET /localapi/v0/status (what `tailscale status` asks) answered through "
+        f"{ctx.options.socket}: Tailscale 1.76.6"
     )
 
 

@@ -139,10 +139,14 @@ def test_502_names_the_windows_half_when_it_is_down(chain: Chain) -> None:
     chain.stop("windows")
     answer = request(chain.socket, "GET", "/localapi/v0/status")
     assert answer.status == 502
+    # The commands carry the options the halves were given: copied, they work
+    # (test_doctor_chain.py runs them).
     assert answer.body.decode() == (
         f"the Windows half of tailscale-wsl2 is not reachable at 127.0.0.1:{chain.port} "
-        "(connection refused); run `tailscale-wsl2.exe up` on Windows, "
-        "then `tailscale-wsl2 doctor` here\n"
+        "(connection refused); run `tailscale-wsl2.exe up --side windows "
+        f"--port {chain.port} --listen 127.0.0.1 --key-file {chain.key_file}` on Windows, "
+        f"then `tailscale-wsl2 doctor --side wsl --port {chain.port} --host-ip 127.0.0.1 "
+        f"--socket {chain.socket} --key-file {chain.key_file}` here\n"
     )
 
 
@@ -223,9 +227,11 @@ def test_wrong_link_key_gets_a_502_naming_the_cause(chain: Chain, tmp_path: Path
     answer = request(chain.socket, "GET", "/localapi/v0/status")
     assert answer.status == 502
     assert answer.body.decode() == (
-        f"the Windows half of tailscale-wsl2 at 127.0.0.1:{chain.port} failed the link "
-        "handshake: it refused the link key: the two halves use different keys; "
-        "run `tailscale-wsl2 doctor` here\n"
+        f"the Windows half at 127.0.0.1:{chain.port} refused the link key: the two halves use "
+        "different keys; restart both so they read the same key: `tailscale-wsl2.exe up "
+        f"--side windows --port {chain.port} --listen 127.0.0.1 --key-file {other_key}` on "
+        f"Windows, then `tailscale-wsl2 up --side wsl --port {chain.port} --host-ip 127.0.0.1 "
+        f"--socket {chain.socket} --key-file {other_key}` here\n"
     )
     assert (
         "refused a connection from 127.0.0.1: wrong link key" in chain.processes["windows"].output()
@@ -259,9 +265,10 @@ def test_a_wsl2_half_with_a_key_and_a_windows_half_without_one_are_named(
         answer = request(chain.socket, "GET", "/localapi/v0/status")
         assert answer.status == 502
         assert answer.body.decode() == (
-            f"the Windows half of tailscale-wsl2 at 127.0.0.1:{chain.port} failed the link "
-            "handshake: it runs with --insecure-no-auth: run both halves with the link key, or "
-            "both with that option; run `tailscale-wsl2 doctor` here\n"
+            f"the Windows half at 127.0.0.1:{chain.port} runs with --insecure-no-auth, and this "
+            "half expects the link handshake; restart it without --insecure-no-auth: "
+            f"`tailscale-wsl2.exe up --side windows --port {chain.port} --listen 127.0.0.1 "
+            f"--key-file {chain.key_file}` on Windows\n"
         )
         assert "a WSL2 half with a link key connected" in chain.processes["windows"].output()
     finally:

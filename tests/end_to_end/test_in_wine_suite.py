@@ -47,6 +47,8 @@ def test_summary_counts_reads_pytest_q_output() -> None:
     assert summary_counts("no tests ran in 0.01s") == {}
 
 
+# The whole Windows suite under Wine, bounded by SUITE_TIMEOUT (600 s) itself.
+@pytest.mark.timeout(900)
 def test_windows_suite_passes_under_wine() -> None:
     if sys.platform == "win32":
         pytest.skip("on Windows, tests/in_wine runs natively: pytest tests/in_wine")

@@ -10,8 +10,6 @@ import subprocess
 import time
 from pathlib import Path
 
-import pytest
-
 from tests.support.chain import Chain, connectable, start_process
 
 # A key file that never ends must not fill the machine's memory while it is read.
@@ -41,9 +39,6 @@ def test_a_fifo_as_the_key_file_does_not_make_the_half_deaf_to_signals(
     assert not chain.socket.exists()
 
 
-@pytest.mark.xfail(
-    strict=True, reason="the bounded, regular-file-only key read is issue 18's (link/key.py)"
-)
 def test_an_endless_key_file_is_one_line(program: list[str], tmp_path: Path) -> None:
     chain = Chain(program, tmp_path)
 

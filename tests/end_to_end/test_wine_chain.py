@@ -42,6 +42,8 @@ from tests.support.wine_chain import (
 
 pytestmark = [
     pytest.mark.wine,
+    # Wine's start-up alone may take a minute (WINE_START_TIMEOUT) on a loaded machine.
+    pytest.mark.timeout(300),
     pytest.mark.skipif(
         sys.platform == "win32", reason="drives Wine from Linux; on Windows see tests/in_wine"
     ),

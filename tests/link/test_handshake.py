@@ -10,8 +10,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tailscale_wsl2.link.handshake import (
+    KEY_EXPECTED,
     KEY_REFUSED,
     LINK_PREFIX,
+    LINK_PROLOGUE,
     MESSAGE_1_SIZE,
     MESSAGE_2_SIZE,
     NOT_CONFIRMED,
@@ -19,11 +21,16 @@ from tailscale_wsl2.link.handshake import (
     REPLAYED,
     FirstMessages,
     HandshakeFailed,
+    InsecurePeer,
+    NoHandshake,
+    OtherVersion,
+    WrongKey,
     accept_link,
     open_link,
 )
-from tailscale_wsl2.link.noise import TAG_SIZE, NoiseFailed
+from tailscale_wsl2.link.noise import TAG_SIZE, NoiseFailed, Responder
 from tailscale_wsl2.link.sealed import SealedLink, new_scratch_buffers
+from tailscale_wsl2.link.sessions import NO_AUTH_HERE
 from tailscale_wsl2.net.sockets import RawSocketStream
 from tests.support.sockets import unix_pair
 
@@ -93,6 +100,7 @@ async def test_the_same_key_makes_a_sealed_link_both_ways() -> None:
 
 async def test_a_wrong_key_fails_on_both_sides_and_is_named() -> None:
     wsl, windows, opened = await both_halves(OTHER_KEY, KEY)
+    assert isinstance(wsl, WrongKey)  # its own kind, for the fix about keys (mismatch.py)
     assert str(wsl) == "it refused the link key: the two halves use different keys"
     assert windows == REFUSED_KEY
     assert not opened
@@ -104,17 +112,16 @@ async def test_a_wrong_key_fails_on_both_sides_and_is_named() -> None:
 Impostor = Callable[[RawSocketStream, bytes], Awaitable[None]]
 
 
-async def against(impostor: Impostor, *, timeout: float = 5) -> tuple[str, bytes]:
+async def against(impostor: Impostor, *, timeout: float = 5) -> tuple[HandshakeFailed, bytes]:
     """The WSL2 half's failure against `impostor`, and every byte it sent meanwhile."""
     wsl_end, fake_end = stream_pair()
     sent = bytearray()
-    failure = ""
+    failures: list[HandshakeFailed] = []
 
     async def wsl() -> None:
-        nonlocal failure
         with pytest.raises(HandshakeFailed) as caught:
             await open_link(wsl_end, KEY, new_scratch_buffers(), timeout=timeout)
-        failure = str(caught.value)
+        failures.append(caught.value)
         wsl_end.close()
 
     async def fake() -> None:
@@ -129,6 +136,7 @@ async def against(impostor: Impostor, *, timeout: float = 5) -> tuple[str, bytes
     async with trio.open_nursery() as nursery:
         nursery.start_soon(wsl)
         nursery.start_soon(fake)
+    [failure] = failures
     return failure, bytes(sent)
 
 
@@ -159,22 +167,49 @@ async def silent(stream: RawSocketStream, first: bytes) -> None:
     await trio.sleep_forever()
 
 
+async def insecure_windows_half(stream: RawSocketStream, first: bytes) -> None:
+    await stream.send_all(NO_AUTH_HERE)
+    await stream.send_eof()
+
+
+async def newer_windows_half(stream: RawSocketStream, first: bytes) -> None:
+    await stream.send_all(b"TSWSL\x03" + os.urandom(40))  # then it waits for an answer
+
+
+async def ssh_server(stream: RawSocketStream, first: bytes) -> None:
+    await stream.send_all(b"SSH-2.0-OpenSSH_9.6\r\n")  # then it waits for the client's
+
+
 @pytest.mark.parametrize(
-    ("impostor", "reason"),
+    ("impostor", "kind", "reason"),
     [
-        (old_windows_half, "it is an older tailscale-wsl2 (link version 1)"),
-        (http_server, "an HTTP server answered, not a Windows half"),
-        (hangs_up, "it closed the connection without answering the handshake"),
-        (random_answer, "it could not prove that it holds the link key"),
-        (reflects, "it could not prove that it holds the link key"),
+        (old_windows_half, OtherVersion, "it is an older tailscale-wsl2 (link version 1, "),
+        (newer_windows_half, OtherVersion, "it is a newer tailscale-wsl2 (link version 3, "),
+        (insecure_windows_half, InsecurePeer, "it runs with --insecure-no-auth"),
+        (http_server, NoHandshake, "it sent no tailscale-wsl2 handshake (b'HTTP/1.1 400 "),
+        (ssh_server, NoHandshake, "it sent no tailscale-wsl2 handshake (b'SSH-2.0-"),
+        (hangs_up, NoHandshake, "it sent no tailscale-wsl2 handshake (no byte)"),
+        (random_answer, HandshakeFailed, "it could not prove that it holds the link key"),
+        (reflects, HandshakeFailed, "it could not prove that it holds the link key"),
     ],
-    ids=["old-windows-half", "http", "hang-up", "random-answer", "reflection"],
+    ids=[
+        "old-windows-half",
+        "newer-windows-half",
+        "insecure-windows-half",
+        "http",
+        "banner",
+        "hang-up",
+        "random-answer",
+        "reflection",
+    ],
 )
 async def test_an_impostor_gets_nothing_but_the_first_message(
-    impostor: Impostor, reason: str
+    impostor: Impostor, kind: type[HandshakeFailed], reason: str
 ) -> None:
-    failure, sent = await against(impostor)
-    assert failure.startswith(reason)
+    with trio.fail_after(4):  # each is told before the handshake's 5 s
+        failure, sent = await against(impostor)
+    assert type(failure) is kind
+    assert str(failure).startswith(reason)
     assert len(sent) == FIRST_MESSAGE  # no confirmation, no client byte: nothing else
     assert sent.startswith(LINK_PREFIX)
 
@@ -182,9 +217,104 @@ async def test_an_impostor_gets_nothing_but_the_first_message(
 async def test_silence_fails_at_the_deadline(autojump_clock: trio.testing.MockClock) -> None:
     started = trio.current_time()
     failure, sent = await against(silent, timeout=5)
-    assert failure.startswith("it did not answer the link handshake within 5s")
+    assert isinstance(failure, NoHandshake)
+    assert (failure.received, failure.waited) == (None, 5)  # told from a close, for the words
     assert trio.current_time() - started >= 5
     assert len(sent) == FIRST_MESSAGE
+
+
+async def test_a_close_before_any_byte_is_told_from_silence() -> None:
+    failure, _ = await against(hangs_up)
+    assert isinstance(failure, NoHandshake)
+    assert failure.received == b""
+
+
+async def test_a_short_banner_is_told_at_once_not_at_the_deadline(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    started = trio.current_time()
+    failure, _ = await against(ssh_server, timeout=5)
+    assert isinstance(failure, NoHandshake)
+    assert failure.received == b"SSH-2.0-OpenSSH_9.6\r\n"
+    assert trio.current_time() == started
+
+
+async def test_an_http_answer_is_kept_to_the_end_of_its_head() -> None:
+    head = b"HTTP/1.1 502 Bad Gateway\r\nServer: tailscale-wsl2\r\nContent-Length: 2\r\n\r\n"
+
+    async def http_502(stream: RawSocketStream, first: bytes) -> None:
+        await stream.send_all(head[:20])  # a head longer than message 2, in pieces
+        await trio.testing.wait_all_tasks_blocked()
+        await stream.send_all(head[20:] + b"x\n")
+
+    failure, _ = await against(http_502)
+    assert isinstance(failure, NoHandshake)
+    assert failure.received is not None
+    assert failure.received.startswith(head)  # its Server header names who answered
+
+
+async def test_part_of_an_answer_then_silence_names_what_came(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async def stalls(stream: RawSocketStream, first: bytes) -> None:
+        await stream.send_all(b"\x9f\x03")
+
+    failure, _ = await against(stalls, timeout=5)
+    assert isinstance(failure, NoHandshake)
+    assert (failure.received, failure.waited) == (b"\x9f\x03", 5)
+
+
+async def test_an_http_0_9_error_page_is_no_answer() -> None:
+    # What Python's http.server makes of a first message with a line end in it: a bare page.
+    page = b'<!DOCTYPE HTML>\n<html lang="en">\n    <head>\n        <meta charset="utf-8">\n'
+
+    async def http_0_9(stream: RawSocketStream, first: bytes) -> None:
+        await stream.send_all(page[:MESSAGE_2_SIZE])  # as much as message 2 holds
+
+    failure, _ = await against(http_0_9)
+    assert isinstance(failure, NoHandshake)
+    assert failure.received == page[:MESSAGE_2_SIZE]
+
+
+@pytest.mark.parametrize("cuts", [[1], [6], [7], [MESSAGE_2_SIZE - 1], list(range(1, 48, 5))])
+async def test_message_2_arriving_in_pieces_is_put_together(cuts: list[int]) -> None:
+    """However the network splits message 2 (and its first bytes: text, "TSWSL"), the
+    WSL2 half waits for the rest rather than take it for another program's words."""
+    wsl_end, fake_end = stream_pair()
+    responder = Responder(KEY, prologue=LINK_PROLOGUE)
+    links: list[SealedLink] = []
+
+    async def wsl() -> None:
+        links.append(await open_link(wsl_end, KEY, new_scratch_buffers()))
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(wsl)
+        first = await receive_exactly(fake_end, FIRST_MESSAGE)
+        responder.read_message_1(first[len(LINK_PREFIX) :])
+        answer = responder.write_message_2()
+        # The worst case for the guesses: an answer that starts like text or like "TSWSL".
+        for start, end in zip([0, *cuts], [*cuts, len(answer)], strict=True):
+            await trio.testing.wait_all_tasks_blocked()
+            await fake_end.send_all(answer[start:end])
+        confirmation = await receive_exactly(fake_end, TAG_SIZE)
+    responder.split().receive.open(confirmation, LINK_PREFIX)
+    assert len(links) == 1
+    wsl_end.close()
+    fake_end.close()
+
+
+async def test_bytes_right_behind_message_2_are_left_for_the_link() -> None:
+    wsl_end, fake_end = stream_pair()
+    responder = Responder(KEY, prologue=LINK_PROLOGUE)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(open_link, wsl_end, KEY, new_scratch_buffers())
+        first = await receive_exactly(fake_end, FIRST_MESSAGE)
+        responder.read_message_1(first[len(LINK_PREFIX) :])
+        await fake_end.send_all(responder.write_message_2() + b"next")  # one segment
+        await receive_exactly(fake_end, TAG_SIZE)
+    assert wsl_end.socket.recv(16) == b"next"
+    wsl_end.close()
+    fake_end.close()
 
 
 # --- what the Windows half does with a peer that is not the WSL2 half --------------------------
@@ -225,22 +355,48 @@ async def windows_verdict(*sends: bytes, key: bytes = KEY) -> tuple[SealedLink |
 
 
 @pytest.mark.parametrize(
-    ("first", "reason"),
+    ("first", "reason", "answer"),
     [
-        (b"\x00" + b"\x00\x00\x00\x05hello", "it sent no link handshake (a WSL2 half run with"),
-        (b"TSWSL\x03" + bytes(48), "it speaks link version 3"),
-        (b"GET /localapi/v0/status HTTP/1.1\r\n\r\n", "it sent something that is not"),
-        (LINK_PREFIX + bytes(10), "it closed the connection during the handshake"),
-        (b"", "it closed the connection during the handshake"),
+        (
+            b"\x00" + b"\x00\x00\x00\x05hello",
+            "it sent no link handshake (a WSL2 half run with",
+            KEY_EXPECTED,
+        ),
+        (b"TSWSL\x03" + bytes(48), "it speaks link version 3", KEY_EXPECTED),
+        (
+            b"GET /localapi/v0/status HTTP/1.1\r\n\r\n",
+            "it sent something that is not",
+            KEY_EXPECTED,
+        ),
+        (LINK_PREFIX + bytes(10), "it closed the connection during the handshake", b""),
+        (b"", "it closed the connection during the handshake", b""),
     ],
     ids=["insecure-wsl-half", "other-version", "http-client", "cut-short", "nothing"],
 )
-async def test_the_windows_half_names_what_it_met(first: bytes, reason: str) -> None:
+async def test_the_windows_half_names_what_it_met(first: bytes, reason: str, answer: bytes) -> None:
     verdict, opened, received = await windows_verdict(first)
     assert isinstance(verdict, str)
     assert verdict.startswith(reason)
     assert not opened
-    assert received == b""  # not a byte of the handshake for it
+    # Not a byte of the handshake for it; to a peer that started none, the one fixed answer
+    # that tells it a Windows half expecting the handshake is here.
+    assert received == answer
+
+
+async def test_the_windows_half_lets_its_caller_name_what_came() -> None:
+    def describe(first_bytes: bytes) -> str | None:
+        return f"it said {first_bytes[:1]!r}" if first_bytes.startswith(b"\x00") else None
+
+    windows_end, peer_end = stream_pair()
+    peer_end.socket.sendall(b"\x00")  # SESSION_MODE, and nothing more: it waits
+    with trio.fail_after(5):  # told at the first byte, not at a deadline
+        verdict = await accept_link(
+            windows_end, KEY, new_scratch_buffers(), lambda: None, None, describe
+        )
+    assert verdict == "it said b'\\x00'"
+    assert peer_end.socket.recv(16) == KEY_EXPECTED
+    windows_end.close()
+    peer_end.close()
 
 
 async def tapped_handshake() -> tuple[bytes, bytes]:

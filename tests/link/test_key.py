@@ -1,3 +1,6 @@
+import os
+import pwd
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -6,6 +9,8 @@ import pytest
 from tailscale_wsl2.errors import ActionableError
 from tailscale_wsl2.link.key import (
     KEY_BYTES,
+    KeyFileError,
+    KeyProblem,
     exposure_warning,
     find_key_from_wsl,
     key_exposure_warning,
@@ -139,3 +144,124 @@ def test_the_warning_reads_the_file_as_it_is(tmp_path: Path) -> None:
     key.chmod(0o644)
     assert key_exposure_warning(key, lambda _: "") is not None
     assert key_exposure_warning(tmp_path / "missing", lambda _: "") is None
+
+
+# --- a key file that is no key file: one line each, with the fix ------------------------------
+
+
+def key_error(path: Path) -> KeyFileError:
+    with pytest.raises(KeyFileError) as caught:
+        load_key(path)
+    return caught.value
+
+
+def test_a_folder_names_the_file_in_it(tmp_path: Path) -> None:
+    error = key_error(tmp_path)
+    assert error.problem is KeyProblem.DIRECTORY
+    assert str(error) == (
+        f"{tmp_path} is a folder, not the link key file; "
+        f"pass the key file in it: --key-file {tmp_path / 'link.key'}"
+    )
+
+
+def test_a_fifo_is_refused_without_waiting_for_a_writer(tmp_path: Path) -> None:
+    fifo = tmp_path / "link.key"
+    os.mkfifo(fifo)
+    # Opening a FIFO for reading blocks until a writer comes; this must return at once (a
+    # thread, so that a hang is a failure here rather than a stalled run).
+    errors: list[KeyFileError] = []
+    reader = threading.Thread(target=lambda: errors.append(key_error(fifo)), daemon=True)
+    reader.start()
+    reader.join(10)
+    assert not reader.is_alive(), "reading the key file blocked on a FIFO"
+    [error] = errors
+    assert error.problem is KeyProblem.NOT_A_FILE
+    assert error.what == f"{fifo} is a named pipe (FIFO), not a link key file"
+
+
+def test_a_device_is_refused_before_a_byte_is_read() -> None:
+    error = key_error(Path("/dev/zero"))  # read to its end, it would fill memory
+    assert error.what == "/dev/zero is a character device, not a link key file"
+
+
+def test_a_symbolic_link_is_not_followed_and_its_target_is_named(tmp_path: Path) -> None:
+    real = tmp_path / "real.key"
+    real.write_text("ab" * 32 + "\n")
+    link = tmp_path / "link.key"
+    link.symlink_to(real)
+    error = key_error(link)
+    assert error.problem is KeyProblem.SYMLINK
+    assert error.fix == f"pass the file itself: --key-file {real}"
+    assert load_key(real) == bytes.fromhex("ab" * 32)  # the file itself is fine
+    (tmp_path / "dangling.key").symlink_to(tmp_path / "gone")
+    assert key_error(tmp_path / "dangling.key").what.endswith(
+        "a symbolic link to nothing that exists"
+    )
+
+
+def test_an_empty_file_and_a_huge_one(tmp_path: Path) -> None:
+    (tmp_path / "empty").write_bytes(b"")
+    (tmp_path / "blank").write_bytes(b"\n\n")
+    (tmp_path / "huge").write_bytes(b"0" * 100_000)
+    assert key_error(tmp_path / "empty").problem is KeyProblem.EMPTY
+    assert key_error(tmp_path / "blank").problem is KeyProblem.EMPTY
+    huge = key_error(tmp_path / "huge")
+    assert huge.problem is KeyProblem.TOO_LARGE
+    assert huge.what == f"{tmp_path / 'huge'} holds 100000 bytes: not a link key (64 hex digits)"
+
+
+def test_paths_that_cannot_be_looked_at(tmp_path: Path) -> None:
+    (tmp_path / "file").write_text("")
+    under_a_file = key_error(tmp_path / "file" / "link.key")
+    assert under_a_file.problem is KeyProblem.BAD_PATH
+    assert under_a_file.what.endswith(": Not a directory")
+    too_long = key_error(tmp_path / ("k" * 300))
+    assert too_long.what.endswith(": File name too long")
+    with_nul = key_error(Path("link\0.key"))
+    assert with_nul.problem is KeyProblem.BAD_PATH
+
+
+def test_a_key_file_that_is_not_readable_names_its_mode_and_owner(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "link.key"
+    path.write_text("ab" * 32 + "\n")
+    path.chmod(0o600)
+
+    def denied(*args: object) -> int:
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(os, "open", denied)  # as for a user who is not its owner
+    error = key_error(path)
+    assert error.problem is KeyProblem.DENIED
+    owner = pwd.getpwuid(os.getuid()).pw_name
+    assert error.what == f"no permission to read the link key at {path} (mode 0600, owner {owner})"
+    assert error.fix == f"run this as {owner} (e.g. with sudo), or pass --key-file PATH"
+
+
+def test_the_windows_half_creates_no_key_over_a_file_that_is_no_key(tmp_path: Path) -> None:
+    for problem in (tmp_path / "dir", tmp_path / "fifo"):
+        (tmp_path / "dir").mkdir(exist_ok=True)
+        if not (tmp_path / "fifo").exists():
+            os.mkfifo(tmp_path / "fifo")
+        with pytest.raises(KeyFileError):
+            load_or_create_key(problem)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["dir", "fifo"]
+
+
+def test_the_windows_half_says_where_it_cannot_create_the_key(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "file").write_text("")
+    with pytest.raises(KeyFileError, match=r"cannot read the link key at .*: Not a directory"):
+        load_or_create_key(tmp_path / "file" / "sub" / "link.key")
+
+    def read_only(*args: object) -> int:
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(os, "open", read_only)  # a folder this user may not write to
+    with pytest.raises(KeyFileError) as caught:
+        load_or_create_key(tmp_path / "link.key")
+    assert caught.value.what == (
+        f"cannot create the link key at {tmp_path / 'link.key'}: Permission denied"
+    )

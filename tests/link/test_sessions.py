@@ -24,11 +24,14 @@ from tailscale_wsl2.link.sealed import (
 from tailscale_wsl2.link.sessions import (
     GONE,
     HEADER,
+    MAX_FRAME,
     NO_AUTH_HERE,
     SEALED_LINK_PREFIX,
     SESSION_MODE,
+    LinkOutOfStep,
     LinkSession,
     link_sessions,
+    session_at_once,
     session_connector,
     start_session_mode,
 )
@@ -42,6 +45,8 @@ from tailscale_wsl2.net.sockets import (
     RawSocketStream,
     listening_socket,
 )
+from tailscale_wsl2.plan.commands import link_fixes
+from tailscale_wsl2.plan.halves import Options
 from tailscale_wsl2.relay.core import Relay
 from tests.support.sockets import (
     SocketPairMaker,
@@ -163,7 +168,9 @@ async def test_a_link_closed_inside_a_frame_is_a_broken_session(
     far.close()
     if delivered:
         assert await session.receive_some(len(delivered)) == delivered
-    with pytest.raises(trio.BrokenResourceError, match="middle of a frame"):
+    with pytest.raises(
+        trio.BrokenResourceError, match=r"^the link closed in the middle of a frame$"
+    ):
         await session.receive_some()
 
 
@@ -394,6 +401,38 @@ async def test_what_came_before_a_broken_frame_still_goes_on() -> None:
         sock.close()
 
 
+async def test_bytes_that_are_no_frame_end_the_session_with_their_explanation() -> None:
+    # A WSL2 half run with --insecure-no-auth, met by a Windows half that greets with its
+    # handshake: those bytes must not reach the client as if they were its answer.
+    near, far = unix_pair()
+    relay_out, reader = unix_pair()
+    far.sendall(b"TSWSL\x01" + bytes(32))
+    explained: list[bytes] = []
+
+    def explain(received: bytes) -> str:
+        explained.append(received)
+        return "the Windows half expects the link handshake; restart this half without it"
+
+    session = LinkSession(RawSocketStream(near), explain_out_of_step=explain)
+    with pytest.raises(LinkOutOfStep, match=r"^the Windows half expects the link handshake"):
+        with trio.fail_after(10):
+            await OneWay(session, RawSocketStream(relay_out), Spares()).copy()
+    assert explained == [b"TSWS"]
+    relay_out.close()
+    assert await read_to_eof(trio.socket.from_stdlib_socket(reader)) == b""  # nothing passed on
+    for sock in (near, far, reader):
+        sock.close()
+
+
+async def test_the_largest_frame_is_still_a_frame() -> None:
+    near, far = unix_pair()
+    session = LinkSession(RawSocketStream(near))
+    far.sendall(HEADER.pack(MAX_FRAME) + b"x")
+    assert await session.receive_some(1) == b"x"
+    for sock in (near, far):
+        sock.close()
+
+
 async def test_portable_path_goes_through_a_session() -> None:
     """session <-> a stream without a fast path (the Windows named pipe's case)."""
     near, far = unix_pair()
@@ -506,6 +545,7 @@ class Upstream(Enum):
 
 
 LINK_KEY = bytes(range(32))
+FIXES = link_fixes(Options(), sudo=False)  # the commands a failed link's 502 would name
 
 
 @pytest.fixture(params=[False, True], ids=["clear", "sealed"])
@@ -568,7 +608,9 @@ async def two_halves(
     wsl: Relay
     warm: WarmLinks[SealedLink] | WarmLinks[RawSocketStream]
     if sealed:
-        warm = sealed_warm = WarmLinks(authenticated_connector(windows_half, LINK_KEY), size=1)
+        warm = sealed_warm = WarmLinks(
+            authenticated_connector(windows_half, LINK_KEY, FIXES), size=1
+        )
         wsl = Relay.for_clients(
             session_connector(sealed_warm.take, sealed_warm.park, SealedSession)
         )
@@ -764,3 +806,200 @@ async def test_a_wsl2_half_with_a_key_is_told_this_half_has_none() -> None:
     assert far.recv(64) == NO_AUTH_HERE
     near.close()
     far.close()
+
+
+# --- inputs the tests above do not give ------------------------------------------------------
+
+
+async def test_part_of_the_next_header_arriving_with_the_end_of_a_payload(
+    link_pair: tuple[LinkSession[RawSocketStream], socket.socket],
+) -> None:
+    session, far = link_pair
+    second = frame(b"second")
+    far.sendall(frame(b"first") + second[:2])
+    buffer = bytearray(b"\xee" * 64)  # no stale zero can pass for a header byte
+    assert buffer[: session.try_receive_into(buffer)] == b"first"
+    # Two bytes of the header came along; the rest is still on its way.
+    with pytest.raises(BlockingIOError):
+        session.try_receive_into(buffer)
+    far.sendall(second[2:] + frame(b""))
+    assert buffer[: session.try_receive_into(buffer)] == b"second"
+    assert session.frame_length == len(b"second")
+    assert session.try_receive_into(buffer) == 0
+    assert session.reusable is False  # this direction has not ended yet
+    await session.send_eof()
+    assert session.reusable
+
+
+async def test_a_whole_next_header_arriving_with_a_payload_is_taken_in_only_when_reached(
+    link_pair: tuple[LinkSession[RawSocketStream], socket.socket],
+) -> None:
+    session, far = link_pair
+    far.sendall(frame(b"ab") + HEADER.pack(0))
+    buffer = bytearray(64)
+    assert buffer[: session.try_receive_into(buffer)] == b"ab"
+    assert session.frame_length == 2  # the end frame's header is read, not yet taken in
+    assert session.try_receive_into(buffer) == 0
+    assert session.frame_length == 0
+
+
+def reset(sock: socket.socket) -> None:
+    """Close a TCP socket with an RST: the peer's next call fails with an OS error."""
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    sock.close()
+
+
+async def test_an_os_error_while_receiving_is_a_broken_session() -> None:
+    near, far = tcp_pair()
+    session = LinkSession(RawSocketStream(near))
+    reset(far)
+    with pytest.raises(trio.BrokenResourceError) as raised, trio.fail_after(10):
+        await session.receive_some()
+    assert isinstance(raised.value.__cause__, OSError)
+    near.close()
+
+
+async def test_receiving_on_a_session_whose_link_was_closed_here_is_closed_not_broken() -> None:
+    near, far = tcp_pair()
+    session = LinkSession(RawSocketStream(near))
+    near.close()
+    with pytest.raises(trio.ClosedResourceError):
+        await session.receive_some()
+    far.close()
+
+
+async def test_an_os_error_while_sending_is_a_broken_session() -> None:
+    near, far = tcp_pair()
+    session = LinkSession(RawSocketStream(near))
+    reset(far)
+
+    async def send_until_refused() -> None:
+        for _ in range(1000):  # the first sends may still be taken before the RST is seen
+            await session.send_all(b"x" * 65536)
+
+    with pytest.raises(trio.BrokenResourceError), trio.fail_after(10):
+        await send_until_refused()
+    with pytest.raises(trio.BrokenResourceError):
+        await session.send_eof()
+    near.close()
+
+
+async def test_wait_send_all_might_not_block_waits_for_room_on_the_link() -> None:
+    near, far = unix_pair()
+    session = LinkSession(RawSocketStream(near))
+    queued = fill(near)
+    room = trio.Event()
+
+    async def wait_for_room() -> None:
+        await session.wait_send_all_might_not_block()
+        room.set()
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(wait_for_room)
+        await trio.testing.wait_all_tasks_blocked()
+        assert not room.is_set()  # the link is full
+        far.setblocking(True)
+        assert far.recv(queued, socket.MSG_WAITALL) == b"\xff" * queued
+        with trio.fail_after(10):
+            await room.wait()
+    with trio.fail_after(10):
+        await session.wait_send_all_might_not_block()  # room now: no wait at all
+    near.close()
+    far.close()
+
+
+async def test_a_session_at_once_on_a_parked_link_and_none_without_one() -> None:
+    near, far = unix_pair()
+    parked: list[RawSocketStream] = [RawSocketStream(near)]
+    recycled: list[RawSocketStream] = []
+    open_at_once = session_at_once(
+        lambda: parked.pop() if parked else None, recycled.append, LinkSession
+    )
+    session = open_at_once()
+    assert isinstance(session, LinkSession)
+    assert session.link.socket is near
+    assert open_at_once() is None  # nothing parked any more: no waiting for one
+    far.sendall(HEADER.pack(0))
+    await session.send_eof()
+    assert await session.receive_some() == b""
+    await session.aclose()
+    assert recycled == [session.link]  # given back to the recycler it was opened with
+    near.close()
+    far.close()
+
+
+async def test_the_windows_half_waits_for_a_links_first_byte() -> None:
+    # The first-byte wait may return before the byte is readable (it is a hint): the mode
+    # is then waited for, not taken as a closed link.
+    near, far = unix_pair()
+    served: list[bytes] = []
+
+    async def serve() -> None:
+        async for session in link_sessions(RawSocketStream(near), at_once):
+            assert isinstance(session, LinkSession)
+            served.append(await session.receive_some())
+            assert await session.receive_some() == b""
+            await session.send_eof()
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(serve)
+        await trio.testing.wait_all_tasks_blocked()
+        assert served == []
+        far.sendall(SESSION_MODE + frame(b"late") + frame(b""))
+        await trio.testing.wait_all_tasks_blocked()
+        assert read_frames(far) == [b""]
+        far.close()  # between sessions: the link's end
+    assert served == [b"late"]
+    near.close()
+
+
+async def test_an_os_error_before_a_links_first_byte_is_a_broken_link() -> None:
+    near, far = tcp_pair()
+    reset(far)
+
+    async def sessions() -> list[trio.abc.Stream]:
+        return [session async for session in link_sessions(RawSocketStream(near), at_once)]
+
+    with pytest.raises(trio.BrokenResourceError), trio.fail_after(10):
+        await sessions()
+    near.close()
+
+
+async def test_a_move_that_moves_nothing_mid_frame_is_a_broken_session(
+    link_pair: tuple[LinkSession[RawSocketStream], socket.socket],
+) -> None:
+    session, far = link_pair
+    far.sendall(HEADER.pack(10) + b"abc")
+    with pytest.raises(
+        trio.BrokenResourceError, match=r"^the link closed in the middle of a frame$"
+    ):
+        session.try_move_payload(lambda fd, count: 0, 100)
+
+
+async def test_sending_after_this_direction_ended_is_refused_in_words(
+    link_pair: tuple[LinkSession[RawSocketStream], socket.socket],
+) -> None:
+    session, _ = link_pair
+    await session.send_eof()
+    with pytest.raises(
+        trio.ClosedResourceError, match=r"^this direction of the session has ended$"
+    ):
+        await session.send_all(b"late")
+
+
+async def test_a_frame_sent_at_once_leaves_once(
+    link_pair: tuple[LinkSession[RawSocketStream], socket.socket],
+) -> None:
+    session, far = link_pair
+    buffer = memoryview(bytearray(HEADER.size + 5))
+    buffer[HEADER.size :] = b"hello"
+    assert session.send_framed_now(buffer, 5) is None  # the link took it all
+    await session.send_eof()
+    assert read_frames(far) == [b"hello", b""]
+
+
+def test_the_pump_may_splice_a_sessions_bulk_payloads(
+    link_pair: tuple[LinkSession[RawSocketStream], socket.socket],
+) -> None:
+    session, _ = link_pair
+    assert session.fast_end().bulk is session

@@ -63,3 +63,19 @@ def test_parse_endpoint_only_ever_raises_value_error(text: str) -> None:
     except ValueError:
         return
     assert str(endpoint)
+
+
+@pytest.mark.parametrize(("text", "port"), [("1", 1), ("65535", 65535)])
+def test_the_ends_of_the_port_range(text: str, port: int) -> None:
+    assert parse_endpoint(f"tcp:127.0.0.1:{text}") == TcpEndpoint("127.0.0.1", port)
+
+
+def test_the_first_port_past_the_range_is_refused() -> None:
+    with pytest.raises(ValueError, match=r"^not a TCP port \(1-65535\): '65536'$"):
+        parse_endpoint("tcp:127.0.0.1:65536")
+
+
+@pytest.mark.parametrize("text", ["X127.0.0.1", "127.0.0.1X", "[127.0.0.1]]x"])
+def test_only_brackets_and_spaces_are_taken_off_an_address(text: str) -> None:
+    with pytest.raises(ValueError, match=r"^not an IP address"):
+        parse_ip(text)

@@ -160,3 +160,13 @@ async def test_something_that_appears_at_the_path_meanwhile_is_never_replaced(
         await open_unix_listener(path, mode=0o660, group=None)
     assert path.read_text() == "another program's"
     assert [p.name for p in tmp_path.iterdir()] == [path.name]  # and nothing of ours is left
+
+
+async def test_a_path_no_client_could_connect_to_is_refused(tmp_path: Path) -> None:
+    # Bound under a short name and linked into place, a long path would bind: it must not.
+    path = tmp_path / ("s" * 120)
+    with pytest.raises(ActionableError) as caught:
+        await open_unix_listener(path, mode=0o600, group=None)
+    assert caught.value.what == f"socket path is too long for a Unix socket: {path}"
+    assert caught.value.fix == "pick a shorter path with --socket"
+    assert list(tmp_path.iterdir()) == []  # no socket, no lock file left behind

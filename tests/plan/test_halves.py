@@ -15,6 +15,7 @@ from tailscale_wsl2.plan.halves import (
     Options,
     WindowsHalf,
     WslHalf,
+    parse_upstream_option,
     plan_half,
     socket_group,
 )
@@ -164,3 +165,99 @@ def test_listen_wins_over_the_networking_mode() -> None:
     half = plan_half(Options(listen="172.27.64.1"), Side.WINDOWS, mirrored, {})
     assert isinstance(half, WindowsHalf)
     assert (half.listen_found_by, half.follow_adapter) == ("--listen", False)
+
+
+# --- what the user reads: every refusal's words and fix, every hop's name ---------------------
+
+
+def refusal(options: Options, side: Side, discover: Discoverers) -> tuple[str, str | None]:
+    with pytest.raises(ActionableError) as raised:
+        plan_half(options, side, discover, {})
+    return raised.value.what, raised.value.fix
+
+
+def test_the_words_of_plain_linuxs_refusal() -> None:
+    assert refusal(Options(), Side.LINUX, ADAPTER) == (
+        "this is neither Windows nor WSL: tailscale-wsl2 connects the `tailscale` CLI "
+        "inside WSL2 to Tailscale on the Windows host",
+        "run it on Windows and inside WSL2, or force a half with --side windows|wsl",
+    )
+
+
+def test_the_words_of_the_missing_adapter() -> None:
+    assert refusal(Options(), Side.WINDOWS, NO_ADAPTER_YET) == (
+        "no vEthernet (WSL) adapter: WSL has not started since Windows booted",
+        "start WSL (e.g. run `wsl true`), then run this again, or pass --listen ADDR",
+    )
+
+
+def test_the_words_of_a_listen_address_off_the_subnet() -> None:
+    assert refusal(Options(listen="192.168.1.5"), Side.WINDOWS, ADAPTER) == (
+        "--listen 192.168.1.5 is not on the WSL adapter's subnet 172.27.64.0/20",
+        "omit --listen, or listen on a loopback address",
+    )
+
+
+@pytest.mark.parametrize(
+    ("options", "side", "flag"),
+    [
+        (Options(listen="localhost"), Side.WINDOWS, "--listen"),
+        (Options(host_ip="host.internal"), Side.WSL2, "--host-ip"),
+    ],
+)
+def test_the_words_of_an_address_option_that_is_no_address(
+    options: Options, side: Side, flag: str
+) -> None:
+    value = options.listen or options.host_ip
+    assert refusal(options, side, OVERRIDDEN) == (
+        f"{flag}: not an IP address: {value!r}",
+        f"pass an IPv4 address to {flag}",
+    )
+
+
+def test_each_next_hop_is_named_with_its_fix() -> None:
+    wsl = plan_half(Options(), Side.WSL2, ADAPTER, {})
+    assert isinstance(wsl, WslHalf)
+    assert (wsl.upstream.name, wsl.upstream.fix) == (
+        "the Windows half of tailscale-wsl2",
+        "run `tailscale-wsl2.exe up` on Windows, then `tailscale-wsl2 doctor` here",
+    )
+    options = Options(upstream=UnixEndpoint("/tmp/api.sock"))
+    windows = plan_half(options, Side.WINDOWS, ADAPTER, {})
+    assert isinstance(windows.upstream, Hop)
+    assert (windows.upstream.name, windows.upstream.fix) == (
+        "Tailscale's LocalAPI on Windows",
+        "is Tailscale running on Windows? Start it, then run "
+        "`tailscale-wsl2.exe doctor --upstream unix:/tmp/api.sock` on Windows",
+    )
+
+
+def test_waiting_for_the_adapter_says_what_it_waits_for() -> None:
+    half = plan_half(Options(wait_for_wsl=True), Side.WINDOWS, NO_ADAPTER_YET, {})
+    assert isinstance(half, WindowsHalf)
+    assert half.listen_found_by == "the vEthernet (WSL) adapter, once WSL starts"
+
+
+def test_without_word_from_windows_the_networking_mode_is_nat() -> None:
+    discover = Discoverers(never, never, never, never)
+    assert discover.windows_networking_mode() == ("nat", "WSL's default")
+
+
+def test_an_ipv6_loopback_listen_accepts_ipv6_loopback_peers_and_stays_put() -> None:
+    half = plan_half(Options(listen="::1", key_file=KEY), Side.WINDOWS, OVERRIDDEN, {})
+    assert isinstance(half, WindowsHalf)
+    assert half.allowed_peers == ip_network("::1/128")
+    assert not half.follow_adapter  # a loopback address does not move with the adapter
+
+
+@pytest.mark.parametrize("text", [None, "", "auto"])
+def test_the_upstream_option_by_default(text: str | None) -> None:
+    assert parse_upstream_option(text) is None
+
+
+def test_the_upstream_option_names_an_endpoint_or_is_refused() -> None:
+    assert parse_upstream_option("unix:/tmp/api.sock") == UnixEndpoint("/tmp/api.sock")
+    with pytest.raises(ActionableError) as raised:
+        parse_upstream_option("ftp:somewhere")
+    assert raised.value.what.startswith("--upstream: ")
+    assert raised.value.what != "--upstream: "

@@ -10,6 +10,7 @@ def test_response_is_one_line_with_exact_length() -> None:
     assert body == b"the Windows half is down; run it\n"
     assert head.split(b"\r\n") == [
         b"HTTP/1.1 502 Bad Gateway",
+        b"Server: tailscale-wsl2",
         b"Content-Type: text/plain; charset=utf-8",
         b"Content-Length: 33",
         b"Connection: close",

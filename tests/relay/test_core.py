@@ -1,9 +1,11 @@
 """The relay core, in-process over real Unix sockets."""
 
+import logging
 import os
+import re
 import socket
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -11,11 +13,12 @@ import pytest
 import trio
 import trio.testing
 
+from tailscale_wsl2.link.sessions import LinkSession
 from tailscale_wsl2.net.connect import Hop, UpstreamUnavailable, hop_connector, open_stream
 from tailscale_wsl2.net.endpoints import UnixEndpoint
 from tailscale_wsl2.net.pump import Spares
 from tailscale_wsl2.net.sockets import RawSocketListener, RawSocketStream, listening_socket
-from tailscale_wsl2.relay.core import Relay, copy_both_ways
+from tailscale_wsl2.relay.core import Relay, RepeatedFailures, copy_both_ways
 from tailscale_wsl2.relay.spare_tasks import SpareTask, SpareTasks
 
 Handler = Callable[[trio.SocketStream], Awaitable[None]]
@@ -441,3 +444,176 @@ async def test_an_unexpected_error_ends_its_connection_only(
                 assert await receive_all(second) == b"3:cba"
     [error] = [r for r in caplog.records if r.levelname == "ERROR"]
     assert "RuntimeError('a bug in one connection')" in error.getMessage()
+
+
+# --- what the log says: repeated failures once, and with -v a line per connection -------------
+
+
+def warnings_and_infos(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [
+        record.getMessage()
+        for record in caplog.records
+        if record.name == "tailscale_wsl2.relay.core" and record.levelno >= logging.INFO
+    ]
+
+
+async def ask(front: UnixEndpoint) -> bytes:
+    async with await open_stream(front) as client:
+        assert isinstance(client, trio.abc.HalfCloseableStream)
+        await client.send_all(b"GET /localapi/v0/status HTTP/1.1\r\nHost: x\r\n\r\n")
+        await client.send_eof()
+        return await receive_all(client)
+
+
+async def test_a_failing_upstream_is_logged_once_per_change_with_a_count(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO)
+    upstream = tmp_path / "up.sock"
+    async with running_relay(tmp_path, relay_to(upstream)) as front:
+        for _ in range(10):
+            assert (await ask(front)).startswith(b"HTTP/1.1 502 ")
+        async with upstream_server(upstream, answer_after_eof):
+            assert (await ask(front)).startswith(b"45:")
+    down = f"the test upstream is not reachable at {upstream} (no such socket or pipe); start it"
+    assert warnings_and_infos(caplog) == [
+        down,
+        "(the failure above happened 10 times in all)",
+        "the upstream can be reached again",
+    ]
+
+
+def test_a_new_failure_closes_the_count_of_the_last() -> None:
+    failures = RepeatedFailures("back")
+    with assert_logs() as lines:
+        for message in ["a", "a", "a", "b", "b"]:
+            failures.failed(message)
+        failures.succeeded()
+        failures.succeeded()  # nothing to end: nothing to say
+        for _ in range(4):
+            failures.failed("c")
+        failures.stop()  # shutdown in the middle of a run: its count is not lost
+    assert lines == [
+        "a",
+        "(the failure above happened 3 times in all)",
+        "b",
+        "(the failure above happened 2 times in all)",
+        "back",
+        "c",
+        "(the failure above happened 4 times in all)",
+    ]
+
+
+@contextmanager
+def assert_logs() -> Iterator[list[str]]:
+    """The relay log's lines while the block runs."""
+    lines: list[str] = []
+
+    class Collect(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            lines.append(record.getMessage())
+
+    logger = logging.getLogger("tailscale_wsl2.relay.core")
+    handler, level = Collect(), logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    try:
+        yield lines
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+
+
+async def test_with_verbose_each_connection_gets_one_line(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="tailscale_wsl2.relay.core")
+    upstream = tmp_path / "up.sock"
+    async with (
+        upstream_server(upstream, answer_after_eof),
+        running_relay(tmp_path, relay_to(upstream)) as front,  # built with DEBUG on: traced
+    ):
+        await ask(front)
+        await ask(front)
+    lines = [
+        record.getMessage()
+        for record in caplog.records
+        if record.getMessage().startswith("connection ")
+    ]
+    assert len(lines) == 2
+    first = re.fullmatch(
+        r"connection 1: relayed to the upstream, 45 bytes there, 48 bytes back, ended cleanly, "
+        r"[0-9.]+ ms",
+        lines[0],
+    )
+    assert first, lines[0]
+    assert lines[1].startswith("connection 2: ")
+
+
+async def test_without_verbose_no_connection_is_traced(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO)
+    upstream = tmp_path / "up.sock"
+    async with (
+        upstream_server(upstream, answer_after_eof),
+        running_relay(tmp_path, relay_to(upstream)) as front,
+    ):
+        await ask(front)
+    assert not [r for r in caplog.records if r.getMessage().startswith("connection ")]
+
+
+async def test_a_link_out_of_step_gets_the_client_a_502_with_its_explanation(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO)
+
+    async def greets_like_a_windows_half(stream: trio.SocketStream) -> None:
+        await stream.send_all(b"TSWSL\x01" + bytes(32))
+        await trio.sleep_forever()
+
+    upstream = tmp_path / "up.sock"
+    hop = Hop(UnixEndpoint(str(upstream)), "the test upstream", "start it")
+
+    async def as_session() -> trio.abc.Stream:
+        link = await hop_connector(hop)()
+        assert isinstance(link, RawSocketStream)
+        return LinkSession(link, None, lambda received: f"mismatch: {received!r}; fix it")
+
+    relay = Relay.for_clients(as_session)
+    async with (
+        upstream_server(upstream, greets_like_a_windows_half),
+        running_relay(tmp_path, relay) as front,
+    ):
+        with trio.fail_after(10):
+            answer = await ask(front)
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 502 Bad Gateway\r\n")
+    assert body == b"mismatch: b'TSWS'; fix it\n"
+    assert "mismatch: b'TSWS'; fix it" in warnings_and_infos(caplog)
+
+
+async def test_refused_peers_are_logged_once_with_a_count(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Refusals are counted per peer and interval (relay/pending.py, issue 16), not per change
+    # like the next hop's failures: the first of each reason at once, the rest as a count.
+    caplog.set_level(logging.INFO)
+
+    async def refuse(stream: trio.abc.Stream, first_message_opened: Callable[[], None]) -> str:
+        return "wrong key"
+
+    hop = Hop(UnixEndpoint(str(tmp_path / "up.sock")), "the test upstream", "start it")
+    relay = Relay.for_links(hop_connector(hop), admit=refuse)
+    async with running_relay(tmp_path, relay) as front:
+        for _ in range(5):
+            async with await open_stream(front) as client:
+                assert await receive_all(client) == b""  # refused: closed at once
+    assert [
+        record.getMessage()
+        for record in caplog.records
+        if record.name == "tailscale_wsl2.relay.pending"
+    ] == [
+        "refused a connection from a local peer: wrong key",
+        "refused 4 more connection(s) from a local peer in the last 10s (the last: wrong key)",
+    ]

@@ -8,7 +8,8 @@ import pytest
 from tailscale_wsl2.errors import ActionableError
 from tailscale_wsl2.net.connect import Hop
 from tailscale_wsl2.net.endpoints import NamedPipeEndpoint, TcpEndpoint, UnixEndpoint
-from tailscale_wsl2.plan.halves import WindowsHalf, WslHalf
+from tailscale_wsl2.plan.commands import link_fixes
+from tailscale_wsl2.plan.halves import Options, WindowsHalf, WslHalf
 from tailscale_wsl2.serve.halves import prepare_half
 
 KEY = bytes(range(32))
@@ -24,6 +25,7 @@ def wsl_half(key_file: Path | None, upstream: object = None) -> WslHalf:
         upstream=Hop(endpoint, "the Windows half", "start it"),
         upstream_found_by="--host-ip",
         key_file=key_file,
+        fixes=link_fixes(Options(port=41200), sudo=True),
     )
 
 
@@ -85,3 +87,14 @@ def test_the_windows_half_makes_its_key(tmp_path: Path) -> None:
 
 def test_without_a_key_file_there_is_no_key() -> None:
     assert prepare_half(wsl_half(None), platform="linux") is None
+
+
+def test_a_missing_key_names_the_windows_half_start_with_the_options_given(
+    tmp_path: Path,
+) -> None:
+    with pytest.raises(ActionableError) as caught:
+        prepare_half(wsl_half(tmp_path / "link.key"), platform="linux")
+    assert caught.value.what == f"no link key at {tmp_path / 'link.key'}"
+    assert caught.value.fix == (
+        "run `tailscale-wsl2.exe up --port 41200` on Windows first (it creates the key)"
+    )

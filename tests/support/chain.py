@@ -62,9 +62,9 @@ class Process:
             raise
 
 
-def start_process(argv: Sequence[str], log: Path) -> Process:
+def start_process(argv: Sequence[str], log: Path, env: dict[str, str] | None = None) -> Process:
     with log.open("wb") as out:
-        popen = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT)
+        popen = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT, env=env)
     return Process(popen, log)
 
 

@@ -10,8 +10,8 @@ half sees it as `Z:\\...` (Wine's drive Z: is the Linux root) and creates it, th
 it by its Linux path.
 
 Wine processes are run through tools/winrun with stdout and stderr on a pipe, so winrun execs
-Wine and the process id we hold is the Windows program's own (trap 1 of
-/work/shared/notes/windows-under-wine.md rules out a log file as its output). Each runs in a
+Wine and the process id we hold is the Windows program's own (Python under Wine dies at
+start-up when a standard stream is a regular file, which rules out a log file). Each runs in a
 session of its own; stopping one signals it, then kills whatever is left of its process group
 (a PyInstaller one-file .exe runs the program in a child process). The persistent wineserver and
 Wine's services are never in that group: tools/wine-env starts them detached, beforehand.

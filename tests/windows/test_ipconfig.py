@@ -297,3 +297,69 @@ def test_trailing_garbage_keeps_what_was_found(name: str, garbage: str) -> None:
     found = parse_ipconfig(fixture(name) + garbage)
     assert found[: len(EXPECTED[name])] == EXPECTED[name]
     assert_only_real_addresses(found)
+
+
+def test_a_dotted_value_after_the_mask_is_no_second_address() -> None:
+    # 0.0.0.0 reads as a valid netmask (/0): once the mask is taken, the address is used up.
+    text = adapter(
+        "Ethernet adapter vEthernet (WSL):",
+        "IPv4 Address. . . : 172.27.64.1",
+        "Subnet Mask . . . : 255.255.240.0",
+        "Default Gateway . : 0.0.0.0",
+        "                    255.255.255.0",
+    )
+    assert parse_ipconfig(text) == [AdapterAddress("vEthernet (WSL)", "172.27.64.1", 20)]
+
+
+@pytest.mark.parametrize("after_colon", [" ", "   ", "\t", " \t "])
+def test_a_header_with_spaces_after_its_colon(after_colon: str) -> None:
+    text = adapter(
+        f"Ethernet adapter vEthernet (WSL):{after_colon}",
+        "IPv4 Address. . . : 172.27.64.1",
+        "Subnet Mask . . . : 255.255.240.0",
+    )
+    assert parse_ipconfig(text) == [AdapterAddress("vEthernet (WSL)", "172.27.64.1", 20)]
+
+
+@pytest.mark.parametrize(
+    ("mask", "prefix_len"),
+    [("255.255.255.255", 32), ("255.255.255.254", 31), ("128.0.0.0", 1), ("0.0.0.0", 0)],
+)
+def test_netmasks_at_the_ends_of_the_range(mask: str, prefix_len: int) -> None:
+    text = adapter(
+        "Ethernet adapter Ethernet:", "IPv4 Address. . . : 10.1.2.3", f"Subnet Mask . : {mask}"
+    )
+    assert parse_ipconfig(text) == [AdapterAddress("Ethernet", "10.1.2.3", prefix_len)]
+
+
+@pytest.mark.parametrize("value", ["255.255.255.256", "255.255.1.0", "0.0.0.1", "255.255.240"])
+def test_values_that_only_look_like_netmasks(value: str) -> None:
+    text = adapter(
+        "Ethernet adapter Ethernet:", "IPv4 Address. . . : 10.1.2.3", f"Subnet Mask . : {value}"
+    )
+    assert parse_ipconfig(text) == []
+
+
+def test_the_ipv4_label_in_any_case_and_the_value_after_the_last_colon_space() -> None:
+    text = adapter(
+        "Ethernet adapter Ethernet:",
+        "IPV4-Adresse (Autokonfiguration): . : 10.1.2.3",
+        "Subnetzmaske: . . : 255.0.0.0",
+    )
+    assert parse_ipconfig(text) == [AdapterAddress("Ethernet", "10.1.2.3", 8)]
+
+
+def test_address_lines_before_any_adapter_header_belong_to_none() -> None:
+    text = "   IPv4 Address. . . : 10.1.1.1\r\n   Subnet Mask . . . : 255.0.0.0\r\n"
+    assert parse_ipconfig(text) == []
+
+
+def test_a_mask_without_an_address_before_it_is_no_address() -> None:
+    text = adapter("Ethernet adapter Ethernet:", "Subnet Mask . . . : 255.0.0.0")
+    assert parse_ipconfig(text) == []
+
+
+def test_the_fix_when_ipconfig_fails() -> None:
+    with pytest.raises(ActionableError) as raised:
+        read_ipconfig_output(lambda argv: None)
+    assert raised.value.fix == "check that ipconfig runs in a Windows shell"

@@ -106,10 +106,22 @@ async def test_the_choice_follows_tailscale_and_is_logged_once_per_change(
     await connect()
     await connect()
     assert system.opened == [TCP, TCP, PIPE, PIPE]
+    # The failure in between is the relay's to log (once per change, with a count).
     assert [(r.levelname, r.getMessage().split(" (")[0]) for r in caplog.records] == [
         ("INFO", "relaying to Tailscale's LocalAPI on TCP 127.0.0.1:41112"),
-        ("WARNING", "Tailscale is not running on Windows"),
         ("INFO", r"relaying to Tailscale's LocalAPI on named pipe \\.\pipe\test"),
+    ]
+
+
+async def test_a_probe_that_finds_nothing_says_so_at_start(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO, "tailscale_wsl2.windows.localapi")
+    await AutoLocalApi(
+        AUTO, open_stream=FakeSystem(tcp=ConnectionRefusedError()).open_stream
+    ).probe()
+    assert [(r.levelname, r.getMessage().split(" (")[0]) for r in caplog.records] == [
+        ("WARNING", "Tailscale is not running on Windows"),
     ]
 
 

@@ -154,3 +154,52 @@ def test_the_add_command_carries_the_users_port_and_the_subnet() -> None:
         "tailscale-wsl2.exe firewall add --subnet 172.27.64.0/20"
     )
     assert firewall_add_command(5000, None) == "tailscale-wsl2.exe firewall add --port 5000"
+
+
+# --- edges the real samples do not show ------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "state"),
+    [
+        # Only the first colon splits: a state word with a colon keeps its code.
+        ("        STATE              : 4  RUNNING: (STOPPABLE)\r\n", ServiceState.RUNNING),
+        # A STATE label without a code: something sc did not finish saying.
+        ("        STATE              :\r\n", ServiceState.PENDING),
+        # FAILED with another error than "no such service" is no answer about the service.
+        ("[SC] OpenService FAILED 5:\r\n\r\nAccess is denied.\r\n", ServiceState.UNKNOWN),
+        # 1060 alone (a PID, say) is not the error either.
+        ("        PID                : 1060\r\n", ServiceState.UNKNOWN),
+    ],
+)
+def test_sc_query_edges(text: str, state: ServiceState) -> None:
+    assert parse_sc_query(text) is state
+
+
+def test_netstat_lines_with_a_pid_that_is_no_number_are_passed_over() -> None:
+    text = (
+        "  TCP    0.0.0.0:135            0.0.0.0:0              LISTENING       -\r\n"
+        "  UDP    0.0.0.0:5353           *:*                                    2420\r\n"
+        "  TCP    0.0.0.0:445            0.0.0.0:0              LISTENING       4\r\n"
+    )
+    assert parse_netstat_listeners(text) == [Listener("0.0.0.0", 445, 4)]
+
+
+def test_a_tasklist_row_of_only_image_and_pid() -> None:
+    assert parse_tasklist_image('"tailscale-wsl2.exe","8124"\r\n') == "tailscale-wsl2.exe"
+
+
+@pytest.mark.parametrize(
+    ("text", "mode"),
+    [
+        # Section names are matched without regard to case, as WSL does.
+        ("[WSL2]\r\nnetworkingMode=mirrored\r\n", "mirrored"),
+        ("[wsl2]\r\nnetworkingMode = Mirrored ; as the docs suggest\r\n", "mirrored"),
+        ("[wsl2]\r\nnetworkingMode = mirrored # comment\r\n", "mirrored"),
+        # A key given twice is no reason to ignore the file: the last one counts.
+        ("[wsl2]\r\nnetworkingMode=nat\r\nnetworkingMode=mirrored\r\n", "mirrored"),
+        ("[wsl2]\r\nmemory=4GB\r\n[wsl2]\r\nnetworkingMode=mirrored\r\n", "mirrored"),
+    ],
+)
+def test_wslconfig_spellings(text: str, mode: str) -> None:
+    assert wslconfig_networking_mode(text) == (mode, ".wslconfig [wsl2] networkingMode")

@@ -156,6 +156,32 @@ def test_the_most_specific_on_link_route_is_the_subnet() -> None:
     assert route.subnet == IPv4Network("10.127.0.0/16")
 
 
+def test_an_on_link_default_route_is_not_the_gateways_subnet() -> None:
+    # 0.0.0.0/0 without a gateway (a point-to-point or VPN interface) contains every address:
+    # taken as the subnet, it would make any nameserver "agree" with the route.
+    text = "\n".join(
+        [
+            HEADER,
+            route_line("eth0", "00000000", "01087F0A", 5, "00000000"),
+            route_line("eth0", "00000000", "00000000", 0, "00000000"),
+        ]
+    )
+    route = parse_default_route(text)
+    assert route is not None
+    assert (route.gateway, route.subnet) == (
+        IPv4Address("10.127.8.1"),
+        IPv4Network("10.127.8.1/32"),
+    )
+    [_, nameserver, _] = host_candidates(
+        side=Side.WSL2,
+        mode=NetworkingMode.NAT,
+        resolv_conf_text="nameserver 1.1.1.1\n",
+        proc_net_route_text=text,
+    )
+    assert nameserver.rejected is not None
+    assert "outside eth0's subnet 10.127.8.1/32" in nameserver.rejected
+
+
 @pytest.mark.parametrize(
     "line",
     [
@@ -378,3 +404,44 @@ def test_read_wsl_host_with_missing_files(network_files: tuple[Path, Path]) -> N
     assert read_wsl_host(Side.WSL2, NetworkingMode.MIRRORED) == LOOPBACK_MIRRORED
     with pytest.raises(ActionableError, match="no default route"):
         read_wsl_host(Side.WSL2, NetworkingMode.NAT)
+
+
+def test_a_route_line_needs_its_columns_up_to_the_mask_only() -> None:
+    # Iface Destination Gateway Flags RefCnt Use Metric Mask: MTU, Window and IRTT are not read.
+    line = "eth0\t00000000\t01087F0A\t0003\t0\t0\t7\t00000000"
+    route = parse_default_route(f"{HEADER}\n{line}\n")
+    assert route is not None
+    assert (route.gateway, route.metric) == (IPv4Address("10.127.8.1"), 7)
+
+
+def test_a_broad_on_link_route_still_counts_as_the_subnet() -> None:
+    text = "\n".join(
+        [
+            route_line("eth0", "00000000", "01087F0A", 0, "00000000"),
+            route_line("eth0", "00000000", "00000000", 0, "00000080"),  # 0.0.0.0/1
+        ]
+    )
+    route = parse_default_route(text)
+    assert route is not None
+    assert route.subnet == IPv4Network("0.0.0.0/1")
+
+
+def test_the_words_of_each_rejection() -> None:
+    wsl1 = host_candidates(
+        side=Side.WSL1,
+        mode=NetworkingMode.NAT,
+        resolv_conf_text="nameserver 172.27.64.1\n",
+        proc_net_route_text=None,
+    )
+    assert [candidate.rejected for candidate in wsl1[1:]] == [
+        "WSL1 has no NAT: it shares the Windows network stack"
+    ]
+    no_route = host_candidates(
+        side=Side.WSL2,
+        mode=NetworkingMode.NAT,
+        resolv_conf_text="nameserver 172.27.64.1\n",
+        proc_net_route_text=None,
+    )
+    assert [candidate.rejected for candidate in no_route[1:]] == [
+        "no default route to check it against"
+    ]

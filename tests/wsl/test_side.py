@@ -223,3 +223,14 @@ def test_read_text_if_present(tmp_path: Path) -> None:
     assert read_text_if_present(present) == "nameserver 1.1.1.1\n\ufffd\n"
     assert read_text_if_present(tmp_path / "missing") is None
     assert read_text_if_present(tmp_path) is None  # a directory
+
+
+def test_a_kernel_that_names_wsl2_is_never_wsl1() -> None:
+    # A custom kernel may spell Microsoft with a capital M, as WSL1's lxcore does; the WSL2
+    # in its name says it is not WSL1, and WSL's environment says it is WSL2.
+    assert side("6.6.36-Microsoft-custom-WSL2", environ=WSL_ENVIRONMENT) is Side.WSL2
+
+
+def test_proc_net_dev_lines_without_a_colon_name_nothing() -> None:
+    text = "Inter-|   Receive\n face |bytes    packets\nloopback0\n  eth0: 1 2 3\n"
+    assert parse_proc_net_dev_interfaces(text) == ["eth0"]
