@@ -4,7 +4,8 @@
 #   make build  dist/tailscale-wsl2 (PyInstaller, one file)
 #   make build-windows       dist/tailscale-wsl2.exe: build.spec under Wine, no test hooks
 #   make build-windows-test  build/wine-dist/tailscale-wsl2-test-hooks.exe: the same with the
-#                            Wine trio patch, for the tests (never a release artifact)
+#                            Wine trio patch and ProcessPrng stand-in, for the tests (never a
+#                            release artifact)
 #   make dist   build/pypi: the sdist and wheel, checked (twine) and tried in a fresh venv
 #   make bench  the relay benchmark against a socat chain (never part of `make test`)
 #   make mutation  how many broken versions of each pure-logic module its tests catch
@@ -21,8 +22,9 @@ INSTALLED := $(VENV)/.installed
 DEBIAN_PACKAGES := curl socat binutils systemd
 SOURCES := $(shell find tailscale_wsl2 -name '*.py') build.spec tools/windows_exe_resources.py
 # The Wine builds also depend on the Windows Python's packages (PyInstaller's version among
-# them) and, for the test build, on the patch it carries.
-WINE_BUILD_INPUTS := $(SOURCES) tools/wine-pyinstaller tools/wine-env tools/wine-requirements.txt
+# them) and, for the test build, on the patch and the stand-in DLL it carries.
+WINE_BUILD_INPUTS := $(SOURCES) tools/wine-pyinstaller tools/wine-env tools/wine-requirements.txt \
+	tools/wine-processprng.c
 WINE_TEST_EXE := build/wine-dist/tailscale-wsl2-test-hooks.exe
 # The Python packages go under build/, never dist/: dist/ holds the release binaries.
 PYPI_DIST := build/pypi

@@ -183,7 +183,9 @@ ROWS: tuple[Row, ...] = (
     ),
     Row("  what authentication adds, p50", "us", "noauth_auth_cost_p50_us", Absolute("<=", 200)),
     Row("upload throughput", "MB/s", "upload_mb_s", Relative(">="), direct=True),
+    Row("  upload, no auth", "MB/s", "noauth_upload_mb_s", Report(), socat_key="upload_mb_s"),
     Row("download throughput", "MB/s", "download_mb_s", Relative(">="), direct=True),
+    Row("  download, no auth", "MB/s", "noauth_download_mb_s", Report(), socat_key="download_mb_s"),
     Row("concurrent clients: request rate", "req/s", "rate_req_s", Relative(">="), direct=True),
     Row("  request rate, no auth", "req/s", "noauth_rate_req_s", Report(), socat_key="rate_req_s"),
     Row(
@@ -199,11 +201,27 @@ ROWS: tuple[Row, ...] = (
         "CPU per GB uploaded (both halves)", "s/GB", "cpu_s_per_gb_upload", Relative("<="), digits=2
     ),
     Row(
+        "  CPU per GB up, no auth",
+        "s/GB",
+        "noauth_cpu_s_per_gb_upload",
+        Report(),
+        digits=2,
+        socat_key="cpu_s_per_gb_upload",
+    ),
+    Row(
         "CPU per GB downloaded (both halves)",
         "s/GB",
         "cpu_s_per_gb_download",
         Relative("<="),
         digits=2,
+    ),
+    Row(
+        "  CPU per GB down, no auth",
+        "s/GB",
+        "noauth_cpu_s_per_gb_download",
+        Report(),
+        digits=2,
+        socat_key="cpu_s_per_gb_download",
     ),
     Row("CPU per request, concurrent (both)", "us", "cpu_us_per_request", Report()),
     Row("peak RSS under load, WSL2 half", "MB", "peak_rss_mb_wsl", Report(), digits=1),

@@ -15,6 +15,7 @@ __all__ = [
     "LEGACY_LOCALAPI_HOST",
     "LEGACY_LOCALAPI_PORT",
     "LOCALAPI_PIPE_NAME",
+    "MAX_SOCKET_PATH_BYTES",
     "PROGRAM",
 ]
 
@@ -39,3 +40,8 @@ LEGACY_LOCALAPI_PORT = 41112
 # The Windows Defender Firewall rule that lets WSL2 in: `firewall add` makes it, doctor and
 # `up` look for it by this name.
 FIREWALL_RULE_NAME = PROGRAM
+
+# The longest path a Unix socket may have on Linux (sun_path holds 108 bytes with the NUL): `up`
+# refuses a longer one (a socket linked into place there could not be connected to), and doctor
+# names it.
+MAX_SOCKET_PATH_BYTES = 107

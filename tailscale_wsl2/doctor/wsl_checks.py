@@ -7,10 +7,10 @@ the link; the Unix socket the CLI uses; the `tailscale` CLI itself; and end to e
 default route, the key, the daemon's status).
 
 Every look-up goes through `WslSystem`. `WslContext.open_link` is the one place a link to the
-Windows half is opened (TCP, then the key proven with the relay's own `prove_key`), so the
-checks and the relay cannot drift apart on how the link is made. A peer that gives no handshake
-is named as the relay names it (`link.mismatch`), after doctor has asked it who it is: a Windows
-half run with --insecure-no-auth, or another program.
+Windows half is opened (TCP, then the relay's own handshake, `open_link`, and a sealed
+session on the link), so the checks and the relay cannot drift apart on how the link is made.
+A peer that gives no handshake is named as the relay names it (`link.mismatch`), after doctor
+has asked it who it is: a Windows half run with --insecure-no-auth, or another program.
 
 Every fix that starts something carries the options doctor was given (`plan.commands`), so the
 command works when copied; `sudo` only where this user could not create the socket.
@@ -53,7 +53,15 @@ from tailscale_wsl2.doctor.system import (
     may_create_socket,
 )
 from tailscale_wsl2.errors import ActionableError
-from tailscale_wsl2.link.handshake import HandshakeFailed, NoHandshake, WrongKey, prove_key
+from tailscale_wsl2.facts import MAX_SOCKET_PATH_BYTES
+from tailscale_wsl2.link.handshake import (
+    HandshakeFailed,
+    InsecurePeer,
+    NoHandshake,
+    OtherVersion,
+    WrongKey,
+    open_link,
+)
 from tailscale_wsl2.link.key import KeyFileError, KeyProblem
 from tailscale_wsl2.link.mismatch import (
     FirstWords,
@@ -62,12 +70,14 @@ from tailscale_wsl2.link.mismatch import (
     explain_foreign,
     explain_insecure_windows_half,
     explain_no_handshake,
+    explain_other_version,
     explain_unexpected_words,
     explain_wrong_key,
 )
+from tailscale_wsl2.link.sealed import SealedSession, new_scratch_buffers
 from tailscale_wsl2.net.connect import Hop
 from tailscale_wsl2.net.endpoints import Endpoint, TcpEndpoint, UnixEndpoint
-from tailscale_wsl2.net.sockets import PEER_GONE
+from tailscale_wsl2.net.sockets import PEER_GONE, RawSocketStream
 from tailscale_wsl2.plan.commands import link_fixes
 from tailscale_wsl2.plan.halves import Discoverers, Options, WslHalf, plan_half
 from tailscale_wsl2.system import RunCommand
@@ -98,8 +108,6 @@ INSTALL_CLI_FIX = (
 WINDOWS_SIDE_FIX = (
     "on Windows, start Tailscale, then run `tailscale-wsl2.exe doctor` there to find the broken hop"
 )
-# The longest path a Unix socket may have on Linux (sun_path holds 108 bytes with the NUL).
-MAX_SOCKET_PATH_BYTES = 107
 
 
 @dataclass(frozen=True)
@@ -149,21 +157,25 @@ class WslContext:
         return self.found.hop
 
     async def open_link(self) -> trio.abc.Stream | Unreachable:
-        """A connection to the Windows half that has proven the link key (where there is one),
-        made as the WSL2 half's relay makes it; raises HandshakeFailed."""
+        """A connection to the Windows half, made as the WSL2 half's relay makes it: where
+        there is a key, a sealed session on a link whose handshake proved it both ways;
+        raises HandshakeFailed."""
         connected = await try_connect(
             partial(self.system.connect, self.hop().endpoint), self.timeout
         )
         if isinstance(connected, Unreachable) or self.found.key is None:
             return connected
+        assert isinstance(connected, RawSocketStream)  # what open_stream makes of TCP
         try:
-            await prove_key(connected, self.found.key, timeout=self.timeout)
+            link = await open_link(
+                connected, self.found.key, new_scratch_buffers(), timeout=self.timeout
+            )
         except (HandshakeFailed, *PEER_GONE) as exc:
             await trio.aclose_forcefully(connected)
             if isinstance(exc, HandshakeFailed):
                 raise
             raise NoHandshake(b"", self.timeout) from exc
-        return connected
+        return SealedSession(link)
 
     async def identify_windows_half(self, listen_for: float) -> FirstWords | Unreachable:
         """Who holds the Windows half's address, asked on a new connection (`identify_peer`)."""
@@ -335,26 +347,36 @@ def _link_note(ctx: WslContext) -> str:
     return "the link key was not tried: there is none"
 
 
-# How long doctor listens for a Windows half's hello before it asks with a request instead
-# (a Windows half that expects the handshake greets the moment it accepts).
+# How long doctor listens for a peer's first words before it asks with a request instead (an
+# older Windows half greets the moment it accepts; this release's waits for the handshake).
 FIRST_WORDS_WAIT = 0.5
 
 
+def _named_by_its_words(received: bytes | None) -> bool:
+    """Whether what a peer sent instead of an answer names it: a close, a greeting line or
+    other bytes of its own; not silence, nor what a web server makes of the handshake's
+    bytes (an HTTP error, or an HTTP/0.9 error page), which a plain request names better."""
+    if received is None or received.startswith(b"HTTP/"):
+        return False
+    return received.count(b"\n") <= 1
+
+
 async def _no_handshake(ctx: WslContext, hop: Hop, failed: NoHandshake) -> Verdict:
-    """A peer that gave no hello. When it said nothing, doctor asks it who it is (a Windows
-    half run with --insecure-no-auth relays a request to the LocalAPI) before naming it."""
+    """A peer that gave no answer to the handshake. When its words do not name it, doctor
+    asks it who it is with a request (a Windows half run with --insecure-no-auth relays it
+    to the LocalAPI; a web server answers it as it answers everyone) before naming it."""
     fixes = ctx.fixes()
-    if failed.received is not None:
+    if _named_by_its_words(failed.received):
         return failure(*explain_no_handshake(hop.endpoint, failed, fixes))
     asked = await ctx.identify_windows_half(listen_for=0)
     if isinstance(asked, Unreachable) or asked.said is Said.CLOSED:
         return failure(*explain_no_handshake(hop.endpoint, failed, fixes))
     if asked.from_this_program:
         return failure(*explain_insecure_windows_half(hop.endpoint, fixes))
-    if asked.said is Said.HANDSHAKE:
+    if asked.said is Said.HANDSHAKE:  # it answers a request with KEY_EXPECTED: it is one
         return failure(
             f"the Windows half at {hop.endpoint} took more than {failed.waited:g}s "
-            "to start the handshake",
+            "to answer the handshake",
             f"run doctor with more time: `{fixes.doctor} --timeout 10`",
         )
     return failure(*explain_foreign(hop.endpoint, asked, fixes))
@@ -365,9 +387,13 @@ async def _handshake_failed(ctx: WslContext, hop: Hop, failed: HandshakeFailed) 
         return await _no_handshake(ctx, hop, failed)
     if isinstance(failed, WrongKey):
         return failure(*explain_wrong_key(hop.endpoint, ctx.fixes()))
+    if isinstance(failed, InsecurePeer):
+        return failure(*explain_insecure_windows_half(hop.endpoint, ctx.fixes()))
+    if isinstance(failed, OtherVersion):
+        return failure(*explain_other_version(hop.endpoint, failed, ctx.fixes()))
     return failure(
-        f"the Windows half at {hop.endpoint} refused the link: {failed}",
-        "run the same release of tailscale-wsl2 on both sides",
+        f"the Windows half at {hop.endpoint} failed the link handshake: {failed}",
+        f"on Windows, run `{ctx.fixes().windows_doctor}`: it names what holds the port",
     )
 
 

@@ -22,11 +22,15 @@ half reads it as root: only a regular file is read (never through a symbolic
 link, so no other file can be passed off as the key), opened without blocking
 (a FIFO would otherwise hang the half where no signal reaches it) and read to a
 bound (`/dev/zero` would otherwise fill memory). Each way a path can be wrong is
-one `KeyFileError` whose line says what to do.
+one `KeyFileError` whose line says what to do. A key that other users can read
+gets a warning with the command that fixes it (`key_exposure_warning`); on the
+Windows drive the mode says nothing, since WSL lets every Linux user of every
+distro read the Windows user's files there.
 """
 
 import enum
 import os
+import re
 import secrets
 import shlex
 import stat
@@ -36,7 +40,13 @@ from pathlib import Path
 
 from tailscale_wsl2.errors import ActionableError
 from tailscale_wsl2.facts import PROGRAM
-from tailscale_wsl2.system import RunCommand, run_command, this_system, windows_system_tool
+from tailscale_wsl2.system import (
+    RunCommand,
+    read_text_if_present,
+    run_command,
+    this_system,
+    windows_system_tool,
+)
 from tailscale_wsl2.wslconf_syntax import automount_root
 
 __all__ = [
@@ -45,11 +55,14 @@ __all__ = [
     "KeyProblem",
     "Lockdown",
     "current_user_sid",
+    "exposure_warning",
     "find_key_from_wsl",
     "icacls_argv",
+    "key_exposure_warning",
     "key_files_on_drive_c",
     "load_key",
     "load_or_create_key",
+    "mount_type",
     "restrict_to_owner",
     "windows_key_path",
 ]
@@ -459,3 +472,63 @@ def find_key_from_wsl(
         raise _cannot_find_key(f"cmd.exe answered {local_app_data!r}", existing())
     linux_dir = _interop_answer(run, ["wslpath", "-u", local_app_data], existing)
     return Path(linux_dir) / KEY_DIR / KEY_NAME
+
+
+# --- who else can read it ---------------------------------------------------------------------
+
+MOUNTS = Path("/proc/self/mounts")
+_OCTAL_ESCAPE = re.compile(r"\\([0-7]{3})")
+# How WSL mounts the Windows drives (/mnt/c): WSL2's 9p (drvfs), WSL1's drvfs, virtiofs.
+WINDOWS_DRIVE_TYPES = frozenset({"9p", "drvfs", "virtiofs"})
+
+
+def mount_type(path: Path, mounts: str) -> str | None:
+    """The file system type of the mount `path` is on, from /proc/self/mounts' text."""
+    best, found = "", None
+    for line in mounts.splitlines():
+        fields = line.split()
+        if len(fields) < 3:
+            continue
+        # The kernel writes a space in a mount point as \040 (and a tab, newline, backslash so).
+        point = _OCTAL_ESCAPE.sub(lambda escape: chr(int(escape[1], 8)), fields[1])
+        inside = path == Path(point) or Path(point) in path.parents
+        if inside and len(point) > len(best):
+            best, found = point, fields[2]
+    return found
+
+
+def exposure_warning(path: Path, mode: int, mount: str | None) -> str | None:
+    """A warning line when users other than the key's owner can read the key, else None.
+
+    On the Windows drive the mode bits say nothing: WSL gives every Linux user of
+    every distro the Windows user's access to those files.
+    """
+    if mount in WINDOWS_DRIVE_TYPES:
+        return (
+            f"the link key {path} is on the Windows drive, where every Linux user of every "
+            "WSL distro can read it and so use this Windows user's Tailscale through the link; "
+            "fix: let only people you trust use WSL on this Windows account, or mount the "
+            'Windows drives for your user only ([automount] options = "metadata,umask=077" '
+            "in /etc/wsl.conf, then `wsl.exe --shutdown`)"
+        )
+    if not stat.S_IMODE(mode) & 0o077:
+        return None
+    return (
+        f"the link key {path} is open to other users (mode {stat.S_IMODE(mode):04o}), and "
+        f"whoever can read it can use this Windows user's Tailscale; fix: `chmod 600 {path}`"
+    )
+
+
+def key_exposure_warning(
+    path: Path, read_mounts: Callable[[Path], str | None] = read_text_if_present
+) -> str | None:
+    """`exposure_warning` for the key file at `path` as it is now (None on Windows, where
+    the key's ACL is set when it is made, and mode bits mean nothing)."""
+    if sys.platform == "win32":
+        return None
+    try:
+        resolved = path.resolve()
+        mode = resolved.stat().st_mode
+    except OSError:
+        return None  # loading it says what is wrong
+    return exposure_warning(path, mode, mount_type(resolved, read_mounts(MOUNTS) or ""))

@@ -7,7 +7,9 @@ ask this module, with the first bytes the peer sent (or none), so they name a mi
 words. It knows peers by those bytes alone, not by the handshake's cryptography, so it outlives a
 change of handshake:
 
-- a tailscale-wsl2 hello: a Windows half that expects the link handshake;
+- a tailscale-wsl2 link message (`TSWSL`, then its version): a Windows half that expects the
+  link handshake (its answer to a connection that starts without one, `KEY_EXPECTED`, or an
+  older Windows half's hello);
 - an HTTP answer: a web server, or (when it comes from Tailscale's LocalAPI or carries this
   program's name) a Windows half run with `--insecure-no-auth` that relayed a request;
 - anything else: another program's own protocol (an SSH or mail banner, say);
@@ -22,7 +24,7 @@ import re
 from dataclasses import dataclass
 
 from tailscale_wsl2.facts import PROGRAM
-from tailscale_wsl2.link.handshake import MAGIC, NoHandshake
+from tailscale_wsl2.link.handshake import LINK_VERSION, MAGIC, NoHandshake, OtherVersion
 from tailscale_wsl2.link.sessions import SESSION_MODE
 from tailscale_wsl2.net.endpoints import Endpoint, TcpEndpoint
 
@@ -35,6 +37,7 @@ __all__ = [
     "explain_foreign",
     "explain_insecure_windows_half",
     "explain_no_handshake",
+    "explain_other_version",
     "explain_out_of_step",
     "explain_unexpected_words",
     "explain_wrong_key",
@@ -46,7 +49,7 @@ _HTTP_REQUEST = re.compile(rb"^[A-Z]{3,7} \S")
 
 
 class Said(enum.Enum):
-    HANDSHAKE = "handshake"  # the link handshake's hello: a Windows half that expects it
+    HANDSHAKE = "handshake"  # a link message: a Windows half that expects the handshake
     HTTP = "http"  # an HTTP answer
     OTHER = "other"  # bytes of another protocol
     CLOSED = "closed"  # the connection closed before a byte
@@ -186,6 +189,18 @@ def explain_no_handshake(
     if words.said is Said.HTTP and words.from_this_program:
         return explain_insecure_windows_half(endpoint, fixes)
     return explain_foreign(endpoint, words, fixes)
+
+
+def explain_other_version(
+    endpoint: Endpoint, failed: OtherVersion, fixes: LinkFixes
+) -> tuple[str, str]:
+    """A Windows half of another link version: an older one speaks first, with its hello."""
+    return (
+        f"the Windows half at {endpoint} is {'an older' if failed.older else 'a newer'} "
+        f"tailscale-wsl2 (link version {failed.version}; this half speaks {LINK_VERSION})",
+        "upgrade both halves to the same release (README: Upgrade), then restart them: "
+        f"`{fixes.windows_up}` on Windows, then `{fixes.wsl_up}` here",
+    )
 
 
 def explain_wrong_key(endpoint: Endpoint, fixes: LinkFixes) -> tuple[str, str]:

@@ -32,12 +32,17 @@ A link that does not start with `SESSION_MODE` carries one client connection,
 unframed, so that a person debugging with curl (`--insecure-no-auth`) can still
 talk HTTP to the Windows half.
 
+This module frames in the clear: it is the link of `--insecure-no-auth`. A link
+made by the handshake carries `SealedSession`s (`sealed.py`), which keep these
+rules and seal every frame; the functions below take the kind of session to make.
+
 No frame is longer than `MAX_FRAME`. A longer length is no frame header but
 another program's bytes: on a WSL2 half run with `--insecure-no-auth`, the
-first bytes of a Windows half that expects the handshake (its hello), or of a
-web server. The session then ends with `LinkOutOfStep`, whose message
-(`explain_out_of_step`, given by the half) says who the peer is and what to do,
-for the relay to answer its client with, instead of passing those bytes on.
+first bytes of a Windows half that expects the handshake (its answer
+`handshake.KEY_EXPECTED`, or an older one's hello), or of a web server. The session then
+ends with `LinkOutOfStep`, whose message (`explain_out_of_step`, given by the
+half) says who the peer is and what to do, for the relay to answer its client
+with, instead of passing those bytes on.
 
 Framing costs the bulk path nothing extra: the pump reads into a buffer after
 four bytes of headroom and sends header and payload with one call
@@ -45,11 +50,14 @@ four bytes of headroom and sends header and payload with one call
 a payload, so that headers rarely cost a `recv` of their own.
 """
 
+import logging
 import mmap
 import socket
 import struct
 from collections.abc import AsyncGenerator, Awaitable, Callable
+from contextlib import aclosing, suppress
 from functools import partial
+from typing import Generic, Protocol, TypeVar
 
 import trio
 
@@ -66,18 +74,30 @@ __all__ = [
     "GONE",
     "HEADER",
     "MAX_FRAME",
+    "NO_AUTH_HERE",
+    "SEALED_LINK_PREFIX",
     "SESSION_MODE",
+    "AnyLink",
     "ExplainOutOfStep",
     "FirstByte",
+    "Link",
     "LinkOutOfStep",
     "LinkSession",
+    "NewSession",
     "link_sessions",
     "session_at_once",
     "session_connector",
+    "sessions_in_turn",
     "start_session_mode",
 ]
 
+log = logging.getLogger(__name__)
+
 SESSION_MODE = b"\x00"
+# How a sealed link starts (`handshake.py`): a half run with --insecure-no-auth recognises a
+# WSL2 half that holds a key, and answers NO_AUTH_HERE instead of relaying its handshake.
+SEALED_LINK_PREFIX = b"TSWSL\x02"
+NO_AUTH_HERE = SEALED_LINK_PREFIX + b"\x00"
 HEADER = struct.Struct(">I")
 GONE = 0xFFFF_FFFF
 # The pump's frames are at most its buffer (256 KiB); a length far beyond that is no header.
@@ -99,7 +119,20 @@ def _not_a_frame(received: bytes) -> str:
     return f"the other half sent {received!r}, which is no frame: the link is out of step"
 
 
-class LinkSession(trio.abc.HalfCloseableStream):
+class Link(Protocol):
+    """A connection between the halves as sessions use it: a cleartext `RawSocketStream`
+    (`--insecure-no-auth`), or a sealed link (`sealed.SealedLink`)."""
+
+    @property
+    def socket(self) -> socket.socket: ...
+
+    def close(self) -> None: ...
+
+
+AnyLink = TypeVar("AnyLink", bound=Link)
+
+
+class LinkSession(trio.abc.HalfCloseableStream, Generic[AnyLink]):
     """One client connection carried on a link in session mode.
 
     `recycle` is called with the link when the session ended cleanly on both
@@ -109,8 +142,8 @@ class LinkSession(trio.abc.HalfCloseableStream):
 
     def __init__(
         self,
-        link: RawSocketStream,
-        recycle: Callable[[RawSocketStream], None] | None = None,
+        link: AnyLink,
+        recycle: Callable[[AnyLink], None] | None = None,
         explain_out_of_step: ExplainOutOfStep = _not_a_frame,
     ) -> None:
         self.link = link
@@ -312,10 +345,10 @@ class LinkSession(trio.abc.HalfCloseableStream):
                 self._recycle(self.link)
 
 
-def start_session_mode(connect: Connector) -> Connector:
-    """`connect` (a link to the Windows half), then announce session mode on it."""
+def start_session_mode(connect: Connector) -> Callable[[], Awaitable[RawSocketStream]]:
+    """`connect` (a cleartext link to the Windows half), then announce session mode on it."""
 
-    async def connect_in_session_mode() -> trio.abc.Stream:
+    async def connect_in_session_mode() -> RawSocketStream:
         link = await connect()
         try:
             assert isinstance(link, RawSocketStream)  # links are TCP
@@ -328,42 +361,45 @@ def start_session_mode(connect: Connector) -> Connector:
     return connect_in_session_mode
 
 
+# Makes the session for a link: `LinkSession` in the clear, `SealedSession` on a sealed link.
+NewSession = Callable[[AnyLink, Callable[[AnyLink], None]], LinkSession[AnyLink]]
+
+
 def session_connector(
-    take_link: Callable[[], Awaitable[trio.abc.Stream]],
-    recycle: Callable[[RawSocketStream], None],
-    explain_out_of_step: ExplainOutOfStep = _not_a_frame,
+    take_link: Callable[[], Awaitable[AnyLink]],
+    recycle: Callable[[AnyLink], None],
+    new_session: NewSession[AnyLink],
 ) -> Connector:
     """The WSL2 half's upstream: a session on a link that goes back to `recycle` after it."""
 
     async def open_session() -> trio.abc.Stream:
-        link = await take_link()
-        assert isinstance(link, RawSocketStream)
-        return LinkSession(link, recycle, explain_out_of_step)
+        return new_session(await take_link(), recycle)
 
     return open_session
 
 
 def session_at_once(
-    take_parked: Callable[[], RawSocketStream | None],
-    recycle: Callable[[RawSocketStream], None],
-    explain_out_of_step: ExplainOutOfStep = _not_a_frame,
-) -> Callable[[], LinkSession | None]:
+    take_parked: Callable[[], AnyLink | None],
+    recycle: Callable[[AnyLink], None],
+    new_session: NewSession[AnyLink],
+) -> Callable[[], LinkSession[AnyLink] | None]:
     """The WSL2 half's upstream when a link is parked: a session on it, taken without
     waiting (`relay.UpstreamAtOnce`); None when none is."""
 
-    def open_session_at_once() -> LinkSession | None:
+    def open_session_at_once() -> LinkSession[AnyLink] | None:
         link = take_parked()
-        return None if link is None else LinkSession(link, recycle, explain_out_of_step)
+        return None if link is None else new_session(link, recycle)
 
     return open_session_at_once
 
 
-async def _peek_byte(link: RawSocketStream) -> bytes:
-    """The next byte on `link` without consuming it; b"" once the peer closed it."""
+async def _peek(link: RawSocketStream, size: int = 1) -> bytes:
+    """Up to `size` bytes waiting on `link` (at least one), without consuming them; b"" once
+    the peer closed it."""
     with PeerErrorsAsBroken(link.socket):
         while True:
             try:
-                return link.socket.recv(1, socket.MSG_PEEK)
+                return link.socket.recv(size, socket.MSG_PEEK)
             except BlockingIOError:
                 await trio.lowlevel.wait_readable(link.socket)
 
@@ -372,28 +408,50 @@ async def _peek_byte(link: RawSocketStream) -> bytes:
 FirstByte = Callable[[trio.abc.Stream], Awaitable[None]]
 
 
-async def link_sessions(
-    link: trio.abc.Stream, first_byte: FirstByte
+async def sessions_in_turn(
+    link: AnyLink,
+    stream: RawSocketStream,
+    first_byte: FirstByte,
+    new_session: Callable[[AnyLink], LinkSession[AnyLink]],
 ) -> AsyncGenerator[trio.abc.Stream, None]:
-    """The Windows half's view of a link: the client connections it carries, in turn.
-
-    `first_byte` waits until the link has something to read. A link that
-    closes without a byte carries nothing, so it costs the LocalAPI no connection.
-    """
-    assert isinstance(link, RawSocketStream)  # the Windows half listens on TCP
-    await first_byte(link)
-    if not (mode := await _peek_byte(link)):
-        return
-    if mode != SESSION_MODE:
-        yield link
-        return
-    await link.receive_some(1)  # SESSION_MODE itself, already here
+    """The Windows half's sessions on `link` (whose socket is `stream`'s), one after another,
+    until one does not end cleanly or the link closes between them."""
     while True:
-        await first_byte(link)
-        session = LinkSession(link)
+        await first_byte(stream)
+        session = new_session(link)
         if not await session.begin():
             return
         yield session
         await session.finish()
         if not session.reusable:
             return
+
+
+async def link_sessions(
+    link: trio.abc.AsyncResource, first_byte: FirstByte
+) -> AsyncGenerator[trio.abc.Stream, None]:
+    """The Windows half's view of a cleartext link: the client connections it carries, in turn.
+
+    `first_byte` waits until the link has something to read. A link that
+    closes without a byte carries nothing, so it costs the LocalAPI no connection.
+    """
+    assert isinstance(link, RawSocketStream)  # the Windows half listens on TCP
+    await first_byte(link)
+    if not (mode := await _peek(link)):
+        return
+    if mode != SESSION_MODE:
+        # A WSL2 half's first message comes in one piece: its prefix is all here or not sent.
+        if await _peek(link, len(SEALED_LINK_PREFIX)) == SEALED_LINK_PREFIX:
+            log.warning(
+                "a WSL2 half with a link key connected, but this half runs with "
+                "--insecure-no-auth: run both halves with the key, or both with that option"
+            )
+            with suppress(trio.BrokenResourceError):
+                await link.send_all(NO_AUTH_HERE)
+            return
+        yield link
+        return
+    await link.receive_some(1)  # SESSION_MODE itself, already here
+    async with aclosing(sessions_in_turn(link, link, first_byte, LinkSession)) as sessions:
+        async for session in sessions:
+            yield session

@@ -21,11 +21,13 @@ daemon nothing.
 import logging
 import socket
 from collections import deque
+from collections.abc import Awaitable, Callable
+from typing import Generic
 
 import trio
 
-from tailscale_wsl2.net.connect import Connector, UpstreamUnavailable
-from tailscale_wsl2.net.sockets import RawSocketStream
+from tailscale_wsl2.link.sessions import AnyLink, Link
+from tailscale_wsl2.net.connect import UpstreamUnavailable
 
 __all__ = ["WarmLinks"]
 
@@ -40,7 +42,7 @@ MAX_PARKED = 256
 SPARE_IDLE_SECONDS = 5.0
 
 
-def _is_dead(link: RawSocketStream) -> bool:
+def _is_dead(link: Link) -> bool:
     try:
         # Non-blocking: "would block" means nothing to read, as a live link has.
         link.socket.recv(1, socket.MSG_PEEK)
@@ -51,14 +53,14 @@ def _is_dead(link: RawSocketStream) -> bool:
     return True
 
 
-class WarmLinks:
+class WarmLinks(Generic[AnyLink]):
     """Keep `size` authenticated links ready; `take` one, or connect on demand."""
 
-    def __init__(self, connect: Connector, *, size: int = 4) -> None:
+    def __init__(self, connect: Callable[[], Awaitable[AnyLink]], *, size: int = 4) -> None:
         self._connect = connect
         self._size = size
         # Oldest first, each with the trio time it was parked at.
-        self._parked: deque[tuple[RawSocketStream, float]] = deque()
+        self._parked: deque[tuple[AnyLink, float]] = deque()
         self._opening = 0
         self._failures = 0
         self._backing_off = False
@@ -70,7 +72,7 @@ class WarmLinks:
         """Stop refilling; `keep_warm` closes the parked links and returns."""
         self._running.cancel()
 
-    def take_parked(self) -> RawSocketStream | None:
+    def take_parked(self) -> AnyLink | None:
         """A live parked link, or None when there is none."""
         live = None
         while self._parked and live is None:
@@ -83,11 +85,11 @@ class WarmLinks:
             self._changed.set()
         return live
 
-    async def take(self) -> trio.abc.Stream:
+    async def take(self) -> AnyLink:
         """A live parked link if there is one, else a new one (which may raise)."""
         return self.take_parked() or await self._connect()
 
-    def park(self, link: RawSocketStream) -> None:
+    def park(self, link: AnyLink) -> None:
         """Take back a link whose session ended cleanly, for the next client."""
         if self._running.cancel_called or len(self._parked) >= MAX_PARKED:
             link.close()
@@ -146,7 +148,6 @@ class WarmLinks:
             self._backing_off = False
         else:
             self._failures = 0
-            assert isinstance(link, RawSocketStream)
             self._parked.append((link, trio.current_time()))
         finally:
             self._opening -= 1

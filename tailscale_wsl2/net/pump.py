@@ -81,15 +81,17 @@ class SpareBuffers:
     A buffer is an anonymous memory map, not a bytearray: a bytearray is zeroed
     when made, so all of its 256 KiB are resident from the start, while a map's
     pages become resident only as bytes land in them. A half that has relayed
-    a few requests then holds a page or two of buffer, not 256 KiB.
+    a few requests then holds a page or two of buffer, not 256 KiB. `size` is the
+    copy chunk unless a user needs room for more (a sealed frame: `link/sealed.py`).
     """
 
-    def __init__(self, keep: int) -> None:
+    def __init__(self, keep: int, size: int = COPY_CHUNK_SIZE) -> None:
         self._keep = keep
+        self._size = size
         self._buffers: list[mmap.mmap] = []
 
     def take(self) -> mmap.mmap:
-        return self._buffers.pop() if self._buffers else mmap.mmap(-1, COPY_CHUNK_SIZE)
+        return self._buffers.pop() if self._buffers else mmap.mmap(-1, self._size)
 
     def give_back(self, buffer: mmap.mmap) -> None:
         if len(self._buffers) < self._keep:

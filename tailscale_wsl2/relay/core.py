@@ -4,10 +4,12 @@ Both halves are this one relay with different endpoints: the WSL2 half accepts
 on a Unix socket and connects over TCP to the Windows half; the Windows half
 accepts on TCP and connects to Tailscale's LocalAPI.
 
-Per connection the relay first asks the half whether to admit it (the Windows
-half checks the peer's subnet and the link handshake, `link.py`). An admitted
-connection carries one client connection, or, on the Windows half, one after
-another: the sessions of a link (`sessions.py`). For each, the relay opens the
+On the Windows half a connection is first admitted (the peer's subnet and the
+link handshake, `link/admission.py`) under a budget of its own: it takes a
+connection slot only once admitted, and handshakes under way are few and short
+(`pending.py`), so connections that never finish one cannot lock anyone out.
+An admitted connection carries one client connection, or one after another:
+the sessions of a link (`link/sessions.py`, `link/sealed.py`). For each, the relay opens the
 upstream (the WSL2 half takes a ready, authenticated link, `warm.py`, as a
 session; the Windows half waits for the client's first byte), then copies both
 directions concurrently (`pump.py`), the second in a task beside the connection's.
@@ -24,16 +26,22 @@ cannot be opened at all, the client gets an HTTP 502 naming the hop that failed
 A WSL2 half run with `--insecure-no-auth` may meet a peer that does not relay
 sessions (a Windows half that expects the handshake, a web server): its first
 bytes are no frame (`LinkOutOfStep`), and the client gets the 502 naming the
-mismatch instead of those bytes.
+mismatch instead of those bytes. A sealed link that fails its check or breaks
+(`LinkFailed`) before any byte of the answer was passed on gets the client a
+502 that says so too.
 
 Concurrency is capped: past `max_connections` the relay stops accepting until a
 connection ends, so a flood queues in the kernel's backlog instead of exhausting
 file descriptors. Shutdown stops accepting at once and gives connections in
 flight a grace period before cancelling them.
 
+Faults stay local: an unexpected error in one connection is logged with its
+cause and ends that connection only, never the relay and the others with it.
+
 The log says what a user can act on, once: a failure that repeats (the next hop
-down, a refused peer) is logged when it first happens and again only when it
-changes, with how often it happened (`RepeatedFailures`). With `-v` each client
+down, a link out of step) is logged when it first happens and again only when it
+changes, with how often it happened (`RepeatedFailures`); refused peers are
+logged per peer and interval, with a count (`pending.RefusalLog`). With `-v` each client
 connection gets one line when it ends: where it was relayed, the bytes each
 way, how it ended and how long it took (`_Trace`); without `-v` none of that is
 measured.
@@ -49,11 +57,13 @@ from functools import partial
 
 import trio
 
+from tailscale_wsl2.link.sealed import LinkFailed, LinkTampered
 from tailscale_wsl2.link.sessions import FirstByte, LinkOutOfStep
 from tailscale_wsl2.net.connect import Connector, UpstreamUnavailable
 from tailscale_wsl2.net.pump import OneWay, Spares, Tally
-from tailscale_wsl2.net.sockets import PEER_GONE, RawSocketStream
+from tailscale_wsl2.net.sockets import PEER_GONE, RawSocketStream, send_now
 from tailscale_wsl2.relay.bad_gateway import answer_bad_gateway, bad_gateway_response
+from tailscale_wsl2.relay.pending import PendingHandshakes, RefusalLog
 from tailscale_wsl2.relay.spare_tasks import JoinableJob, SpareTask, SpareTasks
 
 __all__ = [
@@ -81,7 +91,7 @@ DEFAULT_GRACE_PERIOD = 2.0
 
 
 class RepeatedFailures:
-    """One kind of failure (the next hop's, or refused peers'), logged once per change.
+    """One kind of failure (the next hop's), logged once per change.
 
     A failure is logged when it first happens; the same one again only counts. When another
     comes, or the failures stop (`succeeded`), a line says how often the last one happened.
@@ -160,18 +170,17 @@ class _Trace:
         )
 
 
-async def _answer_out_of_step(
-    client: trio.abc.Stream, exc: LinkOutOfStep, failures: RepeatedFailures | None
-) -> None:
-    """The client's 502 for a link that turned out to be no link: nothing has reached the
-    client yet (the peer's first bytes were refused), and its request has been read."""
-    if failures is not None:
-        failures.failed(str(exc))
+def _answer_502(client: trio.abc.Stream, message: str) -> None:
+    """A 502 to a client that has received nothing yet and has sent its request.
+
+    Sent without waiting (a small answer into an empty socket buffer), so that the end of
+    the other direction, which cancels this task, cannot cut it short."""
+    if not isinstance(client, RawSocketStream):
+        return  # the relay's clients are sockets; nothing else can be answered so
     try:
-        await client.send_all(bad_gateway_response(str(exc)))
-        if isinstance(client, trio.abc.HalfCloseableStream):
-            await client.send_eof()
-    except (trio.BrokenResourceError, trio.ClosedResourceError):
+        send_now(client.socket, bad_gateway_response(message))
+        client.socket.shutdown(socket.SHUT_WR)
+    except OSError:
         pass  # the client left first
 
 
@@ -192,6 +201,43 @@ async def copy_both_ways(
     await _copy_both_ways_after(a_to_b, here)
 
 
+def _log_end(exc: BaseException) -> None:
+    """How a direction ended, in the log: a tampered link loudly, a fault with its cause."""
+    if isinstance(exc, LinkTampered):
+        log.warning("%s", exc)
+    elif isinstance(exc, PEER_GONE):
+        log.debug("connection ended: %r", exc)
+    else:
+        log.error(
+            "a connection failed (%r); it is closed, the relay goes on",
+            exc,
+            exc_info=log.isEnabledFor(logging.DEBUG),
+        )
+
+
+def _upstream_failed(
+    exc: Exception,
+    client: trio.abc.Stream,
+    failures: RepeatedFailures | None,
+    trace: _Trace | None,
+) -> None:
+    """The end of the upstream's direction: a link out of step, or a sealed link that failed
+    before any byte of its answer came, still gets the client a 502 that names it."""
+    _log_end(exc)
+    if isinstance(exc, LinkOutOfStep):
+        if trace is not None:
+            trace.end("answered 502: the peer does not relay sessions")
+        if failures is not None:
+            failures.failed(str(exc))
+        _answer_502(client, str(exc))
+    elif isinstance(exc, LinkFailed) and not exc.delivered:
+        if trace is not None:
+            trace.end(f"answered 502: {exc}")
+        _answer_502(client, f"the link between the halves of tailscale-wsl2 failed: {exc}")
+    elif trace is not None:
+        trace.end(_how_it_ended(exc))
+
+
 async def _copy_both_ways_after(
     a_to_b: OneWay,
     here: SpareTask,
@@ -209,14 +255,8 @@ async def _copy_both_ways_after(
     async def copy_back() -> None:
         try:
             await b_to_a.copy()
-        except PEER_GONE as exc:
-            log.debug("connection ended: %r", exc)
-            if isinstance(exc, LinkOutOfStep):
-                if trace is not None:
-                    trace.end("answered 502: the peer does not relay sessions")
-                await _answer_out_of_step(b_to_a.dst, exc, failures)
-            elif trace is not None:
-                trace.end(_how_it_ended(exc))
+        except Exception as exc:
+            _upstream_failed(exc, b_to_a.dst, failures, trace)
             # Only while a->b runs: once it is over, ending this task would end
             # what it does next (on the Windows half, the link's next session).
             if a_to_b_running:
@@ -226,8 +266,8 @@ async def _copy_both_ways_after(
     here.tasks.run_soon(other_way)
     try:
         await a_to_b.copy()
-    except PEER_GONE as exc:
-        log.debug("connection ended: %r", exc)
+    except Exception as exc:
+        _log_end(exc)
         if trace is not None:
             trace.end(_how_it_ended(exc))
         other_way.end()
@@ -235,8 +275,10 @@ async def _copy_both_ways_after(
     await other_way.join()
 
 
-# Decides whether an accepted connection may be relayed (None) or why not.
-Admission = Callable[[trio.abc.Stream], Awaitable[str | None]]
+# Decides whether an accepted connection may be relayed: what to relay (the connection
+# itself, or the link its handshake made), or why not. Its second argument is called
+# once the peer has shown a first message that opens (`pending.py`).
+Admission = Callable[[trio.abc.Stream, Callable[[], None]], Awaitable[trio.abc.AsyncResource | str]]
 
 # An upstream that is open already and costs no wait to take (the WSL2 half's
 # warm link), or None when there is none at the moment.
@@ -245,15 +287,27 @@ UpstreamAtOnce = Callable[[], trio.abc.Stream | None]
 # The client connections an accepted connection carries, one after another:
 # itself, or the sessions on a link between the halves (`sessions.py`). The
 # second argument waits for the next bytes, as `Relay` is configured to.
-Sessions = Callable[[trio.abc.Stream, FirstByte], AsyncGenerator[trio.abc.Stream, None]]
+Sessions = Callable[[trio.abc.AsyncResource, FirstByte], AsyncGenerator[trio.abc.Stream, None]]
 
 
 async def whole_connection(
-    client: trio.abc.Stream, first_byte: FirstByte
+    client: trio.abc.AsyncResource, first_byte: FirstByte
 ) -> AsyncGenerator[trio.abc.Stream, None]:
     """An accepted connection that carries one client connection: itself."""
+    assert isinstance(client, trio.abc.Stream)
     await first_byte(client)
     yield client
+
+
+def peer_name(stream: trio.abc.Stream) -> str:
+    """Who is at the other end of an accepted connection, for the handshake budget."""
+    sock = getattr(stream, "socket", None)
+    if not isinstance(sock, socket.socket) or sock.family not in (socket.AF_INET, socket.AF_INET6):
+        return "a local peer"
+    try:
+        return str(sock.getpeername()[0])
+    except OSError:
+        return "a peer that left at once"
 
 
 async def _at_once(client: trio.abc.Stream) -> None:
@@ -290,26 +344,29 @@ class Relay:
         upstream_at_once: UpstreamAtOnce | None,
         admit: Admission | None,
         sessions: Sessions,
-        waits_for_first_byte: bool,
+        serves_links: bool,
         max_connections: int,
         grace_period: float,
         upstream_name: str,
+        pending: PendingHandshakes | None = None,
+        refusals: RefusalLog | None = None,
     ) -> None:
         self._connect_upstream = connect_upstream
         self._upstream_name = upstream_name
         self._upstream_failures = RepeatedFailures(f"{upstream_name} can be reached again")
-        self._refusals = RepeatedFailures(None)
         # Per-connection lines (-v) cost a clock read and a record per connection: only then.
         self._traced = log.isEnabledFor(logging.DEBUG)
         self._traces_started = 0
         self._upstream_at_once = upstream_at_once
         self._admit = admit
         self._sessions = sessions
-        self._waits_for_first_byte = waits_for_first_byte
+        self._serves_links = serves_links
         self._free_slots = trio.Semaphore(max_connections)
         self._spares = Spares()
         self._grace_period = grace_period
         self._accepting = trio.CancelScope()
+        self._pending = pending or PendingHandshakes()
+        self._refusals = refusals or RefusalLog()
         self.active_connections = 0
         # The scopes of connections waiting for their client's next byte: nothing
         # is in flight on them, so shutdown closes them at once instead of
@@ -332,7 +389,7 @@ class Relay:
             upstream_at_once=upstream_at_once,
             admit=None,
             sessions=whole_connection,
-            waits_for_first_byte=False,
+            serves_links=False,
             max_connections=max_connections,
             grace_period=grace_period,
             upstream_name=upstream_name,
@@ -348,24 +405,29 @@ class Relay:
         max_connections: int = DEFAULT_MAX_CONNECTIONS,
         grace_period: float = DEFAULT_GRACE_PERIOD,
         upstream_name: str = "the upstream",
+        pending: PendingHandshakes | None = None,
+        refusals: RefusalLog | None = None,
     ) -> "Relay":
-        """The Windows half's relay: admitted links whose sessions open the upstream when
-        their client first speaks."""
+        """The Windows half's relay: links admitted under the handshake budget (`pending`,
+        `refusals`), whose sessions open the upstream when their client first speaks."""
         return cls(
             connect_upstream,
             upstream_at_once=None,
             admit=admit,
             sessions=sessions,
-            waits_for_first_byte=True,
+            serves_links=True,
             max_connections=max_connections,
             grace_period=grace_period,
             upstream_name=upstream_name,
+            pending=pending,
+            refusals=refusals,
         )
 
     def stop_accepting(self) -> None:
-        """Begin shutdown: close the listeners and silent connections; `serve`
-        returns once the rest finish or the grace period ends."""
+        """Begin shutdown: close the listeners, handshakes under way and silent
+        connections; `serve` returns once the rest finish or the grace period ends."""
         self._accepting.cancel()
+        self._pending.cancel_all()
         for waiting in self._silent:
             waiting.cancel()
 
@@ -387,7 +449,6 @@ class Relay:
             await self._serve(listeners, task_status)
         finally:  # however it ends, a run of failures gets its count
             self._upstream_failures.stop()
-            self._refusals.stop()
 
     async def _serve(
         self,
@@ -400,6 +461,8 @@ class Relay:
                 async with trio.open_nursery() as acceptors:
                     for listener in listeners:
                         acceptors.start_soon(self._accept_forever, listener, spare_tasks)
+                    if self._serves_links:
+                        acceptors.start_soon(self._refusals.report_every_interval)
                     task_status.started()
             spare_tasks.close()  # connections in flight go on; no task waits for new ones
             if self.active_connections:
@@ -416,27 +479,44 @@ class Relay:
     ) -> None:
         async with listener:
             while True:
-                try:
-                    # Without waiting when a slot is free: acquire() would pass
-                    # through the scheduler twice for every connection.
-                    self._free_slots.acquire_nowait()
-                except trio.WouldBlock:
-                    await self._free_slots.acquire()
+                if self._serves_links:
+                    await self._until_a_slot_is_free()
+                else:
+                    try:
+                        # Without waiting when a slot is free: acquire() would pass
+                        # through the scheduler twice for every connection.
+                        self._free_slots.acquire_nowait()
+                    except trio.WouldBlock:
+                        await self._free_slots.acquire()
                 try:
                     stream = await listener.accept()
                 except OSError as exc:
-                    self._free_slots.release()
+                    if not self._serves_links:
+                        self._free_slots.release()
                     if exc.errno not in ACCEPT_RESOURCE_ERRNOS:
                         raise
                     log.warning("accept failed (%s); retrying", exc.strerror)
                     await trio.sleep(ACCEPT_RETRY_DELAY)
                     continue
                 except BaseException:
-                    self._free_slots.release()
+                    if not self._serves_links:
+                        self._free_slots.release()
                     raise
-                spare_tasks.run_soon(
-                    partial(self._relay_connection, stream, self._upstream_now(stream))
-                )
+                if self._serves_links:
+                    spare_tasks.run_soon(partial(self._admit_link, stream))
+                    # Handshakes under way move on between accepts: a flood of new
+                    # connections must not keep a real one from finishing its own.
+                    await trio.lowlevel.checkpoint()
+                else:
+                    spare_tasks.run_soon(
+                        partial(self._relay_client, stream, self._upstream_now(stream))
+                    )
+
+    async def _until_a_slot_is_free(self) -> None:
+        """Wait while admitted connections hold every slot (pending ones hold none)."""
+        if not self._free_slots.value:
+            await self._free_slots.acquire()
+            self._free_slots.release()
 
     def _upstream_now(self, client: trio.abc.Stream) -> OneWay | None:
         """The client's direction to an upstream that costs no wait, with what the
@@ -460,9 +540,10 @@ class Relay:
         if trace is not None:
             log.debug("%s", trace.line(self._upstream_name))
 
-    async def _relay_connection(
+    async def _relay_client(
         self, client: trio.abc.Stream, client_to_upstream: OneWay | None, here: SpareTask
     ) -> None:
+        """The WSL2 half: one client connection, its slot taken by the accepting task."""
         self.active_connections += 1
         try:
             async with client:
@@ -471,23 +552,68 @@ class Relay:
                     async with client_to_upstream.dst:
                         await self._copy_traced(client_to_upstream, here, self._trace(client))
                     return
-                if self._admit is not None and (refusal := await self._admit(client)):
-                    self._refusals.failed(f"refused a connection: {refusal}")
-                    return
-                if not self._waits_for_first_byte:
-                    await self._relay_sessions(client, _at_once, here)
-                    return
-                # Shutdown ends a silent connection through its task's scope.
-                first_byte = partial(self._client_spoke, here.cancel_scope)
-                await self._relay_sessions(client, first_byte, here)
-        except PEER_GONE as exc:
-            log.debug("connection closed with %r", exc)
+                await self._relay_sessions(client, _at_once, here)
+        except Exception as exc:
+            _log_end(exc)
         finally:
             self.active_connections -= 1
             self._free_slots.release()
 
+    async def _admit_link(self, stream: trio.abc.Stream, here: SpareTask) -> None:
+        """The Windows half: admit a new connection under the handshake budget, then, with a
+        slot of its own, relay what it carries."""
+        async with stream:
+            admitted = await self._admit_within_budget(stream)
+            if isinstance(admitted, str):
+                return
+            try:
+                self._free_slots.acquire_nowait()
+            except trio.WouldBlock:
+                await self._free_slots.acquire()
+            self.active_connections += 1
+            try:
+                # Shutdown ends a silent connection through its task's scope.
+                first_byte = partial(self._client_spoke, here.cancel_scope)
+                await self._relay_sessions(admitted, first_byte, here)
+            except Exception as exc:
+                _log_end(exc)
+            finally:
+                self.active_connections -= 1
+                self._free_slots.release()
+
+    async def _admit_within_budget(self, stream: trio.abc.Stream) -> trio.abc.AsyncResource | str:
+        """What `admit` makes of `stream`, or why it was refused (logged and counted)."""
+        if self._admit is None:
+            return stream
+        peer = peer_name(stream)
+        pending = self._pending.add(peer)
+        verdict: trio.abc.AsyncResource | str | None = None
+        try:
+            with pending.scope:
+                if delay := self._refusals.delay(peer):
+                    await trio.sleep(delay)
+                verdict = await self._admit(stream, pending.first_message_opened)
+        except Exception as exc:
+            _log_end(exc)
+            verdict = f"its handshake failed ({exc!r})"
+        finally:
+            self._pending.remove(pending)
+        if verdict is None:  # cancelled: dropped, past the deadline, or shutting down
+            if self._accepting.cancel_called:
+                return "shutting down"
+            reason = (
+                "dropped for newer connections: too many handshakes under way"
+                if pending.dropped
+                else f"no handshake within {self._pending.deadline:g}s"
+            )
+            self._refusals.refused(peer, reason, failed_handshake=False)
+            return reason
+        if isinstance(verdict, str):
+            self._refusals.refused(peer, verdict, failed_handshake=True)
+        return verdict
+
     async def _relay_sessions(
-        self, client: trio.abc.Stream, first_byte: FirstByte, here: SpareTask
+        self, client: trio.abc.AsyncResource, first_byte: FirstByte, here: SpareTask
     ) -> None:
         async with aclosing(self._sessions(client, first_byte)) as sessions:
             async for session in sessions:

@@ -1,9 +1,14 @@
 """Running a planned half: open its listeners, relay until Ctrl+C or SIGTERM, shut down cleanly.
 
-The WSL2 half serves the Unix socket and relays over warm, authenticated links; the Windows half
+The WSL2 half serves the Unix socket and relays over warm, sealed links; the Windows half
 listens where the plan says (its fixed places, such as loopback under mirrored networking, and
 the vEthernet (WSL) adapter, followed as WSL re-creates it; one relay serves them all), admits
-peers by the network they come from and the link key, and relays each session to the LocalAPI.
+peers by the network they come from and the link handshake, and relays each session to the
+LocalAPI.
+
+What can be known before the event loop starts is settled before it (`prepare_half`): options
+that cannot work on this platform are refused, and the key is read, so that a key file that
+blocks (a FIFO) or misleads cannot wedge a half that no signal can stop.
 """
 
 import ipaddress
@@ -16,14 +21,25 @@ from dataclasses import dataclass
 from functools import partial
 from ipaddress import IPv4Network
 from pathlib import Path
+from typing import TypeVar
 
 import trio
 
 from tailscale_wsl2.errors import ActionableError
 from tailscale_wsl2.link.admission import admit_windows_peer, authenticated_connector
-from tailscale_wsl2.link.key import KeyFileError, KeyProblem, load_key, load_or_create_key
+from tailscale_wsl2.link.handshake import FirstMessages
+from tailscale_wsl2.link.key import (
+    KeyFileError,
+    KeyProblem,
+    key_exposure_warning,
+    load_key,
+    load_or_create_key,
+)
 from tailscale_wsl2.link.mismatch import explain_out_of_step
+from tailscale_wsl2.link.sealed import SealedSession, new_scratch_buffers, sealed_sessions
 from tailscale_wsl2.link.sessions import (
+    ExplainOutOfStep,
+    LinkSession,
     link_sessions,
     session_at_once,
     session_connector,
@@ -31,7 +47,13 @@ from tailscale_wsl2.link.sessions import (
 )
 from tailscale_wsl2.link.warm import WarmLinks
 from tailscale_wsl2.net.connect import Connector, Hop, UpstreamUnavailable, hop_connector
-from tailscale_wsl2.net.endpoints import IPNetwork, TcpEndpoint
+from tailscale_wsl2.net.endpoints import (
+    Endpoint,
+    IPNetwork,
+    NamedPipeEndpoint,
+    TcpEndpoint,
+    UnixEndpoint,
+)
 from tailscale_wsl2.net.listeners import open_tcp_listener
 from tailscale_wsl2.net.sockets import RawSocketListener, RawSocketStream
 from tailscale_wsl2.plan.halves import Half, ListenPlace, WindowsHalf, WslHalf
@@ -48,7 +70,7 @@ from tailscale_wsl2.tuning.open_files import raise_open_file_limit
 from tailscale_wsl2.windows.ipconfig import WslAdapter
 from tailscale_wsl2.windows.localapi import AutoLocalApi, LocalApiAuto
 
-__all__ = ["WindowsLookups", "run_half"]
+__all__ = ["WindowsLookups", "prepare_half", "run_half"]
 
 log = logging.getLogger(__name__)
 
@@ -75,10 +97,15 @@ def _describe_security(key_file: Path | None, reachable_at: object) -> None:
         log.info("link key: %s", key_file)
 
 
-def _observed(connect: Connector, report: StateReporter) -> Connector:
+Opened = TypeVar("Opened")
+
+
+def _observed(
+    connect: Callable[[], Awaitable[Opened]], report: StateReporter
+) -> Callable[[], Awaitable[Opened]]:
     """`connect`, telling `report` whether the next hop answered (it writes only on a change)."""
 
-    async def connect_and_report() -> trio.abc.Stream:
+    async def connect_and_report() -> Opened:
         try:
             stream = await connect()
         except UpstreamUnavailable as exc:
@@ -117,28 +144,49 @@ async def _relay_until_signal(
         relay.stop_accepting()
 
 
-# --- the WSL2 half ----------------------------------------------------------------------------
+# --- before the event loop --------------------------------------------------------------------
 
 
-async def _open_wsl_socket(half: WslHalf) -> tuple[RawSocketListener, Callable[[], None]]:
-    """The WSL2 half's listener, and how to remove its socket file afterwards."""
-    if sys.platform != "win32":  # CPython has no Unix sockets on Windows
-        from tailscale_wsl2.net.unix_listener import open_unix_listener  # noqa: PLC0415
+def _refuse_where_it_cannot_work(endpoint: Endpoint, option: str, platform: str) -> None:
+    if isinstance(endpoint, NamedPipeEndpoint) and platform != "win32":
+        raise ActionableError(
+            f"{option} {endpoint}: named pipes exist only on Windows",
+            f"drop {option}, or give it tcp:HOST:PORT or unix:PATH",
+        )
+    if isinstance(endpoint, UnixEndpoint) and platform == "win32":
+        raise ActionableError(
+            f"{option} unix:{endpoint}: this Windows Python has no Unix sockets",
+            f"drop {option}, or give it npipe:NAME or tcp:HOST:PORT",
+        )
 
-        unix = await open_unix_listener(half.socket, mode=half.socket_mode, group=half.socket_group)
-        return unix.listener, unix.remove_socket_file
-    raise ActionableError(
-        "the WSL2 half serves a Unix socket, which Windows does not have",
-        "run `tailscale-wsl2 up` inside WSL2, or use --side windows here",
-    )
 
-
-def _wsl_key(half: WslHalf) -> bytes | None:
-    """The WSL2 half's link key; a missing one names the Windows half's start, as given."""
+def prepare_half(half: Half, platform: str = sys.platform) -> bytes | None:
+    """What must be settled before the event loop: refuse what cannot work on `platform`,
+    and read the link key (None: --insecure-no-auth), warning when others can read it."""
+    if isinstance(half, WslHalf):
+        if platform == "win32":  # CPython has no Unix sockets on Windows
+            raise ActionableError(
+                "the WSL2 half serves a Unix socket, which Windows does not have",
+                "run `tailscale-wsl2 up` inside WSL2, or use --side windows here",
+            )
+        _refuse_where_it_cannot_work(half.upstream.endpoint, "--upstream", platform)
+    elif isinstance(half.upstream, Hop):
+        _refuse_where_it_cannot_work(half.upstream.endpoint, "--upstream", platform)
     if half.key_file is None:
         return None
+    if isinstance(half, WslHalf):
+        key = _wsl_key(half, half.key_file)
+    else:
+        key = load_or_create_key(half.key_file)
+    if warning := key_exposure_warning(half.key_file):
+        log.warning("%s", warning)
+    return key
+
+
+def _wsl_key(half: WslHalf, key_file: Path) -> bytes:
+    """The WSL2 half's link key; a missing one names the Windows half's start, as given."""
     try:
-        return load_key(half.key_file)
+        return load_key(key_file)
     except KeyFileError as exc:
         if exc.problem is not KeyProblem.MISSING:
             raise
@@ -147,24 +195,68 @@ def _wsl_key(half: WslHalf) -> bytes | None:
         ) from None
 
 
-async def _run_wsl_half(
-    half: WslHalf, max_connections: int, signals: ShutdownSignals, report: StateReporter
-) -> None:
-    key = _wsl_key(half)
-    connect: Connector = (
-        authenticated_connector(half.upstream, key, half.fixes)
-        if key
-        else hop_connector(half.upstream)
-    )
-    warm = WarmLinks(start_session_mode(_observed(connect, report)))
-    # The bytes of a peer that is no Windows half relaying sessions, as the client's 502.
+# --- the WSL2 half ----------------------------------------------------------------------------
+
+
+async def _open_wsl_socket(half: WslHalf) -> tuple[RawSocketListener, Callable[[], None]]:
+    """The WSL2 half's listener, and how to remove its socket file (and let go of the path)
+    afterwards."""
+    if sys.platform != "win32":  # CPython has no Unix sockets on Windows (prepare_half)
+        from tailscale_wsl2.net.unix_listener import open_unix_listener  # noqa: PLC0415
+
+        unix = await open_unix_listener(half.socket, mode=half.socket_mode, group=half.socket_group)
+        return unix.listener, unix.remove_socket_file
+    raise AssertionError("prepare_half refuses the WSL2 half on Windows")
+
+
+def _wsl_relay(
+    half: WslHalf, key: bytes | None, max_connections: int, report: StateReporter
+) -> tuple[Relay, Callable[[], Awaitable[None]]]:
+    """The WSL2 half's relay over its warm links (sealed, or cleartext without a key), and
+    the task that keeps them warm; `report` hears whether the Windows half answers."""
+    upstream_name = f"{half.upstream.name} at {half.upstream.endpoint}"
+    if key is not None:
+        sealed = WarmLinks(
+            _observed(authenticated_connector(half.upstream, key, half.fixes), report)
+        )
+        relay = Relay.for_clients(
+            session_connector(sealed.take, sealed.park, SealedSession),
+            upstream_at_once=session_at_once(sealed.take_parked, sealed.park, SealedSession),
+            max_connections=max_connections,
+            upstream_name=upstream_name,
+        )
+        return relay, sealed.keep_warm
+    clear = WarmLinks(start_session_mode(_observed(hop_connector(half.upstream), report)))
+    # The bytes of a peer that is no Windows half relaying sessions, as the client's 502 (a
+    # sealed link has no such peer: its handshake names them, `admission.py`).
     out_of_step = partial(explain_out_of_step, half.upstream.endpoint, half.fixes)
+    new_session = partial(_cleartext_session, explain_out_of_step=out_of_step)
     relay = Relay.for_clients(
-        session_connector(warm.take, warm.park, out_of_step),
-        upstream_at_once=session_at_once(warm.take_parked, warm.park, out_of_step),
+        session_connector(clear.take, clear.park, new_session),
+        upstream_at_once=session_at_once(clear.take_parked, clear.park, new_session),
         max_connections=max_connections,
-        upstream_name=f"{half.upstream.name} at {half.upstream.endpoint}",
+        upstream_name=upstream_name,
     )
+    return relay, clear.keep_warm
+
+
+def _cleartext_session(
+    link: RawSocketStream,
+    recycle: Callable[[RawSocketStream], None],
+    *,
+    explain_out_of_step: ExplainOutOfStep,
+) -> LinkSession[RawSocketStream]:
+    return LinkSession(link, recycle, explain_out_of_step)
+
+
+async def _run_wsl_half(
+    half: WslHalf,
+    key: bytes | None,
+    max_connections: int,
+    signals: ShutdownSignals,
+    report: StateReporter,
+) -> None:
+    relay, keep_warm = _wsl_relay(half, key, max_connections, report)
     listener, remove_socket_file = await _open_wsl_socket(half)
     log.info("listening on %s (mode %03o)", half.socket, half.socket_mode)
     log.info(
@@ -178,7 +270,7 @@ async def _run_wsl_half(
         listening=str(half.socket), relaying_to=f"{half.upstream.name} at {half.upstream.endpoint}"
     )
     try:
-        await _relay_until_signal(relay, [listener], [warm.keep_warm], signals)
+        await _relay_until_signal(relay, [listener], [keep_warm], signals)
     finally:
         remove_socket_file()
 
@@ -204,8 +296,12 @@ class _PeerNetworks:
         self._fixed = list(fixed)
         self.adapter: IPNetwork | None = None
         self._key = key
+        self._scratch = new_scratch_buffers()
+        self._seen = FirstMessages()
 
-    async def __call__(self, stream: trio.abc.Stream) -> str | None:
+    async def __call__(
+        self, stream: trio.abc.Stream, first_message_opened: Callable[[], None]
+    ) -> trio.abc.AsyncResource | str:
         networks = [*self._fixed, *([self.adapter] if self.adapter else [])]
         if not networks:
             return "accepted after the WSL adapter went away"
@@ -213,7 +309,9 @@ class _PeerNetworks:
         peer = ipaddress.ip_address(stream.socket.getpeername()[0])
         # The network the peer is in, if any; else the last, which the refusal then names.
         network = next((net for net in networks if peer in net), networks[-1])
-        return await admit_windows_peer(stream, network, self._key)
+        return await admit_windows_peer(
+            stream, network, self._key, self._scratch, first_message_opened, self._seen
+        )
 
 
 def _windows_connector(
@@ -338,19 +436,19 @@ class _WindowsListening:
 
 async def _run_windows_half(
     half: WindowsHalf,
+    key: bytes | None,
     max_connections: int,
     lookups: WindowsLookups | None,
     signals: ShutdownSignals,
     report: StateReporter,
 ) -> None:
-    key = load_or_create_key(half.key_file) if half.key_file else None
     admission = _PeerNetworks([place.allowed_peers for place in half.fixed], key)
     report.update(relaying_to=_relaying_to(half.upstream))
     connect, helpers = _windows_connector(half.upstream, report)
     relay = Relay.for_links(
         connect,
         admit=admission,
-        sessions=link_sessions,
+        sessions=link_sessions if key is None else sealed_sessions,
         max_connections=max_connections,
         upstream_name=_upstream_name(half.upstream),
     )
@@ -372,15 +470,16 @@ async def _run_windows_half(
 async def run_half(
     half: Half,
     *,
+    key: bytes | None,
     max_connections: int,
     windows: WindowsLookups | None = None,
     report: StateReporter | None = None,
 ) -> None:
     """Listen, relay until SIGINT or SIGTERM, then shut down cleanly.
 
-    `windows` is needed by a Windows half that follows the WSL adapter, and gives any Windows
-    half on the WSL subnet its firewall check. `report` keeps the state file `status` reads
-    (none by default).
+    `key` is the link key `prepare_half` read (None: --insecure-no-auth). `windows` is needed
+    by a Windows half that follows the WSL adapter, and gives any Windows half on the WSL
+    subnet its firewall check. `report` keeps the state file `status` reads (none by default).
     """
     raise_open_file_limit()
     is_windows = isinstance(half, WindowsHalf)
@@ -391,9 +490,9 @@ async def run_half(
     try:
         with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
             if isinstance(half, WindowsHalf):
-                await _run_windows_half(half, max_connections, windows, signals, report)
+                await _run_windows_half(half, key, max_connections, windows, signals, report)
             else:
-                await _run_wsl_half(half, max_connections, signals, report)
+                await _run_wsl_half(half, key, max_connections, signals, report)
     finally:
         report.remove()
     log.info("stopped")

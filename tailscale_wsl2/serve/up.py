@@ -10,7 +10,7 @@ import trio
 
 from tailscale_wsl2.plan.halves import Half, HalfName, Options, WindowsHalf, plan_half
 from tailscale_wsl2.plan.lookups import system_discoverers
-from tailscale_wsl2.serve.halves import WindowsLookups, run_half
+from tailscale_wsl2.serve.halves import WindowsLookups, prepare_half, run_half
 from tailscale_wsl2.serve.state import StateReporter, initial_state, state_path
 from tailscale_wsl2.windows.adapters import list_adapters
 from tailscale_wsl2.windows.firewall import (
@@ -52,9 +52,11 @@ def start(
     command line) and `log_file` are what `status` shows of it."""
     detected = read_side()
     half = plan_half(options, detected, system_discoverers(detected), os.environ)
+    key = prepare_half(half)  # before the event loop, whose signal handling it would defeat
     run = partial(
         run_half,
         half,
+        key=key,
         max_connections=max_connections,
         windows=windows_lookups(),
         report=_reporter(half, arguments, log_file),

@@ -53,6 +53,12 @@ PASSED_ON = {
     ("doctor/wsl_checks.py", "_no_handshake", "*explain_foreign"): "link/mismatch.py",
     ("doctor/wsl_checks.py", "_handshake_failed", "*explain_wrong_key"): "link/mismatch.py",
     ("doctor/windows_checks.py", "check_firewall", "*problem"): "windows/firewall.py",
+    (
+        "doctor/wsl_checks.py",
+        "_handshake_failed",
+        "*explain_insecure_windows_half",
+    ): "link/mismatch.py",
+    ("doctor/wsl_checks.py", "_handshake_failed", "*explain_other_version"): "link/mismatch.py",
 }
 # Modules whose functions return (what, fix) pairs that a check prints: (module, name prefixes).
 PAIR_MODULES = [

@@ -31,6 +31,7 @@ from tailscale_wsl2.doctor.wsl_checks import (
     check_windows_half,
 )
 from tailscale_wsl2.errors import ActionableError
+from tailscale_wsl2.link.sessions import NO_AUTH_HERE
 from tailscale_wsl2.net.connect import Hop, open_stream
 from tailscale_wsl2.net.endpoints import Endpoint, TcpEndpoint
 from tailscale_wsl2.plan.halves import Discoverers, Options
@@ -475,6 +476,33 @@ async def test_a_program_that_greets_first_is_named_without_waiting() -> None:
     assert verdict.finding == (
         f"another program holds 127.0.0.1:{port}, not the Windows half of tailscale-wsl2: "
         "it sent b'SSH-2.0-OpenSSH_9.6\\r\\n'"
+    )
+
+
+async def test_an_older_windows_half_is_named_by_its_greeting() -> None:
+    async with tcp_server(partial(greet, b"TSWSL\x01" + bytes(32))) as port:
+        with trio.fail_after(1):  # the first version greets at once: no waiting for more
+            verdict = await check_windows_half(at(port, context()))
+    assert verdict.finding == (
+        f"the Windows half at 127.0.0.1:{port} is an older tailscale-wsl2 "
+        "(link version 1; this half speaks 2)"
+    )
+    assert verdict.fix is not None
+    assert verdict.fix.startswith("upgrade both halves to the same release (README: Upgrade)")
+
+
+async def test_a_windows_half_without_the_handshake_says_so_at_once() -> None:
+    async def no_auth_here(stream: trio.abc.Stream) -> None:
+        async with stream:
+            await stream.receive_some(6)  # the start of a link handshake
+            await stream.send_all(NO_AUTH_HERE)  # what this release answers with no key
+
+    async with tcp_server(no_auth_here) as port:
+        with trio.fail_after(1):  # told by its answer, not after doctor's timeout
+            verdict = await check_windows_half(at(port, context()))
+    assert verdict.finding == (
+        f"the Windows half at 127.0.0.1:{port} runs with --insecure-no-auth, "
+        "and this half expects the link handshake"
     )
 
 

@@ -6,6 +6,7 @@ binary from `make build` (the `program` fixture).
 
 import hashlib
 import json
+import re
 import shutil
 import signal
 import socket
@@ -181,12 +182,13 @@ def test_stale_socket_is_replaced(program: list[str], tmp_path: Path) -> None:
 def test_a_live_socket_is_never_taken_over(chain: Chain) -> None:
     second = subprocess.run(chain.wsl_half_argv(), capture_output=True, timeout=30, check=False)
     assert second.returncode == 1
-    lines = second.stderr.decode().strip().splitlines()
-    assert lines == [
-        f"tailscale-wsl2: another program already answers on {chain.socket} "
-        "(a Linux tailscaled, or a second tailscale-wsl2); stop it (for tailscaled: "
-        "sudo systemctl disable --now tailscaled), or pick another path with --socket"
-    ]
+    [line] = second.stderr.decode().strip().splitlines()
+    assert re.fullmatch(
+        re.escape(f"tailscale-wsl2: another tailscale-wsl2 already serves {chain.socket} (pid ")
+        + r"\d+"
+        + re.escape("); stop it first, or pick another path with --socket"),
+        line,
+    ), line
     assert request(chain.socket, "GET", "/localapi/v0/status").status == 200
 
 
@@ -231,7 +233,9 @@ def test_wrong_link_key_gets_a_502_naming_the_cause(chain: Chain, tmp_path: Path
         f"Windows, then `tailscale-wsl2 up --side wsl --port {chain.port} --host-ip 127.0.0.1 "
         f"--socket {chain.socket} --key-file {other_key}` here\n"
     )
-    assert "refused a connection: 127.0.0.1: wrong key" in chain.processes["windows"].output()
+    assert (
+        "refused a connection from 127.0.0.1: wrong link key" in chain.processes["windows"].output()
+    )
 
 
 def test_insecure_no_auth_on_both_sides_works_and_warns(program: list[str], tmp_path: Path) -> None:
@@ -244,5 +248,28 @@ def test_insecure_no_auth_on_both_sides_works_and_warns(program: list[str], tmp_
         for half in (windows, wsl):
             assert "WARNING: --insecure-no-auth: any program that can reach" in half.output()
         assert not chain.key_file.exists()
+    finally:
+        chain.stop_all()
+
+
+def test_a_wsl2_half_with_a_key_and_a_windows_half_without_one_are_named(
+    program: list[str], tmp_path: Path
+) -> None:
+    chain = Chain(program, tmp_path)
+    try:
+        chain.start_localapi()
+        chain.start_windows_half("--insecure-no-auth")
+        chain.key_file.write_text("ab" * 32 + "\n")
+        chain.key_file.chmod(0o600)
+        chain.start_wsl_half()
+        answer = request(chain.socket, "GET", "/localapi/v0/status")
+        assert answer.status == 502
+        assert answer.body.decode() == (
+            f"the Windows half at 127.0.0.1:{chain.port} runs with --insecure-no-auth, and this "
+            "half expects the link handshake; restart it without --insecure-no-auth: "
+            f"`tailscale-wsl2.exe up --side windows --port {chain.port} --listen 127.0.0.1 "
+            f"--key-file {chain.key_file}` on Windows\n"
+        )
+        assert "a WSL2 half with a link key connected" in chain.processes["windows"].output()
     finally:
         chain.stop_all()

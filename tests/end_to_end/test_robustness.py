@@ -4,16 +4,18 @@ Every test runs the real subprocess chain (LocalAPI stand-in <- Windows half <-
 WSL2 half), once with the package and once with the frozen binary, and checks
 what the halves cost the system from /proc (`procstats.py`):
 
-- bad input: thousands of random and malformed handshakes reach nothing;
-- slow and stuck peers: dropped at the handshake deadline without blocking
-  anyone, and a slow reader cannot make a half buffer the download in memory;
+- bad input: thousands of random and malformed handshakes reach nothing, and
+  are logged once per reason, not once per connection;
+- floods and slow peers: a fresh WSL2 half gets through while thousands of
+  connections that never handshake are held open, and a slow reader cannot
+  make a half buffer the download in memory;
 - load: a thousand connections held open through both halves at once, twice,
   leave no descriptor or memory behind;
 - faults: an upstream killed mid-stream, either hop restarted, SIGTERM with
   transfers in flight.
 
 No assertion depends on the machine's speed: waits are generous and bounded,
-and the only timings asserted are coarse ("well within the handshake deadline").
+and no timing is asserted (the flood test prints how long the user waited).
 """
 
 import fcntl
@@ -34,15 +36,15 @@ import pytest
 import trio
 
 from tailscale_wsl2.link.handshake import (
-    ACCEPTED,
-    ANSWER_SIZE,
-    HANDSHAKE_TIMEOUT,
-    HELLO_SIZE,
-    MAGIC,
-    VERSION,
-    answer_for,
+    KEY_EXPECTED,
+    KEY_REFUSED,
+    LINK_PREFIX,
+    LINK_PROLOGUE,
+    MESSAGE_1_SIZE,
+    MESSAGE_2_SIZE,
 )
 from tailscale_wsl2.link.key import load_key
+from tailscale_wsl2.link.noise import TAG_SIZE, Initiator
 from tailscale_wsl2.tuning.open_files import raise_open_file_limit
 from tests.support.chain import (
     FROZEN_BINARY,
@@ -52,7 +54,9 @@ from tests.support.chain import (
     start_process,
     wait_for_process,
 )
+from tests.support.counting_upstream import CountingUpstream
 from tests.support.http_client import Answer, request
+from tests.support.link_middle import sealed_status
 from tests.support.localapi_standin import Reader
 from tests.support.procstats import fd_count, program_pid, rss_bytes, settle
 
@@ -149,81 +153,43 @@ async def read_response(reader: Reader) -> int:
 # --- Bad input -------------------------------------------------------------------------------
 
 
-class CountingUpstream:
-    """The Windows half's upstream: counts connections, passes them to the stand-in."""
-
-    def __init__(self, listen: Path, standin: Path) -> None:
-        self.listen = listen
-        self.standin = standin
-        self.accepted = 0
-
-    async def serve(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        sock = trio.socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        await sock.bind(str(self.listen))
-        sock.listen(128)
-        async with trio.open_nursery() as nursery:
-            await nursery.start(trio.serve_listeners, self._forward, [trio.SocketListener(sock)])
-            task_status.started()
-
-    async def _forward(self, client: trio.SocketStream) -> None:
-        self.accepted += 1
-        async with client, await trio.open_unix_socket(str(self.standin)) as standin:
-
-            async def pump(src: trio.SocketStream, dst: trio.SocketStream) -> None:
-                try:
-                    while chunk := await src.receive_some(65536):
-                        await dst.send_all(chunk)
-                    await dst.send_eof()
-                except (trio.BrokenResourceError, trio.ClosedResourceError):
-                    nursery.cancel_scope.cancel()
-
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(pump, client, standin)
-                nursery.start_soon(pump, standin, client)
-
-
 FUZZ_CASES = 10_000
-FUZZ_CONCURRENCY = 200
+FUZZ_CONCURRENCY = 48  # within the handshake budget (relay/pending.py): every one is judged
 
 
-async def receive_hello(stream: trio.SocketStream) -> bytes:
-    hello = bytearray()
-    while len(hello) < HELLO_SIZE:
-        chunk = await stream.receive_some(HELLO_SIZE - len(hello))
-        assert chunk, "the Windows half closed before its hello"
-        hello += chunk
-    assert hello.startswith(MAGIC + VERSION)
-    return bytes(hello)
+def first_message(key: bytes) -> bytes:
+    """A first message of the WSL2 half's, as it would make one with `key`."""
+    return LINK_PREFIX + Initiator(key, prologue=LINK_PROLOGUE).write_message_1()
 
 
-def bad_answer(kind: int, rng: random.Random, key: bytes, hello: bytes) -> bytes:
-    """A wrong answer to `hello`, of the given kind (anything but the right answer)."""
-    right = answer_for(key, hello)
-    answers: list[Callable[[], bytes]] = [
-        lambda: b"",  # nothing
-        lambda: rng.randbytes(rng.randrange(1, ANSWER_SIZE)),  # truncated noise
-        lambda: rng.randbytes(ANSWER_SIZE),  # noise of the right size
-        lambda: VERSION + rng.randbytes(ANSWER_SIZE - 1),  # the right version, a wrong MAC
-        lambda: b"\x02" + right[1:],  # the right MAC, another version
-        lambda: right[: rng.randrange(1, ANSWER_SIZE)],  # the right answer, truncated
-        lambda: right + rng.randbytes(rng.randrange(1, 64)),  # the right answer, too long
-        lambda: rng.randbytes(rng.randrange(ANSWER_SIZE + 1, 8192)),  # oversized noise
-        lambda: answer_for(rng.randbytes(32), hello),  # another key
-        lambda: answer_for(key, MAGIC + VERSION + rng.randbytes(32)),  # a replayed answer
-        lambda: b"GET /localapi/v0/status HTTP/1.1\r\nHost: x\r\n\r\n",  # no handshake at all
-        lambda: (
-            bytes(a ^ b for a, b in zip(right, rng.randbytes(ANSWER_SIZE), strict=True)) or b"\x00"
-        ),  # bit flips (an all-zero mask is vanishingly unlikely)
+def bad_handshake(kind: int, rng: random.Random, key: bytes) -> tuple[bytes, bool]:
+    """Bytes that are not a whole, right handshake, of the given kind; and whether they
+    start with a first message made with the right key (which only a replay could give
+    an attacker: the Windows half answers it, and admits nothing without a confirmation)."""
+    right = first_message(key)
+    mask = bytes(rng.randrange(1, 256) if i == 10 else rng.randrange(256) for i in range(54))
+    kinds: list[Callable[[], tuple[bytes, bool]]] = [
+        lambda: (b"", False),  # nothing
+        lambda: (rng.randbytes(rng.randrange(1, len(right))), False),  # truncated noise
+        lambda: (LINK_PREFIX + rng.randbytes(MESSAGE_1_SIZE), False),  # the prefix, then noise
+        lambda: (first_message(rng.randbytes(32)), False),  # another key
+        lambda: (b"TSWSL\x03" + right[6:], False),  # another version
+        lambda: (right[: rng.randrange(1, len(right))], False),  # the right message, cut short
+        lambda: (b"\x00" + rng.randbytes(40), False),  # a cleartext (insecure) WSL2 half
+        lambda: (b"GET /localapi/v0/status HTTP/1.1\r\nHost: x\r\n\r\n", False),  # HTTP
+        lambda: (b"\x01" + rng.randbytes(32), False),  # a first-version answer
+        lambda: (bytes(a ^ b for a, b in zip(right, mask, strict=True)), False),  # bit flips
+        lambda: (right + rng.randbytes(TAG_SIZE), True),  # a confirmation that is made up
+        lambda: (right, True),  # no confirmation at all
+        lambda: (right + rng.randbytes(rng.randrange(TAG_SIZE + 1, 4096)), True),  # more noise
     ]
-    answer = answers[kind % len(answers)]()
-    assert answer != right
-    return answer
+    return kinds[kind % len(kinds)]()
 
 
 async def fuzz_one(port: int, case: int, key: bytes, outcomes: Counter[str]) -> None:
     """One malformed handshake, its shape drawn from `case` (reproducible)."""
     rng = random.Random(case)
-    style = rng.choice(["close", "reset", "hello-then-close", "answer", "blind", "dribble"])
+    style = rng.choice(["close", "reset", "send", "dribble"])
     stream = await trio.open_tcp_stream("127.0.0.1", port)
     async with stream:
         if style == "close":  # connect and leave
@@ -233,38 +199,26 @@ async def fuzz_one(port: int, case: int, key: bytes, outcomes: Counter[str]) -> 
             stream.socket.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
             outcomes[style] += 1
             return
-        hello = b""
-        if style != "blind":  # "blind" never reads the hello (an old or foreign client)
-            hello = await receive_hello(stream)
-        if style == "hello-then-close":
-            outcomes[style] += 1
-            return
-        answer = bad_answer(rng.randrange(1 << 16), rng, key, hello or b"-" * HELLO_SIZE)
+        data, answerable = bad_handshake(rng.randrange(1 << 16), rng, key)
         try:
-            if style == "dribble":  # the answer a few bytes at a time
-                for start in range(0, len(answer), 7):
-                    await stream.send_all(answer[start : start + 7])
+            if style == "dribble":  # a few bytes at a time
+                for start in range(0, len(data), 7):
+                    await stream.send_all(data[start : start + 7])
             else:
-                await stream.send_all(answer)
-            await stream.send_eof()  # a short answer must not wait for the deadline
+                await stream.send_all(data)
+            await stream.send_eof()  # a short one must not wait for the deadline
         except trio.BrokenResourceError:
             outcomes[f"{style}: reset while sending"] += 1
             return
-        rest = await receive_until_closed(stream)
-    if style == "blind":
-        rest = rest[HELLO_SIZE:] if rest.startswith(MAGIC + VERSION) else rest
-    # The verdict: never ACCEPTED, only the connection closing.
-    assert rest == b"", f"case {case}: after a bad answer the Windows half sent {rest!r}"
+        reply = await receive_until_closed(stream)
+    # The verdict: a refusal (to a start that is no link handshake, the one fixed answer
+    # that says a handshake is expected), or (to a first message made with the key)
+    # message 2, and then the connection closing; nothing else, ever.
+    allowed = {b"", KEY_REFUSED, KEY_EXPECTED}
+    assert reply in allowed or (answerable and len(reply) == MESSAGE_2_SIZE), (
+        f"case {case}: after a bad handshake the Windows half sent {reply!r}"
+    )
     outcomes[style] += 1
-
-
-async def authenticated_status(port: int, key: bytes) -> int:
-    """Do the WSL2 half's part of the handshake by hand, then ask for the status."""
-    async with await trio.open_tcp_stream("127.0.0.1", port) as stream:
-        await stream.send_all(answer_for(key, await receive_hello(stream)))
-        assert await stream.receive_some(1) == ACCEPTED
-        await stream.send_all(CLOSING_STATUS)
-        return await read_response(Reader(stream))
 
 
 # Its own deadlines add up to 150 s past start-up: the general limit would pre-empt them.
@@ -302,71 +256,77 @@ async def test_malformed_handshakes_reach_nothing(program: list[str], tmp_path: 
             assert counting.accepted == 0
             assert after <= baseline
 
-            # The control: the right answer to the same hello is accepted, and the
-            # request after it reaches the LocalAPI through the counter.
+            # The control: a right handshake is admitted, and the request after it reaches
+            # the LocalAPI through the counter.
             with trio.fail_after(30):
-                assert await authenticated_status(chain.port, key) == 200
+                assert await sealed_status(chain.port, key) == 200
             assert counting.accepted == 1
             # Still serving: the real WSL2 half gets through the whole chain.
             chain.start_wsl_half()
             answer = await get(chain)
             assert answer.status == 200
             nursery.cancel_scope.cancel()
+        log_lines = chain.processes["windows"].output().count("refused")
+        print(f"Windows half log: {log_lines} lines about {FUZZ_CASES} refusals")
+        # Each reason once per interval and the rest counted, not a line per connection.
+        assert log_lines < FUZZ_CASES // 100
     finally:
         chain.stop_all()
 
 
-# --- Slow and stuck peers ------------------------------------------------------------------
+# --- Floods, slow and stuck peers --------------------------------------------------------------
 
-STUCK_PEERS = 500
+FLOOD_HOLDERS = 4000  # connections an attacker keeps open at once, never handshaking
 
 
-async def test_stuck_peers_are_dropped_at_the_deadline(chain: Chain) -> None:
+async def test_a_user_gets_through_a_flood_of_half_open_connections(chain: Chain) -> None:
     windows = half(chain, "windows")
     assert (await get(chain)).status == 200
     baseline = await steady_fds(windows)
-    lifetimes: list[float] = []
-    greeted = 0
-    all_greeted = trio.Event()
+    await stop(chain, "wsl")  # the fresh WSL2 half makes its links during the flood
+    attempts = 0
+    holding = 0
+    flooding = trio.Event()
 
-    async def stuck_peer() -> None:
-        nonlocal greeted
-        opened = trio.current_time()
-        async with await trio.open_tcp_stream("127.0.0.1", chain.port) as stream:
-            hello = await receive_hello(stream)
-            greeted += 1
-            if greeted == STUCK_PEERS:
-                all_greeted.set()
-            rest = await receive_until_closed(stream)  # and never send a byte
-        lifetimes.append(trio.current_time() - opened)
-        assert hello.startswith(MAGIC)
-        assert rest == b""
+    async def hold_one_open(stop_flood: trio.CancelScope) -> None:
+        nonlocal attempts, holding
+        while not stop_flood.cancel_called:
+            try:
+                stream = await trio.open_tcp_stream("127.0.0.1", chain.port)
+            except OSError:
+                await trio.sleep(0.01)
+                continue
+            attempts += 1
+            holding += 1
+            if holding >= FLOOD_HOLDERS:
+                flooding.set()
+            async with stream:
+                await receive_until_closed(stream)  # until the Windows half drops it
+            holding -= 1
 
-    with trio.fail_after(HANDSHAKE_TIMEOUT + 60):
-        async with trio.open_nursery() as nursery:
-            for _ in range(STUCK_PEERS):
-                nursery.start_soon(stuck_peer)
-            await all_greeted.wait()
+    with trio.fail_after(180):
+        async with trio.open_nursery() as attacker:
+            for _ in range(FLOOD_HOLDERS):
+                attacker.start_soon(hold_one_open, attacker.cancel_scope)
+            with trio.move_on_after(30):
+                await flooding.wait()
             started = trio.current_time()
-            # Through the whole chain (the WSL2 half may use a link it opened before)...
-            answer = await get(chain)
-            # ...and on a link whose handshake happens in the middle of the storm.
-            direct = await authenticated_status(chain.port, load_key(chain.key_file))
+            await trio.to_thread.run_sync(chain.start_wsl_half)
+            answer = await get(chain)  # needs a link made during the flood
             took = trio.current_time() - started
-            dropped_meanwhile = len(lifetimes)
+            attempts_meanwhile = attempts
+            attacker.cancel_scope.cancel()
     after = await windows.fds_back_to(baseline)
     print(
-        f"\n{STUCK_PEERS} stuck peers: a request took {took:.3f}s meanwhile; "
-        f"dropped after {min(lifetimes):.2f}..{max(lifetimes):.2f}s; "
+        f"\nflood of {FLOOD_HOLDERS} half-open connections held ({attempts_meanwhile} opened): "
+        f"a fresh WSL2 half started and answered in {took:.2f}s; "
         f"Windows half fds {baseline} -> {after}"
     )
     assert answer.status == 200
-    assert direct == 200
-    assert took < HANDSHAKE_TIMEOUT
-    assert dropped_meanwhile == 0  # the request did not wait for the storm to pass
-    assert len(lifetimes) == STUCK_PEERS
-    assert min(lifetimes) >= HANDSHAKE_TIMEOUT - 0.5  # not before the deadline
     assert after <= baseline
+    windows_log = chain.processes["windows"].output()
+    refusals = windows_log.count("refused a connection")
+    assert refusals < 10, windows_log[-2000:]  # counted, not logged one by one
 
 
 DOWNLOAD_BYTES = 1 << 30

@@ -14,11 +14,14 @@ from tailscale_wsl2.link.key import (
     KEY_BYTES,
     KeyFileError,
     KeyProblem,
+    exposure_warning,
     find_key_from_wsl,
     icacls_argv,
+    key_exposure_warning,
     key_files_on_drive_c,
     load_key,
     load_or_create_key,
+    mount_type,
     restrict_to_owner,
     windows_key_path,
 )
@@ -215,6 +218,54 @@ def test_an_unknown_user_is_one_line_too(tmp_path: Path) -> None:
 
 def never_run(argv: Sequence[str]) -> CommandResult | None:
     raise AssertionError("icacls must not run without a SID")
+
+
+# --- who else can read it ---------------------------------------------------------------------
+
+MOUNTS = """\
+none /mnt/wsl tmpfs rw,relatime 0 0
+/dev/sdc / ext4 rw,relatime,discard,errors=remount-ro,data=ordered 0 0
+C:\\134 /mnt/c 9p rw,noatime,dirsync,aname=drvfs;path=C:\\;uid=1000;gid=1000 0 0
+D:\\134 /mnt/d\\040drive 9p rw,noatime,aname=drvfs;path=D:\\ 0 0
+"""
+
+
+def test_the_mount_a_path_is_on() -> None:
+    key = Path("/mnt/c/Users/ana/AppData/Local/tailscale-wsl2/link.key")
+    assert mount_type(key, MOUNTS) == "9p"
+    assert mount_type(Path("/mnt/d drive/link.key"), MOUNTS) == "9p"  # \\040 is a space
+    assert mount_type(Path("/etc/tailscale-wsl2/link.key"), MOUNTS) == "ext4"
+    assert mount_type(Path("/mnt/cc/link.key"), MOUNTS) == "ext4"  # not under /mnt/c
+    assert mount_type(Path("/x"), "") is None
+
+
+@pytest.mark.parametrize("mode", [0o600, 0o400, 0o100600])
+def test_a_key_only_its_owner_can_read_gets_no_warning(mode: int) -> None:
+    assert exposure_warning(Path("/etc/k"), mode, "ext4") is None
+
+
+@pytest.mark.parametrize("mode", [0o644, 0o640, 0o604, 0o660])
+def test_a_key_others_can_read_gets_the_chmod_that_fixes_it(mode: int) -> None:
+    assert exposure_warning(Path("/etc/k"), mode, "ext4") == (
+        f"the link key /etc/k is open to other users (mode {mode:04o}), and whoever can read "
+        "it can use this Windows user's Tailscale; fix: `chmod 600 /etc/k`"
+    )
+
+
+def test_a_key_on_the_windows_drive_is_readable_by_every_linux_user() -> None:
+    warning = exposure_warning(Path("/mnt/c/k"), 0o600, "9p")  # the mode bits say nothing
+    assert warning is not None
+    assert "every Linux user of every WSL distro can read it" in warning
+
+
+def test_the_warning_reads_the_file_as_it_is(tmp_path: Path) -> None:
+    key = tmp_path / "link.key"
+    key.write_text("00" * 32)
+    key.chmod(0o600)
+    assert key_exposure_warning(key, lambda _: "") is None
+    key.chmod(0o644)
+    assert key_exposure_warning(key, lambda _: "") is not None
+    assert key_exposure_warning(tmp_path / "missing", lambda _: "") is None
 
 
 # --- a key file that is no key file: one line each, with the fix ------------------------------

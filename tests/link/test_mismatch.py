@@ -2,18 +2,19 @@
 
 import pytest
 
-from tailscale_wsl2.link.handshake import HELLO_SIZE, MAGIC, VERSION, NoHandshake
+from tailscale_wsl2.link.handshake import KEY_EXPECTED, MAGIC, NoHandshake, OtherVersion
 from tailscale_wsl2.link.mismatch import (
     LinkFixes,
     Said,
     classify_first_words,
     describe_client_words,
     explain_no_handshake,
+    explain_other_version,
     explain_out_of_step,
 )
 from tailscale_wsl2.net.endpoints import TcpEndpoint
 
-HELLO = MAGIC + VERSION + bytes(HELLO_SIZE - len(MAGIC) - 1)
+OLD_HELLO = MAGIC + b"\x01" + bytes(32)  # what the first version's Windows half sends first
 HERE = TcpEndpoint("172.27.64.1", 41113)
 FIXES = LinkFixes(
     windows_up="tailscale-wsl2.exe up --insecure-no-auth",
@@ -30,7 +31,8 @@ FIXES = LinkFixes(
     [
         (None, Said.NOTHING),
         (b"", Said.CLOSED),
-        (HELLO, Said.HANDSHAKE),
+        (OLD_HELLO, Said.HANDSHAKE),
+        (KEY_EXPECTED, Said.HANDSHAKE),  # this version's answer to a start without a handshake
         (MAGIC[:4], Said.HANDSHAKE),  # all a frame header holds: still told
         (b"HTTP/1.1 400 Bad Request\r\n\r\n", Said.HTTP),
         (b"HTTP", Said.HTTP),
@@ -116,3 +118,17 @@ def test_a_link_out_of_step_because_the_windows_half_expects_the_handshake() -> 
         "--insecure-no-auth: `sudo tailscale-wsl2 up`"
     )
     assert explain_out_of_step(HERE, FIXES, b"HTTP").startswith("another program holds ")
+
+
+def test_another_version_is_named_with_the_way_to_one_release() -> None:
+    what, fix = explain_other_version(HERE, OtherVersion(1), FIXES)
+    assert what == (
+        "the Windows half at 172.27.64.1:41113 is an older tailscale-wsl2 "
+        "(link version 1; this half speaks 2)"
+    )
+    assert fix == (
+        "upgrade both halves to the same release (README: Upgrade), then restart them: "
+        "`tailscale-wsl2.exe up --insecure-no-auth` on Windows, then "
+        "`sudo tailscale-wsl2 up --insecure-no-auth` here"
+    )
+    assert "a newer tailscale-wsl2" in explain_other_version(HERE, OtherVersion(3), FIXES)[0]

@@ -3,7 +3,7 @@
 import os
 import socket
 import struct
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from enum import Enum
@@ -13,10 +13,20 @@ import pytest
 import trio
 import trio.testing
 
+from tailscale_wsl2.link.admission import authenticated_connector
+from tailscale_wsl2.link.handshake import accept_link
+from tailscale_wsl2.link.sealed import (
+    SealedLink,
+    SealedSession,
+    new_scratch_buffers,
+    sealed_sessions,
+)
 from tailscale_wsl2.link.sessions import (
     GONE,
     HEADER,
     MAX_FRAME,
+    NO_AUTH_HERE,
+    SEALED_LINK_PREFIX,
     SESSION_MODE,
     LinkOutOfStep,
     LinkSession,
@@ -35,6 +45,8 @@ from tailscale_wsl2.net.sockets import (
     RawSocketStream,
     listening_socket,
 )
+from tailscale_wsl2.plan.commands import link_fixes
+from tailscale_wsl2.plan.halves import Options
 from tailscale_wsl2.relay.core import Relay
 from tests.support.sockets import (
     SocketPairMaker,
@@ -52,7 +64,7 @@ def frame(payload: bytes) -> bytes:
 
 
 @pytest.fixture
-def link_pair() -> Iterator[tuple[LinkSession, socket.socket]]:
+def link_pair() -> Iterator[tuple[LinkSession[RawSocketStream], socket.socket]]:
     """A session on one end of a link; the other end is the test's, blocking."""
     near, far = unix_pair()
     yield LinkSession(RawSocketStream(near)), far
@@ -72,7 +84,7 @@ def read_frames(sock: socket.socket) -> list[bytes]:
 
 
 async def test_frames_out_and_in_end_the_session_cleanly(
-    link_pair: tuple[LinkSession, socket.socket],
+    link_pair: tuple[LinkSession[RawSocketStream], socket.socket],
 ) -> None:
     session, far = link_pair
     await session.send_all(b"hello")
@@ -87,7 +99,7 @@ async def test_frames_out_and_in_end_the_session_cleanly(
 
 
 async def test_a_header_split_across_reads_is_put_together(
-    link_pair: tuple[LinkSession, socket.socket],
+    link_pair: tuple[LinkSession[RawSocketStream], socket.socket],
 ) -> None:
     session, far = link_pair
     buffer = bytearray(64)
@@ -119,7 +131,7 @@ async def test_a_session_begins_on_part_of_a_header_and_not_on_a_closed_link() -
 
 
 async def test_a_read_stops_at_the_end_of_its_frame(
-    link_pair: tuple[LinkSession, socket.socket],
+    link_pair: tuple[LinkSession[RawSocketStream], socket.socket],
 ) -> None:
     session, far = link_pair
     far.sendall(frame(b"first") + frame(b"second"))
@@ -129,7 +141,7 @@ async def test_a_read_stops_at_the_end_of_its_frame(
 
 
 async def test_the_next_header_comes_along_with_the_end_of_a_payload(
-    link_pair: tuple[LinkSession, socket.socket],
+    link_pair: tuple[LinkSession[RawSocketStream], socket.socket],
 ) -> None:
     session, far = link_pair
     far.sendall(frame(b"first") + frame(b"second") + frame(b""))
@@ -149,7 +161,7 @@ async def test_the_next_header_comes_along_with_the_end_of_a_payload(
     ids=["inside-the-payload", "inside-the-header"],
 )
 async def test_a_link_closed_inside_a_frame_is_a_broken_session(
-    link_pair: tuple[LinkSession, socket.socket], wire: bytes, delivered: bytes
+    link_pair: tuple[LinkSession[RawSocketStream], socket.socket], wire: bytes, delivered: bytes
 ) -> None:
     session, far = link_pair
     far.sendall(wire)
@@ -163,7 +175,7 @@ async def test_a_link_closed_inside_a_frame_is_a_broken_session(
 
 
 async def test_a_link_closed_between_frames_ends_the_session_and_the_link(
-    link_pair: tuple[LinkSession, socket.socket],
+    link_pair: tuple[LinkSession[RawSocketStream], socket.socket],
 ) -> None:
     session, far = link_pair
     far.sendall(frame(b"502 and goodbye"))
@@ -204,7 +216,7 @@ async def test_closing_an_unfinished_session_closes_the_link() -> None:
 
 
 async def test_gone_ends_the_session_and_finish_answers_it(
-    link_pair: tuple[LinkSession, socket.socket],
+    link_pair: tuple[LinkSession[RawSocketStream], socket.socket],
 ) -> None:
     session, far = link_pair
     far.sendall(frame(b"last words") + HEADER.pack(GONE))
@@ -223,7 +235,7 @@ async def test_gone_ends_the_session_and_finish_answers_it(
     ("hang_up", "end"), [(True, GONE), (False, 0)], ids=["hung-up", "half-closed"]
 )
 async def test_a_source_that_hung_up_ends_its_session_with_gone(
-    link_pair: tuple[LinkSession, socket.socket], hang_up: bool, end: int
+    link_pair: tuple[LinkSession[RawSocketStream], socket.socket], hang_up: bool, end: int
 ) -> None:
     """GONE after a client that closed its connection; a plain end after a half-close."""
     session, far = link_pair
@@ -257,7 +269,9 @@ async def test_a_frame_cut_off_midway_leaves_the_link_unusable() -> None:
     far.close()
 
 
-def session_on_a_full_link() -> tuple[LinkSession, socket.socket, list[RawSocketStream], int]:
+def session_on_a_full_link() -> tuple[
+    LinkSession[RawSocketStream], socket.socket, list[RawSocketStream], int
+]:
     """A session on a link whose send buffer is full; the test's end of the link,
     the links given back, and how many filler bytes wait in the link."""
     near, far = unix_pair()
@@ -305,7 +319,7 @@ async def test_a_link_left_with_part_of_a_frame_is_not_reused() -> None:
 # --- the pump's paths into and out of a session -----------------------------------------------
 
 
-def tight_link() -> tuple[socket.socket, LinkSession, trio.socket.SocketType]:
+def tight_link() -> tuple[socket.socket, LinkSession[RawSocketStream], trio.socket.SocketType]:
     """A session on a link with small buffers (partial transfers and EAGAIN on the link
     side), and the test's end of the link."""
     near, far = unix_pair()
@@ -530,15 +544,34 @@ class Upstream(Enum):
     KEEP_ALIVE_PIPE = "pipe"
 
 
+LINK_KEY = bytes(range(32))
+FIXES = link_fixes(Options(), sudo=False)  # the commands a failed link's 502 would name
+
+
+@pytest.fixture(params=[False, True], ids=["clear", "sealed"])
+def sealed(request: pytest.FixtureRequest) -> bool:
+    """Both kinds of link: cleartext (--insecure-no-auth) and sealed."""
+    return bool(request.param)
+
+
 @asynccontextmanager
-async def two_halves(tmp_path: Path, upstream_kind: Upstream) -> AsyncIterator[TwoHalves]:
+async def two_halves(
+    tmp_path: Path, upstream_kind: Upstream, *, sealed: bool = False
+) -> AsyncIterator[TwoHalves]:
     """front socket -> WSL2-style relay -> TCP link -> Windows-style relay -> upstream."""
     up_path = tmp_path / "up.sock"
     front = tmp_path / "front.sock"
     halves = TwoHalves(UnixEndpoint(str(front)))
+    scratch = new_scratch_buffers()
 
-    async def count_link(stream: trio.abc.Stream) -> None:
+    async def count_link(
+        stream: trio.abc.Stream, first_message_opened: Callable[[], None]
+    ) -> trio.abc.AsyncResource | str:
         halves.links.append(stream)
+        if not sealed:
+            return stream
+        assert isinstance(stream, RawSocketStream)
+        return await accept_link(stream, LINK_KEY, scratch, first_message_opened)
 
     async def serve_upstream(stream: trio.abc.Stream) -> None:
         halves.upstream_connections += 1
@@ -569,11 +602,21 @@ async def two_halves(tmp_path: Path, upstream_kind: Upstream) -> AsyncIterator[T
         if upstream_kind is Upstream.KEEP_ALIVE_PIPE
         else connect_upstream,
         admit=count_link,
-        sessions=link_sessions,
+        sessions=sealed_sessions if sealed else link_sessions,
     )
     windows_half = Hop(TcpEndpoint("127.0.0.1", port), "the Windows half", "start it")
-    warm = WarmLinks(start_session_mode(hop_connector(windows_half)), size=1)
-    wsl = Relay.for_clients(session_connector(warm.take, warm.park))
+    wsl: Relay
+    warm: WarmLinks[SealedLink] | WarmLinks[RawSocketStream]
+    if sealed:
+        warm = sealed_warm = WarmLinks(
+            authenticated_connector(windows_half, LINK_KEY, FIXES), size=1
+        )
+        wsl = Relay.for_clients(
+            session_connector(sealed_warm.take, sealed_warm.park, SealedSession)
+        )
+    else:
+        warm = clear_warm = WarmLinks(start_session_mode(hop_connector(windows_half)), size=1)
+        wsl = Relay.for_clients(session_connector(clear_warm.take, clear_warm.park, LinkSession))
     up_listener = RawSocketListener(listening_socket(socket.AF_UNIX, str(up_path), 64))
     async with trio.open_nursery() as nursery:
         nursery.start_soon(trio.serve_listeners, serve_upstream, [up_listener])
@@ -605,9 +648,9 @@ async def settled() -> None:
 
 @pytest.mark.parametrize("half_close", [True, False], ids=["half-close", "close"])
 async def test_one_link_carries_one_client_connection_after_another(
-    tmp_path: Path, half_close: bool
+    tmp_path: Path, half_close: bool, sealed: bool
 ) -> None:
-    async with two_halves(tmp_path, Upstream.ECHO) as halves:
+    async with two_halves(tmp_path, Upstream.ECHO, sealed=sealed) as halves:
         with trio.fail_after(30):
             for index in range(20):
                 payload = os.urandom(index * 10_000 + 1)
@@ -618,10 +661,12 @@ async def test_one_link_carries_one_client_connection_after_another(
         assert len(halves.links) == 2  # the warm link, and the refill the first take set off
 
 
-async def test_a_client_that_exits_closes_a_pipe_that_would_stay_open(tmp_path: Path) -> None:
+async def test_a_client_that_exits_closes_a_pipe_that_would_stay_open(
+    tmp_path: Path, sealed: bool
+) -> None:
     """tailscaled keeps a pipe connection open for the next request; the `tailscale` CLI
     exits without a half-close. GONE closes the pipe, and the link carries on."""
-    async with two_halves(tmp_path, Upstream.KEEP_ALIVE_PIPE) as halves:
+    async with two_halves(tmp_path, Upstream.KEEP_ALIVE_PIPE, sealed=sealed) as halves:
         with trio.fail_after(30):
             for _ in range(5):
                 assert await ask(halves.front, b"GET / HTTP/1.1", half_close=False) == (
@@ -632,8 +677,10 @@ async def test_a_client_that_exits_closes_a_pipe_that_would_stay_open(tmp_path: 
         assert len(halves.links) == 2  # and every session ended cleanly: links reused
 
 
-async def test_a_half_closed_client_still_gets_its_answer_over_a_pipe(tmp_path: Path) -> None:
-    async with two_halves(tmp_path, Upstream.KEEP_ALIVE_PIPE) as halves:
+async def test_a_half_closed_client_still_gets_its_answer_over_a_pipe(
+    tmp_path: Path, sealed: bool
+) -> None:
+    async with two_halves(tmp_path, Upstream.KEEP_ALIVE_PIPE, sealed=sealed) as halves:
         with trio.fail_after(30):
             async with await open_stream(halves.front) as client:
                 assert isinstance(client, trio.abc.HalfCloseableStream)
@@ -644,8 +691,8 @@ async def test_a_half_closed_client_still_gets_its_answer_over_a_pipe(tmp_path: 
                 assert await client.receive_some() == b"request"
 
 
-async def test_a_client_gone_mid_answer_costs_nothing_else(tmp_path: Path) -> None:
-    async with two_halves(tmp_path, Upstream.ECHO) as halves:
+async def test_a_client_gone_mid_answer_costs_nothing_else(tmp_path: Path, sealed: bool) -> None:
+    async with two_halves(tmp_path, Upstream.ECHO, sealed=sealed) as halves:
         with trio.fail_after(30):
             rude = socket.socket(socket.AF_UNIX)
             rude.connect(halves.front.path)
@@ -664,7 +711,7 @@ async def test_spare_links_left_by_a_burst_are_closed_once_idle(
     far_ends: list[socket.socket] = []
     opened: list[RawSocketStream] = []
 
-    async def connect() -> trio.abc.Stream:
+    async def connect() -> RawSocketStream:
         await trio.lowlevel.checkpoint()
         near, far = socket.socketpair()
         far_ends.append(far)
@@ -703,7 +750,7 @@ async def test_a_steady_stream_of_sessions_does_not_wake_the_refill_task(
     checks = 0
     close_idle_spares = WarmLinks._close_idle_spares
 
-    def counted(self: WarmLinks) -> None:
+    def counted(self: WarmLinks[RawSocketStream]) -> None:
         nonlocal checks
         checks += 1
         close_idle_spares(self)
@@ -715,7 +762,7 @@ async def test_a_steady_stream_of_sessions_does_not_wake_the_refill_task(
         pairs.append(socket.socketpair())
         return RawSocketStream(pairs[-1][0])
 
-    async def connect() -> trio.abc.Stream:
+    async def connect() -> RawSocketStream:
         return new_link()
 
     warm = WarmLinks(connect, size=2)
@@ -740,7 +787,7 @@ async def test_a_steady_stream_of_sessions_does_not_wake_the_refill_task(
 async def test_a_link_given_back_after_close_is_closed() -> None:
     near, far = socket.socketpair()
 
-    async def never_called() -> trio.abc.Stream:
+    async def never_called() -> RawSocketStream:
         raise AssertionError("no link should be opened")
 
     warm = WarmLinks(never_called, size=0)
@@ -751,11 +798,21 @@ async def test_a_link_given_back_after_close_is_closed() -> None:
     far.close()
 
 
+async def test_a_wsl2_half_with_a_key_is_told_this_half_has_none() -> None:
+    near, far = unix_pair()
+    far.sendall(SEALED_LINK_PREFIX + bytes(48))  # a sealed link's first message
+    link = RawSocketStream(near)
+    assert [stream async for stream in link_sessions(link, at_once)] == []  # nothing relayed
+    assert far.recv(64) == NO_AUTH_HERE
+    near.close()
+    far.close()
+
+
 # --- inputs the tests above do not give ------------------------------------------------------
 
 
 async def test_part_of_the_next_header_arriving_with_the_end_of_a_payload(
-    link_pair: tuple[LinkSession, socket.socket],
+    link_pair: tuple[LinkSession[RawSocketStream], socket.socket],
 ) -> None:
     session, far = link_pair
     second = frame(b"second")
@@ -775,7 +832,7 @@ async def test_part_of_the_next_header_arriving_with_the_end_of_a_payload(
 
 
 async def test_a_whole_next_header_arriving_with_a_payload_is_taken_in_only_when_reached(
-    link_pair: tuple[LinkSession, socket.socket],
+    link_pair: tuple[LinkSession[RawSocketStream], socket.socket],
 ) -> None:
     session, far = link_pair
     far.sendall(frame(b"ab") + HEADER.pack(0))
@@ -855,7 +912,9 @@ async def test_a_session_at_once_on_a_parked_link_and_none_without_one() -> None
     near, far = unix_pair()
     parked: list[RawSocketStream] = [RawSocketStream(near)]
     recycled: list[RawSocketStream] = []
-    open_at_once = session_at_once(lambda: parked.pop() if parked else None, recycled.append)
+    open_at_once = session_at_once(
+        lambda: parked.pop() if parked else None, recycled.append, LinkSession
+    )
     session = open_at_once()
     assert isinstance(session, LinkSession)
     assert session.link.socket is near
@@ -907,7 +966,7 @@ async def test_an_os_error_before_a_links_first_byte_is_a_broken_link() -> None:
 
 
 async def test_a_move_that_moves_nothing_mid_frame_is_a_broken_session(
-    link_pair: tuple[LinkSession, socket.socket],
+    link_pair: tuple[LinkSession[RawSocketStream], socket.socket],
 ) -> None:
     session, far = link_pair
     far.sendall(HEADER.pack(10) + b"abc")
@@ -918,7 +977,7 @@ async def test_a_move_that_moves_nothing_mid_frame_is_a_broken_session(
 
 
 async def test_sending_after_this_direction_ended_is_refused_in_words(
-    link_pair: tuple[LinkSession, socket.socket],
+    link_pair: tuple[LinkSession[RawSocketStream], socket.socket],
 ) -> None:
     session, _ = link_pair
     await session.send_eof()
@@ -929,7 +988,7 @@ async def test_sending_after_this_direction_ended_is_refused_in_words(
 
 
 async def test_a_frame_sent_at_once_leaves_once(
-    link_pair: tuple[LinkSession, socket.socket],
+    link_pair: tuple[LinkSession[RawSocketStream], socket.socket],
 ) -> None:
     session, far = link_pair
     buffer = memoryview(bytearray(HEADER.size + 5))
@@ -940,7 +999,7 @@ async def test_a_frame_sent_at_once_leaves_once(
 
 
 def test_the_pump_may_splice_a_sessions_bulk_payloads(
-    link_pair: tuple[LinkSession, socket.socket],
+    link_pair: tuple[LinkSession[RawSocketStream], socket.socket],
 ) -> None:
     session, _ = link_pair
     assert session.fast_end().bulk is session

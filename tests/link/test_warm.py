@@ -19,7 +19,7 @@ class FakeWindowsHalf:
         self.far_ends: list[socket.socket] = []
         self.down = False
 
-    async def connect(self) -> trio.abc.Stream:
+    async def connect(self) -> RawSocketStream:
         await trio.lowlevel.checkpoint()
         if self.down:
             raise UpstreamUnavailable("the Windows half is down")

@@ -17,7 +17,13 @@ async def test_creates_missing_directories_and_sets_the_mode(tmp_path: Path) -> 
     async with unix.listener:
         assert path.is_socket()
         assert path.stat().st_mode & 0o777 == 0o660
-        assert [p.name for p in path.parent.iterdir()] == ["tailscaled.sock"]  # no staging left
+        # No staging left, only the lock that says whose the path is.
+        assert sorted(p.name for p in path.parent.iterdir()) == [
+            ".tailscaled.sock.lock",
+            "tailscaled.sock",
+        ]
+    unix.remove_socket_file()
+    assert list(path.parent.iterdir()) == []  # both gone at exit
 
 
 async def test_sets_the_group_it_is_given(tmp_path: Path) -> None:

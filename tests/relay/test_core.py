@@ -247,13 +247,13 @@ async def test_an_upstream_at_once_gets_the_request_from_the_accepting_task(
     hop = Hop(UnixEndpoint(str(tmp_path / "nobody.sock")), "the test upstream", "start it")
     relay = Relay.for_clients(hop_connector(hop), upstream_at_once=at_once)
     upstream_had: list[bytes] = []
-    relay_connection = Relay._relay_connection
+    relay_connection = Relay._relay_client
 
     async def relay_connection_noting_what_upstream_has(self: Relay, *args: object) -> None:
         upstream_had.append(at_once.far_ends[0].recv(100, socket.MSG_DONTWAIT))
         await relay_connection(self, *args)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(Relay, "_relay_connection", relay_connection_noting_what_upstream_has)
+    monkeypatch.setattr(Relay, "_relay_client", relay_connection_noting_what_upstream_has)
     request = b"GET /localapi/v0/status HTTP/1.1\r\n\r\n"
     front = tmp_path / "front.sock"
     client = socket.socket(socket.AF_UNIX)
@@ -415,6 +415,37 @@ async def test_shutdown_spares_a_connection_that_has_spoken(tmp_path: Path) -> N
                     assert await client.receive_some() == b"still here"
 
 
+# --- faults stay local ------------------------------------------------------------------------
+
+
+async def test_an_unexpected_error_ends_its_connection_only(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    up = tmp_path / "up.sock"
+    connect = hop_connector(Hop(UnixEndpoint(str(up)), "the test upstream", "start it"))
+    calls = 0
+
+    async def fails_once() -> trio.abc.Stream:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            raise RuntimeError("a bug in one connection")
+        return await connect()
+
+    relay = Relay.for_clients(fails_once)
+    async with upstream_server(up, answer_after_eof), running_relay(tmp_path, relay) as front:
+        with trio.fail_after(10):
+            async with await open_stream(front) as first:
+                assert await receive_all(first) == b""  # closed, nothing else
+            async with await open_stream(front) as second:  # the relay goes on
+                assert isinstance(second, trio.abc.HalfCloseableStream)
+                await second.send_all(b"abc")
+                await second.send_eof()
+                assert await receive_all(second) == b"3:cba"
+    [error] = [r for r in caplog.records if r.levelname == "ERROR"]
+    assert "RuntimeError('a bug in one connection')" in error.getMessage()
+
+
 # --- what the log says: repeated failures once, and with -v a line per connection -------------
 
 
@@ -565,10 +596,12 @@ async def test_a_link_out_of_step_gets_the_client_a_502_with_its_explanation(
 async def test_refused_peers_are_logged_once_with_a_count(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
+    # Refusals are counted per peer and interval (relay/pending.py, issue 16), not per change
+    # like the next hop's failures: the first of each reason at once, the rest as a count.
     caplog.set_level(logging.INFO)
 
-    async def refuse(stream: trio.abc.Stream) -> str:
-        return "127.0.0.1: wrong key"
+    async def refuse(stream: trio.abc.Stream, first_message_opened: Callable[[], None]) -> str:
+        return "wrong key"
 
     hop = Hop(UnixEndpoint(str(tmp_path / "up.sock")), "the test upstream", "start it")
     relay = Relay.for_links(hop_connector(hop), admit=refuse)
@@ -576,7 +609,11 @@ async def test_refused_peers_are_logged_once_with_a_count(
         for _ in range(5):
             async with await open_stream(front) as client:
                 assert await receive_all(client) == b""  # refused: closed at once
-    assert warnings_and_infos(caplog) == [
-        "refused a connection: 127.0.0.1: wrong key",
-        "(the failure above happened 5 times in all)",
+    assert [
+        record.getMessage()
+        for record in caplog.records
+        if record.name == "tailscale_wsl2.relay.pending"
+    ] == [
+        "refused a connection from a local peer: wrong key",
+        "refused 4 more connection(s) from a local peer in the last 10s (the last: wrong key)",
     ]

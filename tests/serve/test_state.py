@@ -201,7 +201,7 @@ async def test_a_running_half_reports_where_it_listens_its_next_hop_and_removes_
     path = tmp_path / "run" / "state-wsl.json"
     reporter = StateReporter(path, initial_state("wsl", ("up", "--side", "wsl")))
     async with trio.open_nursery() as nursery:
-        nursery.start_soon(lambda: run_half(half, max_connections=4, report=reporter))
+        nursery.start_soon(lambda: run_half(half, key=None, max_connections=4, report=reporter))
         with trio.fail_after(10):
             while (state := read_state(path)) is None or state.next_hop.health == "unknown":
                 await trio.sleep(0.01)
@@ -229,7 +229,7 @@ async def test_a_windows_half_on_the_auto_upstream_reports_both_candidates(
     path = tmp_path / "state-windows.json"
     reporter = StateReporter(path, initial_state("windows", ("up",)))
     async with trio.open_nursery() as nursery:
-        nursery.start_soon(lambda: run_half(half, max_connections=4, report=reporter))
+        nursery.start_soon(lambda: run_half(half, key=None, max_connections=4, report=reporter))
         with trio.fail_after(10):
             while (state := read_state(path)) is None or state.listening is None:
                 await trio.sleep(0.01)

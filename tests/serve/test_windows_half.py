@@ -75,7 +75,7 @@ async def test_waits_binds_and_rebinds_without_dropping_connections(
         lookups = WindowsLookups(
             list_adapters=lambda: list(adapters), firewall_warning=firewall_warning
         )
-        nursery.start_soon(lambda: run_half(half, max_connections=8, windows=lookups))
+        nursery.start_soon(lambda: run_half(half, key=None, max_connections=8, windows=lookups))
 
         await trio.sleep(5)
         adapters[:] = [AdapterAddress("vEthernet (WSL)", "127.0.0.2", 8)]
@@ -132,7 +132,7 @@ async def test_mirrored_listens_on_loopback_and_on_the_adapter_once_it_exists(
         lookups = WindowsLookups(
             list_adapters=lambda: list(adapters), firewall_warning=lambda port, subnet: None
         )
-        nursery.start_soon(lambda: run_half(half, max_connections=8, windows=lookups))
+        nursery.start_soon(lambda: run_half(half, key=None, max_connections=8, windows=lookups))
 
         over_loopback = await connected("127.0.0.1", port)
         assert await talk(over_loopback, b"mirrored") == b"mirrored"

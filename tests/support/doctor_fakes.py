@@ -10,7 +10,9 @@ from typing import NoReturn
 
 import trio
 
-from tailscale_wsl2.link.handshake import challenge_client
+from tailscale_wsl2.link.handshake import accept_link
+from tailscale_wsl2.link.sealed import SealedSession, new_scratch_buffers
+from tailscale_wsl2.net.sockets import RawSocketStream
 from tests.support import FIXTURES, localapi_standin
 
 Handler = Callable[[trio.abc.Stream], Awaitable[None]]
@@ -49,10 +51,23 @@ def answering(answer: bytes, key: bytes | None = None) -> Handler:
 
     async def handle(stream: trio.abc.Stream) -> None:
         async with stream:
-            if key is not None and await challenge_client(stream, key) is not None:
+            if key is None:
+                await read_head(stream)
+                await stream.send_all(answer)
                 return
-            await read_head(stream)
-            await stream.send_all(answer)
+            assert isinstance(stream, trio.SocketStream)
+            raw = RawSocketStream(socket.socket(fileno=stream.socket.detach()))
+            try:
+                link = await accept_link(raw, key, new_scratch_buffers(), lambda: None)
+                if isinstance(link, str):
+                    return
+                session = SealedSession(link)  # what a Windows half relays: one session
+                if await session.begin():  # not closed before a session began
+                    await read_head(session)
+                    await session.send_all(answer)
+                    await session.send_eof()
+            finally:
+                raw.close()
 
     return handle
 

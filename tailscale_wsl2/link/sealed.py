@@ -1,0 +1,354 @@
+"""Sealed links: every frame between the halves encrypted and authenticated.
+
+The handshake (`handshake.py`) leaves both halves with the link's two cipher
+states (`noise.py`), one per direction. They live as long as the link: its
+sessions use them one after another, so each frame's counter is its place in
+the whole link, not just in its session. A sealed frame is
+
+    header = the plaintext's length L, 4 bytes big-endian (sent in the clear):
+             1..MAX_FRAME_PLAINTEXT data, 0 the end of this direction
+             (half-close), GONE the end of the whole connection
+    body   = the plaintext sealed with the header as associated data:
+             L + 16 bytes, and 16 for the end frames, so that an end is
+             authenticated like any data
+
+A frame that was changed, dropped, replayed, reordered or taken from another
+link does not open (its counter or its key differ), nor does one whose header
+was changed; a header larger than the limit is refused before anything more is
+read. Any of these raises `LinkTampered`. A link that closes inside a session
+(where only an authenticated end frame may end it) raises `LinkFailed`. Both
+carry how many bytes the session had delivered: while none, the WSL2 half can
+still answer its client with a 502 that names the cause.
+
+The session rules are `LinkSession`'s, which `SealedSession` extends (end
+frames, GONE, a link reused once both ends came). What differs: a payload
+must be opened in this process, so nothing is spliced (`FastEnd.bulk` is
+None), and `seal_into`/`open_into`, whose output may not overlap their input,
+write through a scratch buffer from a pool that a session holds only while a
+frame is in flight, so an idle link or session holds none.
+"""
+
+import mmap
+import socket
+from collections.abc import AsyncGenerator, Awaitable, Callable
+from contextlib import aclosing
+from functools import partial
+
+import trio
+
+from tailscale_wsl2.link.noise import (
+    MAX_FRAME_PLAINTEXT,
+    TAG_SIZE,
+    NoiseFailed,
+    TransportCiphers,
+)
+from tailscale_wsl2.link.sessions import GONE, HEADER, FirstByte, LinkSession, sessions_in_turn
+from tailscale_wsl2.net.pump import FastEnd, SpareBuffers
+from tailscale_wsl2.net.sockets import PeerErrorsAsBroken, RawSocketStream, send_now
+
+__all__ = [
+    "SEALED_FRAME_ROOM",
+    "LinkFailed",
+    "LinkTampered",
+    "SealedLink",
+    "SealedSession",
+    "new_scratch_buffers",
+    "sealed_sessions",
+]
+
+# A whole sealed frame of the largest size, and the next frame's header read along with it.
+SEALED_FRAME_ROOM = HEADER.size + MAX_FRAME_PLAINTEXT + TAG_SIZE + HEADER.size
+# Scratch buffers kept between frames: one per direction with a frame in flight at once.
+SCRATCH_KEPT = 8
+# From this payload size on, frames are sealed and opened into buffers: a new bytes
+# object that large is a fresh memory map of its own (the C allocator's threshold), which
+# made `seal`/`open` five times slower at 256 KiB; below it they are the faster
+# (bench/noise_cost.py).
+INTO_BUFFERS_AT = 128 * 1024
+# The advice on every failure of a link in use.
+DOCTOR = "run `tailscale-wsl2 doctor`"
+
+
+class LinkFailed(trio.BrokenResourceError):
+    """The link broke inside a session; `delivered` is how many of the session's bytes had
+    been passed on by then."""
+
+    def __init__(self, reason: str, delivered: int) -> None:
+        super().__init__(reason)
+        self.delivered = delivered
+
+
+class LinkTampered(LinkFailed):
+    """A frame failed its check: something between the halves changed, dropped, reordered
+    or replayed it, or the other end does not hold this link's keys."""
+
+
+def new_scratch_buffers() -> SpareBuffers:
+    """A pool of scratch buffers for one half's sealed links."""
+    return SpareBuffers(keep=SCRATCH_KEPT, size=SEALED_FRAME_ROOM)
+
+
+class SealedLink(trio.abc.AsyncResource):
+    """A link whose handshake is done: its socket, its ciphers, where its scratch comes from."""
+
+    def __init__(
+        self, stream: RawSocketStream, ciphers: TransportCiphers, scratch: SpareBuffers
+    ) -> None:
+        self.stream = stream
+        self.ciphers = ciphers
+        self.scratch = scratch
+
+    @property
+    def socket(self) -> socket.socket:
+        return self.stream.socket
+
+    def close(self) -> None:
+        self.stream.close()
+
+    async def aclose(self) -> None:
+        self.stream.close()
+
+
+class SealedSession(LinkSession[SealedLink]):
+    """One client connection on a sealed link: `LinkSession`'s rules, every frame sealed."""
+
+    def __init__(
+        self, link: SealedLink, recycle: Callable[[SealedLink], None] | None = None
+    ) -> None:
+        super().__init__(link, recycle)
+        self._seal = link.ciphers.send
+        self._open = link.ciphers.receive
+        self._scratch = link.scratch
+        self._frame_header = b""  # the header of the frame being received, once whole
+        self._body: mmap.mmap | None = None  # that frame's sealed body, as it arrives
+        self._body_received = 0
+        self._body_size = 0
+        self._left = memoryview(b"")  # opened plaintext that did not fit the reader's buffer
+        self.delivered = 0  # plaintext bytes of this session passed to the reader
+
+    # --- receiving ---------------------------------------------------------------------------
+
+    def try_receive_into(self, buffer: bytearray | memoryview | mmap.mmap) -> int:
+        """Plaintext of this session into `buffer`, without waiting; 0 at its end.
+
+        Raises BlockingIOError until a whole frame has arrived.
+        """
+        if self._left:
+            given = self._give_left(buffer)
+            self.delivered += given
+            return given
+        while not self._received_eof:
+            length = self._whole_frame()
+            if opened := self._open_frame(length, buffer):
+                return opened
+        return 0
+
+    def try_move_payload(self, move: Callable[[int, int], int], limit: int) -> int:
+        raise TypeError("a sealed payload is opened in this process, never spliced")
+
+    def _whole_frame(self) -> int:
+        """The header value of the next frame once all of it is here; BlockingIOError before."""
+        if self._body is None:
+            self._take_header()
+        assert self._body is not None
+        size = self._body_size
+        # The next frame's header comes along with a data frame's body (a data frame is
+        # never a direction's last); never past an end frame, which may end the session.
+        want = size - self._body_received
+        if self._frame_header not in _END_HEADERS:
+            want += HEADER.size
+        with memoryview(self._body) as body:
+            received = self.socket.recv_into(body[self._body_received :], want)
+            if not received:
+                raise self._closed_inside("a frame")
+            self._body_received += received
+            if self._body_received < size:
+                raise BlockingIOError
+            if (along := self._body_received - size) > 0:
+                self._header[:along] = body[size : size + along]
+                self._header_received = along
+        (length,) = HEADER.unpack(self._frame_header)
+        return int(length)
+
+    def _take_header(self) -> None:
+        """Read the rest of the next header and take it in; BlockingIOError while incomplete."""
+        if self._header_received < HEADER.size:
+            with memoryview(self._header) as header:
+                received = self.socket.recv_into(header[self._header_received :])
+            if not received:
+                raise self._closed_inside("a frame header" if self._header_received else "")
+            self._header_received += received
+            if self._header_received < HEADER.size:
+                raise BlockingIOError
+        self._header_received = 0
+        self._frame_header = bytes(self._header)
+        (length,) = HEADER.unpack(self._frame_header)
+        if length > MAX_FRAME_PLAINTEXT and length != GONE:
+            raise LinkTampered(
+                f"a frame header on the link claims {length} bytes, more than any half sends: "
+                f"the link was tampered with; {DOCTOR}",
+                self.delivered,
+            )
+        self._body_size = (0 if length == GONE else length) + TAG_SIZE
+        self._body_received = 0
+        self._body = self._scratch.take()
+
+    def _open_frame(self, length: int, buffer: bytearray | memoryview | mmap.mmap) -> int:
+        """Open the frame that has arrived: its plaintext into `buffer` (the part that does
+        not fit is kept for the next read), or the end it marks; the count delivered."""
+        body, self._body = self._body, None
+        assert body is not None
+        try:
+            with memoryview(body) as view, memoryview(buffer) as out:
+                sealed = view[: self._body_size]
+                if self._frame_header in _END_HEADERS:
+                    self._open.open(sealed, self._frame_header)
+                    self._received_eof = True
+                    self.abandoned = length == GONE
+                    return 0
+                if INTO_BUFFERS_AT <= length <= len(out):
+                    opened = self._open.open_into(sealed, self._frame_header, out)
+                else:  # a small frame, or a reader with a small buffer (the portable path)
+                    self._left = memoryview(self._open.open(sealed, self._frame_header))
+                    opened = self._give_left(out)
+        except NoiseFailed:
+            raise LinkTampered(
+                "a frame on the link failed its check: something between the halves changed, "
+                f"dropped, reordered or replayed it; the link is closed; {DOCTOR}",
+                self.delivered,
+            ) from None
+        finally:
+            self._scratch.give_back(body)
+        self.frame_length = length
+        self.delivered += opened
+        return opened
+
+    def _give_left(self, buffer: bytearray | memoryview | mmap.mmap) -> int:
+        count = min(len(self._left), len(buffer))
+        buffer[:count] = self._left[:count]
+        self._left = self._left[count:]
+        return count
+
+    def _closed_inside(self, where: str) -> LinkFailed:
+        inside = f"in the middle of {where}" if where else "in the middle of a session"
+        return LinkFailed(f"the other half closed the link {inside}", self.delivered)
+
+    async def begin(self) -> bool:
+        """Wait for this session's first header bytes (the Windows half's next session);
+        False when the link closed instead, between sessions."""
+        with PeerErrorsAsBroken(self.socket):
+            while True:
+                try:
+                    with memoryview(self._header) as header:
+                        received = self.socket.recv_into(header[self._header_received :])
+                except BlockingIOError:
+                    await trio.lowlevel.wait_readable(self.socket)
+                    continue
+                if not received:
+                    if self._header_received:
+                        raise self._closed_inside("a frame header")
+                    self._received_eof = self._link_ended = True
+                    return False
+                self._header_received += received
+                return True
+
+    # --- sending -----------------------------------------------------------------------------
+
+    def _seal_frame(self, payload: memoryview, out: memoryview) -> int:
+        """Header and sealed `payload` into `out`; their size."""
+        HEADER.pack_into(out, 0, len(payload))
+        header = bytes(out[: HEADER.size])
+        return HEADER.size + self._seal.seal_into(payload, header, out[HEADER.size :])
+
+    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
+        if self._sent_eof:
+            raise trio.ClosedResourceError("this direction of the session has ended")
+        with PeerErrorsAsBroken(self.socket), memoryview(data) as view:
+            for start in range(0, len(view), MAX_FRAME_PLAINTEXT):
+                payload = view[start : start + MAX_FRAME_PLAINTEXT]
+                await self._send_frame(self._sealed_frame(payload))
+
+    def _sealed_frame(self, payload: memoryview) -> bytes:
+        header = HEADER.pack(len(payload))
+        return header + self._seal.seal(payload, header)
+
+    async def send_framed(self, buffer: memoryview, length: int) -> None:
+        """Seal the `length` payload bytes at the start of `buffer` into one frame, and send it."""
+        if length < INTO_BUFFERS_AT:
+            await self._send_frame(self._sealed_frame(buffer[:length]))
+            return
+        scratch = self._scratch.take()
+        try:
+            with memoryview(scratch) as out:
+                size = self._seal_frame(buffer[:length], out)
+                await self._send_frame(out[:size])
+        finally:
+            self._scratch.give_back(scratch)
+
+    def send_framed_now(
+        self, buffer: memoryview, length: int
+    ) -> Callable[[], Awaitable[None]] | None:
+        """`send_framed` without waiting; when the link takes only part of the frame,
+        what sends the rest (to be awaited before anything else is sent)."""
+        if length < INTO_BUFFERS_AT:
+            frame = self._sealed_frame(buffer[:length])
+            sent = send_now(self.socket, frame)
+            if sent == len(frame):
+                return None
+            self._sending = True  # until the rest has gone: the link is out of step
+            return partial(self._send_frame, frame[sent:])
+        scratch = self._scratch.take()
+        try:
+            with memoryview(scratch) as out:
+                size = self._seal_frame(buffer[:length], out)
+                sent = send_now(self.socket, out[:size])
+                if sent == size:
+                    return None
+                self._sending = True  # until the rest has gone: the link is out of step
+                rest = bytes(out[sent:size])
+        finally:
+            self._scratch.give_back(scratch)
+        return partial(self._send_frame, rest)
+
+    async def send_eof(self, *, gone: bool = False) -> None:
+        """End this direction with a sealed end frame: a half-close, or with `gone` the end
+        of the whole connection."""
+        if not self._sent_eof:
+            header = HEADER.pack(GONE if gone else 0)
+            with PeerErrorsAsBroken(self.socket):
+                await self._send_frame(header + self._seal.seal(b"", header))
+            self._sent_eof = True
+
+    def fast_end(self) -> FastEnd:
+        """This session as the pump drives it: payloads sealed on the way out through a
+        scratch buffer (no headroom needed), opened on the way in; nothing spliced."""
+        return FastEnd(
+            self.socket,
+            self.try_receive_into,
+            self.send_framed,
+            self.send_framed_now,
+            0,
+            self._was_abandoned,
+            self._end_direction,
+            None,
+        )
+
+    async def aclose(self) -> None:
+        if self._body is not None:  # closed with a frame half here: its buffer goes back
+            self._scratch.give_back(self._body)
+            self._body = None
+        await super().aclose()
+
+
+_END_HEADERS = frozenset({HEADER.pack(0), HEADER.pack(GONE)})
+
+
+async def sealed_sessions(
+    link: trio.abc.AsyncResource, first_byte: FirstByte
+) -> AsyncGenerator[trio.abc.Stream, None]:
+    """The Windows half's view of a sealed link: the client connections it carries, in turn
+    (`Relay.for_links`' `sessions`, for a link its admission made a `SealedLink`)."""
+    assert isinstance(link, SealedLink)
+    async with aclosing(sessions_in_turn(link, link.stream, first_byte, SealedSession)) as sessions:
+        async for session in sessions:
+            yield session
