@@ -9,10 +9,9 @@ holding the socket or the port, and nobody removes the directory. So, in a one-f
 
 - It follows its bootloader. Linux: the kernel sends SIGTERM when the bootloader dies
   (`PR_SET_PDEATHSIG`), which the running half treats as a stop (drain, remove the socket).
-  Windows: the child puts itself in a kill-on-close job whose only handle lives in the
-  bootloader, so Windows ends the child when the bootloader ends, however it ends (PyInstaller's
-  Windows bootloader makes no job). A bootloader already gone when the child asks (killed
-  during start-up) ends the child at once.
+  Windows: the same stop, asked by a thread waiting on the bootloader, and an exit after a
+  grace for a program too stuck to stop (`_windows_parent.py`). A bootloader already gone when
+  the child asks (killed during start-up) ends the child at once.
 - It writes a marker in its own directory naming both processes (pid and start time, so a
   reused pid is no match). At start it removes the directories of earlier runs only when both
   processes its marker names are gone. Never a live run's: while its bootloader lives, the
@@ -43,7 +42,6 @@ __all__ = [
     "extraction_dir",
     "is_bootloader_gone",
     "is_dead_run",
-    "join_kill_on_close_job_held_by",
     "linux_process_start",
     "onefile_lifecycle",
     "parse_marker",
@@ -62,6 +60,9 @@ PROC = Path("/proc")
 PR_SET_PDEATHSIG = 1
 # The exit status of a program ended by SIGTERM, for a child whose bootloader died first.
 EXIT_PARENT_GONE = 128 + signal.SIGTERM
+# Windows: how long a program whose bootloader has ended may take to stop before it is ended
+# (the relay gives open connections 2 s).
+STOP_GRACE = 10.0
 
 # The start time of a running process (ticks since boot on Linux, a FILETIME on Windows), or
 # None when there is none: gone, or exited and waiting to be reaped (it will run no more code).
@@ -134,61 +135,12 @@ def linux_process_start(pid: int, proc: Path = PROC) -> int | None:
         return None
 
 
-def _kernel32() -> ctypes.CDLL:
-    """kernel32 with the prototypes used here: handles are pointer-sized, and ctypes' default
-    (a C int) would cut them, or refuse the current process's pseudo-handle."""
-    if sys.platform != "win32":
-        raise OSError("kernel32 is Windows only")
-    from ctypes import wintypes  # noqa: PLC0415 (Windows only)
-
-    kernel32 = ctypes.WinDLL("kernel32", use_last_error=True)
-    handle, dword, pointer = wintypes.HANDLE, wintypes.DWORD, ctypes.c_void_p
-    prototypes: dict[str, tuple[type, list[type]]] = {
-        "OpenProcess": (handle, [dword, wintypes.BOOL, dword]),
-        "CloseHandle": (wintypes.BOOL, [handle]),
-        "GetCurrentProcess": (handle, []),
-        "GetExitCodeProcess": (wintypes.BOOL, [handle, pointer]),
-        "GetProcessTimes": (wintypes.BOOL, [handle, pointer, pointer, pointer, pointer]),
-        "CreateJobObjectW": (handle, [pointer, wintypes.LPCWSTR]),
-        "SetInformationJobObject": (wintypes.BOOL, [handle, ctypes.c_int, pointer, dword]),
-        "AssignProcessToJobObject": (wintypes.BOOL, [handle, handle]),
-        "DuplicateHandle": (
-            wintypes.BOOL,
-            [handle, handle, handle, pointer, dword, wintypes.BOOL, dword],
-        ),
-    }
-    for name, (result, arguments) in prototypes.items():
-        function = getattr(kernel32, name)
-        function.restype = result
-        function.argtypes = arguments
-    return kernel32
-
-
 def windows_process_start(pid: int) -> int | None:
-    """The creation time of a running process, or None."""
     if sys.platform != "win32":
         return None
-    from ctypes import wintypes  # noqa: PLC0415 (Windows only)
+    from tailscale_wsl2.tuning._windows_parent import creation_time  # noqa: PLC0415
 
-    query_limited_information = 0x1000
-    still_active = 259
-    kernel32 = _kernel32()
-    handle = kernel32.OpenProcess(query_limited_information, False, pid)
-    if not handle:
-        return None  # gone, or another user's process now: not the one recorded either way
-    try:
-        status = wintypes.DWORD()
-        if not kernel32.GetExitCodeProcess(handle, ctypes.byref(status)):
-            return None
-        if status.value != still_active:
-            return None
-        created, exited, kernel, user = (wintypes.FILETIME() for _ in range(4))
-        times = (created, exited, kernel, user)
-        if not kernel32.GetProcessTimes(handle, *map(ctypes.byref, times)):
-            return None
-        return (created.dwHighDateTime << 32) | created.dwLowDateTime
-    finally:
-        kernel32.CloseHandle(handle)
+    return creation_time(pid)
 
 
 def _process_start() -> ProcessStart:
@@ -287,90 +239,15 @@ def _follow_bootloader_on_linux(bootloader: int) -> bool:
     return not is_bootloader_gone(bootloader)
 
 
-def _follow_bootloader_on_windows(bootloader: int, process_start: ProcessStart) -> bool:
-    """Tie this process's life to the bootloader's; False when it is already gone."""
-    started = process_start(bootloader)
-    own = process_start(os.getpid())
-    if own is None:
-        return True  # cannot tell: run on, untied
-    # Windows does not re-parent: a pid still running but started after us is a reused one.
-    if started is None or started > own:
-        return False
-    join_kill_on_close_job_held_by(bootloader)
-    return True
-
-
-def join_kill_on_close_job_held_by(holder: int) -> bool:
-    """Windows: put this process in a new job that ends its processes when its last handle
-    closes, and leave that handle to process `holder` alone: when `holder` ends, however it
-    ends, Windows ends this process too. False when Windows refused a step (nothing is tied)."""
+def _follow_bootloader_on_windows(bootloader: int) -> bool:
+    """A stop when the bootloader ends, then, if still running, the end; False when it has
+    ended already."""
     if sys.platform != "win32":
         return False
-    from ctypes import wintypes  # noqa: PLC0415 (Windows only)
+    from tailscale_wsl2.tuning._windows_parent import follow_process  # noqa: PLC0415
 
-    class BasicLimits(ctypes.Structure):
-        _fields_ = (
-            ("PerProcessUserTimeLimit", ctypes.c_int64),
-            ("PerJobUserTimeLimit", ctypes.c_int64),
-            ("LimitFlags", wintypes.DWORD),
-            ("MinimumWorkingSetSize", ctypes.c_size_t),
-            ("MaximumWorkingSetSize", ctypes.c_size_t),
-            ("ActiveProcessLimit", wintypes.DWORD),
-            ("Affinity", ctypes.c_size_t),
-            ("PriorityClass", wintypes.DWORD),
-            ("SchedulingClass", wintypes.DWORD),
-        )
-
-    class ExtendedLimits(ctypes.Structure):
-        _fields_ = (
-            ("BasicLimitInformation", BasicLimits),
-            ("IoInfo", ctypes.c_uint64 * 6),
-            ("ProcessMemoryLimit", ctypes.c_size_t),
-            ("JobMemoryLimit", ctypes.c_size_t),
-            ("PeakProcessMemoryUsed", ctypes.c_size_t),
-            ("PeakJobMemoryUsed", ctypes.c_size_t),
-        )
-
-    kill_on_job_close = 0x2000
-    # A process started on purpose to outlive this one can still leave the job
-    # (CREATE_BREAKAWAY_FROM_JOB); without it, such a start would fail.
-    breakaway_ok = 0x0800
-    extended_limit_information = 9
-    process_dup_handle = 0x0040
-    duplicate_same_access = 0x0002
-    kernel32 = _kernel32()
-    this_process = kernel32.GetCurrentProcess()
-    job = kernel32.CreateJobObjectW(None, None)
-    if not job:
-        return False
-    limits = ExtendedLimits()
-    limits.BasicLimitInformation.LimitFlags = kill_on_job_close | breakaway_ok
-    holder_handle = kernel32.OpenProcess(process_dup_handle, False, holder)
-    held = wintypes.HANDLE()
-    try:
-        # The order matters: the handle goes to the holder before this process joins, so that
-        # no failure can leave this process in a job whose last handle is about to close.
-        if not (
-            holder_handle
-            and kernel32.SetInformationJobObject(
-                job, extended_limit_information, ctypes.byref(limits), ctypes.sizeof(limits)
-            )
-            and kernel32.DuplicateHandle(
-                this_process,
-                job,
-                holder_handle,
-                ctypes.byref(held),
-                0,
-                False,
-                duplicate_same_access,
-            )
-        ):
-            return False
-        return bool(kernel32.AssignProcessToJobObject(job, this_process))
-    finally:
-        if holder_handle:
-            kernel32.CloseHandle(holder_handle)
-        kernel32.CloseHandle(job)
+    # The stop Ctrl+C gives: the running half drains and removes its state.
+    return follow_process(bootloader, lambda: signal.raise_signal(signal.SIGINT), STOP_GRACE)
 
 
 @contextlib.contextmanager
@@ -396,7 +273,7 @@ def onefile_lifecycle() -> Iterator[None]:
     with contextlib.suppress(OSError):  # a full disk: unmarked, the directory is never removed
         claim(own, Run(bootloader, program, space))
     if sys.platform == "win32":
-        following = _follow_bootloader_on_windows(bootloader_pid, process_start)
+        following = _follow_bootloader_on_windows(bootloader_pid)
     else:
         following = _follow_bootloader_on_linux(bootloader_pid)
     if not following:
