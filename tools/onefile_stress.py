@@ -182,7 +182,7 @@ def _count_leftover(binary: Path, tmp: Path, env: dict[str, str]) -> int:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("binary", type=Path)
-    parser.add_argument("--rounds", type=int, default=20)
+    parser.add_argument("--rounds", type=int, default=16)
     parser.add_argument("--width", type=int, default=4)
     parser.add_argument("--kills", type=int, default=0)
     args = parser.parse_args()
