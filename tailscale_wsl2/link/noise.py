@@ -47,6 +47,8 @@ lower-case reason. A handshake that failed stays failed.
 
 import hashlib
 import struct
+import weakref
+from collections import deque
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import NamedTuple, TypeAlias
@@ -59,6 +61,7 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 __all__ = [
     "KEY_SIZE",
+    "LIVE_AEADS",
     "MAX_FRAME_PLAINTEXT",
     "MAX_HANDSHAKE_MESSAGE",
     "MAX_HANDSHAKE_PAYLOAD",
@@ -68,6 +71,7 @@ __all__ = [
     "TAG_SIZE",
     "CipherState",
     "Initiator",
+    "LiveAeads",
     "NoiseFailed",
     "Responder",
     "SymmetricState",
@@ -110,6 +114,13 @@ class CipherState:
     The counter is the nonce: each frame opens only with the counter value it
     was sealed with, so a frame replayed, reordered, dropped or altered makes
     `open` fail. A failed `open` leaves the counter where it was.
+
+    The AES-GCM object is made at the first frame, not with the state: it holds
+    OpenSSL's contexts for both ways (about 2.7 KB), and a link keeps two states
+    for its whole life, which may carry nothing for a long time (a connection a
+    client holds open). Until then only the key is kept, and `LIVE_AEADS` bounds
+    how many such objects the process holds: past it the oldest is dropped, and
+    its state makes a new one at its next frame.
     """
 
     def __init__(self, key: bytes, *, nonce: int = 0, rekey_interval: int = 0) -> None:
@@ -117,7 +128,8 @@ class CipherState:
         `rekey_interval` of 0 never rekeys (the handshake's own messages)."""
         if len(key) != KEY_SIZE:
             raise NoiseFailed(f"a cipher key must be {KEY_SIZE} bytes")
-        self._aead = AESGCM(key)
+        self._key = key
+        self._aead: AESGCM | None = None  # made at the first frame (`_cipher`)
         self._nonce = nonce
         self._rekey_interval = rekey_interval
 
@@ -129,7 +141,7 @@ class CipherState:
     def seal(self, plaintext: ReadableBuffer, ad: ReadableBuffer) -> bytes:
         """`plaintext` encrypted, with its tag; `ad` is authenticated, not sent."""
         _check_size(len(plaintext), MAX_FRAME_PLAINTEXT, "plaintext too long")
-        ciphertext = self._aead.encrypt(self._current_nonce(), plaintext, ad)
+        ciphertext = self._cipher().encrypt(self._current_nonce(), plaintext, ad)
         self._advance()
         return ciphertext
 
@@ -137,7 +149,7 @@ class CipherState:
         """The plaintext of the next frame, which must have been sealed with `ad`."""
         _check_ciphertext_size(len(ciphertext))
         try:
-            plaintext = self._aead.decrypt(self._current_nonce(), ciphertext, ad)
+            plaintext = self._cipher().decrypt(self._current_nonce(), ciphertext, ad)
         except InvalidTag:
             raise NoiseFailed("message failed authentication") from None
         self._advance()
@@ -153,11 +165,12 @@ class CipherState:
         _check_size(len(plaintext), MAX_FRAME_PLAINTEXT, "plaintext too long")
         _check_size(size, len(out), "output buffer too small")
         nonce = self._current_nonce()
+        aead = self._cipher()
         with _first_bytes(out, size) as target:
             if _AEAD_WRITES_INTO_BUFFERS:
-                self._aead.encrypt_into(nonce, plaintext, ad, target)
+                aead.encrypt_into(nonce, plaintext, ad, target)
             else:
-                target[:] = self._aead.encrypt(nonce, plaintext, ad)
+                target[:] = aead.encrypt(nonce, plaintext, ad)
         self._advance()
         return size
 
@@ -172,17 +185,34 @@ class CipherState:
         size = len(ciphertext) - TAG_SIZE
         _check_size(size, len(out), "output buffer too small")
         nonce = self._current_nonce()
+        aead = self._cipher()
         with _first_bytes(out, size) as target:
             try:
                 if _AEAD_WRITES_INTO_BUFFERS:
-                    self._aead.decrypt_into(nonce, ciphertext, ad, target)
+                    aead.decrypt_into(nonce, ciphertext, ad, target)
                 else:
-                    target[:] = self._aead.decrypt(nonce, ciphertext, ad)
+                    target[:] = aead.decrypt(nonce, ciphertext, ad)
             except InvalidTag:
                 target[:] = bytes(size)
                 raise NoiseFailed("message failed authentication") from None
         self._advance()
         return size
+
+    def _cipher(self) -> AESGCM:
+        aead = self._aead
+        if aead is None:
+            aead = self._aead = AESGCM(self._key)
+            _live_aeads.made(self)
+        return aead
+
+    @property
+    def holds_cipher(self) -> bool:
+        """Whether an AES-GCM object is held now (else the next frame makes one)."""
+        return self._aead is not None
+
+    def drop_cipher(self) -> None:
+        """Let go of the AES-GCM object (the next frame makes a new one); the key stays."""
+        self._aead = None
 
     def _current_nonce(self) -> bytes:
         if self._nonce >= _RESERVED_NONCE:
@@ -196,8 +226,35 @@ class CipherState:
 
     def _rekey(self) -> None:
         # Noise's REKEY: the first 32 bytes of ENCRYPT(k, reserved nonce, empty ad, 32 zeros).
-        new_key = self._aead.encrypt(_NONCE.pack(_RESERVED_NONCE), bytes(KEY_SIZE), b"")
-        self._aead = AESGCM(new_key[:KEY_SIZE])
+        new_key = self._cipher().encrypt(_NONCE.pack(_RESERVED_NONCE), bytes(KEY_SIZE), b"")
+        self._key = new_key[:KEY_SIZE]
+        self._aead = None  # the next frame makes it, with the new key
+
+
+class LiveAeads:
+    """The cipher states that hold an AES-GCM object, oldest first, at most `limit`.
+
+    First made, first dropped: a state in use that loses its object makes a new one (about
+    2 µs) and goes to the back; nothing is done per frame. Held by weak reference, so that a
+    link's states go when the link does; entries of states gone are dropped as they come up.
+    """
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self._states: deque[weakref.ref[CipherState]] = deque()
+
+    def made(self, state: CipherState) -> None:
+        self._states.append(weakref.ref(state))
+        while len(self._states) > self.limit:
+            oldest = self._states.popleft()()
+            if oldest is not None:
+                oldest.drop_cipher()
+
+
+# AES-GCM objects this process keeps at most: enough for every link of a busy half to keep
+# its own both ways (256 links in use at once), a bound on what connections held open cost.
+LIVE_AEADS = 512
+_live_aeads = LiveAeads(LIVE_AEADS)
 
 
 def _check_size(size: int, limit: int, reason: str) -> None:

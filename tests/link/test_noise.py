@@ -23,6 +23,7 @@ from tailscale_wsl2.link.noise import (
     TAG_SIZE,
     CipherState,
     Initiator,
+    LiveAeads,
     NoiseFailed,
     Responder,
     SymmetricState,
@@ -523,3 +524,38 @@ def test_random_bytes_never_open_and_raise_only_noise_failed(frame: bytes, ad: b
         windows.receive.open(frame, ad)
     with pytest.raises(NoiseFailed):
         windows.receive.open_into(frame, ad, bytearray(200))
+
+
+# --- AES-GCM objects: made at the first frame, and only so many at once -----------------------
+
+
+def test_a_state_makes_its_cipher_at_its_first_frame() -> None:
+    sender, receiver = CipherState(bytes(32)), CipherState(bytes(32))
+    assert [sender.holds_cipher, receiver.holds_cipher] == [False, False]  # a key is all
+    assert receiver.open(sender.seal(b"first", b"ad"), b"ad") == b"first"
+    assert [sender.holds_cipher, receiver.holds_cipher] == [True, True]
+
+
+def test_past_the_limit_the_oldest_cipher_goes_and_its_state_still_works(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(noise, "_live_aeads", LiveAeads(limit=2))
+    pairs = [(CipherState(bytes([n]) * 32), CipherState(bytes([n]) * 32)) for n in range(3)]
+    for sender, receiver in pairs:
+        assert receiver.open(sender.seal(b"one", b"ad"), b"ad") == b"one"
+    held = [state.holds_cipher for pair in pairs for state in pair]
+    assert held == [False, False, False, False, True, True]  # two at most, the newest
+    # A state that lost its object makes a new one, with its counter where it was.
+    first_sender, first_receiver = pairs[0]
+    assert first_receiver.open(first_sender.seal(b"two", b"ad"), b"ad") == b"two"
+    assert (first_sender.nonce, first_receiver.nonce) == (2, 2)
+
+
+def test_states_that_are_gone_leave_nothing_held(monkeypatch: pytest.MonkeyPatch) -> None:
+    live = LiveAeads(limit=2)
+    monkeypatch.setattr(noise, "_live_aeads", live)
+    for _ in range(3):  # each state goes with its loop turn; its entry is dropped later
+        CipherState(bytes(32)).seal(b"x", b"")
+    keeper = CipherState(bytes(32))
+    keeper.seal(b"x", b"")
+    assert keeper.holds_cipher  # what was dropped to make room were states already gone
