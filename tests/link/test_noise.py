@@ -4,6 +4,8 @@
 import mmap
 import os
 import struct
+import subprocess
+import sys
 from typing import Any
 
 import pytest
@@ -459,9 +461,11 @@ def test_the_counter_stops_before_the_reserved_value() -> None:
 @pytest.fixture(params=["encrypt_into", "copy"])
 def into_path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
     """Both ways of writing into a caller's buffer: cryptography's `*_into`, or a copy."""
+    primitives = noise._primitives()
     if request.param == "copy":
-        monkeypatch.setattr(noise, "_AEAD_WRITES_INTO_BUFFERS", False)
-    elif not noise._AEAD_WRITES_INTO_BUFFERS:
+        without_into = primitives._replace(writes_into_buffers=False)
+        monkeypatch.setattr(noise, "_primitives", lambda: without_into)
+    elif not primitives.writes_into_buffers:
         pytest.skip("this cryptography has no AESGCM.encrypt_into")
     return str(request.param)
 
@@ -559,3 +563,13 @@ def test_states_that_are_gone_leave_nothing_held(monkeypatch: pytest.MonkeyPatch
     keeper = CipherState(bytes(32))
     keeper.seal(b"x", b"")
     assert keeper.holds_cipher  # what was dropped to make room were states already gone
+
+
+def test_importing_the_module_loads_no_cryptography() -> None:
+    # A half run with --insecure-no-auth imports the link's modules and never needs it.
+    code = (
+        "import sys, tailscale_wsl2.serve.halves; "
+        "print(sorted(m for m in sys.modules if m.startswith('cryptography')))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "[]"
