@@ -43,22 +43,32 @@ Every failure, whether a message that does not authenticate (the peer lacks
 the key, or runs another version), a wrong length, a bad public key, calls in
 the wrong order or an exhausted counter, raises `NoiseFailed` with a short
 lower-case reason. A handshake that failed stays failed.
+
+`cryptography` is imported when a handshake or a frame first needs it, not with
+this module (`_primitives`): its Rust extension, with OpenSSL in it, is about
+7 MB of a half's memory, which a half run with `--insecure-no-auth` never needs,
+nor a Windows half until a WSL2 half first connects.
 """
 
+import functools
 import hashlib
 import struct
+import weakref
+from collections import deque
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import NamedTuple, TypeAlias
+from typing import TYPE_CHECKING, NamedTuple, TypeAlias
 
-from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+if TYPE_CHECKING:  # imported for real by `_primitives`, when first needed
+    from cryptography.hazmat.primitives.asymmetric.x25519 import (
+        X25519PrivateKey,
+        X25519PublicKey,
+    )
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 __all__ = [
     "KEY_SIZE",
+    "LIVE_AEADS",
     "MAX_FRAME_PLAINTEXT",
     "MAX_HANDSHAKE_MESSAGE",
     "MAX_HANDSHAKE_PAYLOAD",
@@ -68,6 +78,7 @@ __all__ = [
     "TAG_SIZE",
     "CipherState",
     "Initiator",
+    "LiveAeads",
     "NoiseFailed",
     "Responder",
     "SymmetricState",
@@ -91,13 +102,53 @@ _RESERVED_NONCE = 2**64 - 1
 # AESGCM nonces in Noise: 32 bits of zeros, then the counter, big-endian.
 _NONCE = struct.Struct(">4xQ")
 
-# AESGCM.encrypt_into / decrypt_into appeared in cryptography 47; with an older
-# one, sealing into a caller's buffer copies the result there instead.
-_AEAD_WRITES_INTO_BUFFERS = hasattr(AESGCM, "encrypt_into")
-
 ReadableBuffer: TypeAlias = bytes | bytearray | memoryview
 WritableBuffer: TypeAlias = bytearray | memoryview
-EphemeralKeySource: TypeAlias = Callable[[], X25519PrivateKey]
+EphemeralKeySource: TypeAlias = Callable[[], "X25519PrivateKey"]
+
+
+class _Primitives(NamedTuple):
+    """What this module takes from `cryptography`."""
+
+    aesgcm: "type[AESGCM]"
+    # AESGCM.encrypt_into / decrypt_into appeared in cryptography 47; with an older one,
+    # sealing into a caller's buffer copies the result there instead.
+    writes_into_buffers: bool
+    invalid_tag: type[Exception]
+    new_private_key: EphemeralKeySource
+    load_public_key: Callable[[bytes], "X25519PublicKey"]
+    hkdf_sha256: Callable[[bytes, int], Callable[[bytes], bytes]]  # (salt, length) -> derive
+
+
+@functools.cache
+def _primitives() -> _Primitives:
+    """`cryptography`'s primitives, imported on the first call (see the module's docstring)."""
+    from cryptography.exceptions import InvalidTag  # noqa: PLC0415
+    from cryptography.hazmat.primitives import hashes  # noqa: PLC0415
+    from cryptography.hazmat.primitives.asymmetric.x25519 import (  # noqa: PLC0415
+        X25519PrivateKey,
+        X25519PublicKey,
+    )
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM  # noqa: PLC0415
+    from cryptography.hazmat.primitives.kdf.hkdf import HKDF  # noqa: PLC0415
+
+    def hkdf_sha256(salt: bytes, length: int) -> Callable[[bytes], bytes]:
+        return HKDF(algorithm=hashes.SHA256(), length=length, salt=salt, info=None).derive
+
+    return _Primitives(
+        AESGCM,
+        hasattr(AESGCM, "encrypt_into"),
+        InvalidTag,
+        X25519PrivateKey.generate,
+        X25519PublicKey.from_public_bytes,
+        hkdf_sha256,
+    )
+
+
+def _invalid_tag() -> type[Exception]:
+    """cryptography's InvalidTag, for an `except` clause (evaluated only when one is raised,
+    by which time the AEAD that raised it has loaded the library)."""
+    return _primitives().invalid_tag
 
 
 class NoiseFailed(Exception):
@@ -110,6 +161,13 @@ class CipherState:
     The counter is the nonce: each frame opens only with the counter value it
     was sealed with, so a frame replayed, reordered, dropped or altered makes
     `open` fail. A failed `open` leaves the counter where it was.
+
+    The AES-GCM object is made at the first frame, not with the state: it holds
+    OpenSSL's contexts for both ways (about 2.7 KB), and a link keeps two states
+    for its whole life, which may carry nothing for a long time (a connection a
+    client holds open). Until then only the key is kept, and `LIVE_AEADS` bounds
+    how many such objects the process holds: past it the oldest is dropped, and
+    its state makes a new one at its next frame.
     """
 
     def __init__(self, key: bytes, *, nonce: int = 0, rekey_interval: int = 0) -> None:
@@ -117,7 +175,8 @@ class CipherState:
         `rekey_interval` of 0 never rekeys (the handshake's own messages)."""
         if len(key) != KEY_SIZE:
             raise NoiseFailed(f"a cipher key must be {KEY_SIZE} bytes")
-        self._aead = AESGCM(key)
+        self._key = key
+        self._aead: AESGCM | None = None  # made at the first frame (`_cipher`)
         self._nonce = nonce
         self._rekey_interval = rekey_interval
 
@@ -129,7 +188,7 @@ class CipherState:
     def seal(self, plaintext: ReadableBuffer, ad: ReadableBuffer) -> bytes:
         """`plaintext` encrypted, with its tag; `ad` is authenticated, not sent."""
         _check_size(len(plaintext), MAX_FRAME_PLAINTEXT, "plaintext too long")
-        ciphertext = self._aead.encrypt(self._current_nonce(), plaintext, ad)
+        ciphertext = self._cipher().encrypt(self._current_nonce(), plaintext, ad)
         self._advance()
         return ciphertext
 
@@ -137,8 +196,8 @@ class CipherState:
         """The plaintext of the next frame, which must have been sealed with `ad`."""
         _check_ciphertext_size(len(ciphertext))
         try:
-            plaintext = self._aead.decrypt(self._current_nonce(), ciphertext, ad)
-        except InvalidTag:
+            plaintext = self._cipher().decrypt(self._current_nonce(), ciphertext, ad)
+        except _invalid_tag():
             raise NoiseFailed("message failed authentication") from None
         self._advance()
         return plaintext
@@ -153,11 +212,12 @@ class CipherState:
         _check_size(len(plaintext), MAX_FRAME_PLAINTEXT, "plaintext too long")
         _check_size(size, len(out), "output buffer too small")
         nonce = self._current_nonce()
+        aead = self._cipher()
         with _first_bytes(out, size) as target:
-            if _AEAD_WRITES_INTO_BUFFERS:
-                self._aead.encrypt_into(nonce, plaintext, ad, target)
+            if _primitives().writes_into_buffers:
+                aead.encrypt_into(nonce, plaintext, ad, target)
             else:
-                target[:] = self._aead.encrypt(nonce, plaintext, ad)
+                target[:] = aead.encrypt(nonce, plaintext, ad)
         self._advance()
         return size
 
@@ -172,17 +232,34 @@ class CipherState:
         size = len(ciphertext) - TAG_SIZE
         _check_size(size, len(out), "output buffer too small")
         nonce = self._current_nonce()
+        aead = self._cipher()
         with _first_bytes(out, size) as target:
             try:
-                if _AEAD_WRITES_INTO_BUFFERS:
-                    self._aead.decrypt_into(nonce, ciphertext, ad, target)
+                if _primitives().writes_into_buffers:
+                    aead.decrypt_into(nonce, ciphertext, ad, target)
                 else:
-                    target[:] = self._aead.decrypt(nonce, ciphertext, ad)
-            except InvalidTag:
+                    target[:] = aead.decrypt(nonce, ciphertext, ad)
+            except _invalid_tag():
                 target[:] = bytes(size)
                 raise NoiseFailed("message failed authentication") from None
         self._advance()
         return size
+
+    def _cipher(self) -> "AESGCM":
+        aead = self._aead
+        if aead is None:
+            aead = self._aead = _primitives().aesgcm(self._key)
+            _live_aeads.made(self)
+        return aead
+
+    @property
+    def holds_cipher(self) -> bool:
+        """Whether an AES-GCM object is held now (else the next frame makes one)."""
+        return self._aead is not None
+
+    def drop_cipher(self) -> None:
+        """Let go of the AES-GCM object (the next frame makes a new one); the key stays."""
+        self._aead = None
 
     def _current_nonce(self) -> bytes:
         if self._nonce >= _RESERVED_NONCE:
@@ -196,8 +273,35 @@ class CipherState:
 
     def _rekey(self) -> None:
         # Noise's REKEY: the first 32 bytes of ENCRYPT(k, reserved nonce, empty ad, 32 zeros).
-        new_key = self._aead.encrypt(_NONCE.pack(_RESERVED_NONCE), bytes(KEY_SIZE), b"")
-        self._aead = AESGCM(new_key[:KEY_SIZE])
+        new_key = self._cipher().encrypt(_NONCE.pack(_RESERVED_NONCE), bytes(KEY_SIZE), b"")
+        self._key = new_key[:KEY_SIZE]
+        self._aead = None  # the next frame makes it, with the new key
+
+
+class LiveAeads:
+    """The cipher states that hold an AES-GCM object, oldest first, at most `limit`.
+
+    First made, first dropped: a state in use that loses its object makes a new one (about
+    2 µs) and goes to the back; nothing is done per frame. Held by weak reference, so that a
+    link's states go when the link does; entries of states gone are dropped as they come up.
+    """
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self._states: deque[weakref.ref[CipherState]] = deque()
+
+    def made(self, state: CipherState) -> None:
+        self._states.append(weakref.ref(state))
+        while len(self._states) > self.limit:
+            oldest = self._states.popleft()()
+            if oldest is not None:
+                oldest.drop_cipher()
+
+
+# AES-GCM objects this process keeps at most: enough for every link of a busy half to keep
+# its own both ways (256 links in use at once), a bound on what connections held open cost.
+LIVE_AEADS = 512
+_live_aeads = LiveAeads(LIVE_AEADS)
 
 
 def _check_size(size: int, limit: int, reason: str) -> None:
@@ -218,9 +322,7 @@ def _check_ciphertext_size(size: int) -> None:
 
 def _hkdf(chaining_key: bytes, input_key_material: bytes, outputs: int) -> list[bytes]:
     """Noise's HKDF: RFC 5869 with the chaining key as salt and no info."""
-    derived = HKDF(
-        algorithm=hashes.SHA256(), length=HASH_SIZE * outputs, salt=chaining_key, info=None
-    ).derive(input_key_material)
+    derived = _primitives().hkdf_sha256(chaining_key, HASH_SIZE * outputs)(input_key_material)
     return [derived[i : i + HASH_SIZE] for i in range(0, len(derived), HASH_SIZE)]
 
 
@@ -289,13 +391,14 @@ class _Handshake:
         link_key: bytes,
         *,
         prologue: bytes = PROLOGUE,
-        new_ephemeral_key: EphemeralKeySource = X25519PrivateKey.generate,
+        new_ephemeral_key: EphemeralKeySource | None = None,
     ) -> None:
-        """`new_ephemeral_key` makes the ephemeral key pair: a seam for tests of published
-        vectors, which fix it."""
+        """`new_ephemeral_key` makes the ephemeral key pair (X25519, by default): a seam for
+        tests of published vectors, which fix it."""
         if len(link_key) != KEY_SIZE:
             raise NoiseFailed(f"the link key must be {KEY_SIZE} bytes")
         self._link_key = link_key
+        new_ephemeral_key = new_ephemeral_key or _primitives().new_private_key
         self._ephemeral_key = new_ephemeral_key()  # made now, sent by the "e" token
         self._remote_ephemeral = b""
         self._symmetric = SymmetricState(PROTOCOL_NAME)
@@ -355,7 +458,7 @@ class _Handshake:
     def _mix_ephemeral_exchange(self) -> None:
         """The "ee" token."""
         try:
-            remote = X25519PublicKey.from_public_bytes(self._remote_ephemeral)
+            remote = _primitives().load_public_key(self._remote_ephemeral)
             shared = self._ephemeral_key.exchange(remote)
         except ValueError:  # a low-order point: the shared secret would be all zeros
             raise NoiseFailed("bad public key") from None

@@ -123,7 +123,7 @@ class SealedSession(LinkSession[SealedLink]):
         self._body: mmap.mmap | None = None  # that frame's sealed body, as it arrives
         self._body_received = 0
         self._body_size = 0
-        self._left = memoryview(b"")  # opened plaintext that did not fit the reader's buffer
+        self._left = _NOTHING_LEFT  # opened plaintext that did not fit the reader's buffer
         self.delivered = 0  # plaintext bytes of this session passed to the reader
 
     # --- receiving ---------------------------------------------------------------------------
@@ -224,9 +224,12 @@ class SealedSession(LinkSession[SealedLink]):
         return opened
 
     def _give_left(self, buffer: bytearray | memoryview | mmap.mmap) -> int:
-        count = min(len(self._left), len(buffer))
-        buffer[:count] = self._left[:count]
-        self._left = self._left[count:]
+        left = self._left
+        count = min(len(left), len(buffer))
+        buffer[:count] = left[:count]
+        # An empty slice would still hold the whole opened frame: a session that waits
+        # (a held connection, a quiet stream) keeps none.
+        self._left = left[count:] if count < len(left) else _NOTHING_LEFT
         return count
 
     def _closed_inside(self, where: str) -> LinkFailed:
@@ -341,6 +344,8 @@ class SealedSession(LinkSession[SealedLink]):
 
 
 _END_HEADERS = frozenset({HEADER.pack(0), HEADER.pack(GONE)})
+# What a session holds when all it opened has been passed on: one view for all of them.
+_NOTHING_LEFT = memoryview(b"")
 
 
 async def sealed_sessions(

@@ -4,6 +4,8 @@
 import mmap
 import os
 import struct
+import subprocess
+import sys
 from typing import Any
 
 import pytest
@@ -23,6 +25,7 @@ from tailscale_wsl2.link.noise import (
     TAG_SIZE,
     CipherState,
     Initiator,
+    LiveAeads,
     NoiseFailed,
     Responder,
     SymmetricState,
@@ -458,9 +461,11 @@ def test_the_counter_stops_before_the_reserved_value() -> None:
 @pytest.fixture(params=["encrypt_into", "copy"])
 def into_path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
     """Both ways of writing into a caller's buffer: cryptography's `*_into`, or a copy."""
+    primitives = noise._primitives()
     if request.param == "copy":
-        monkeypatch.setattr(noise, "_AEAD_WRITES_INTO_BUFFERS", False)
-    elif not noise._AEAD_WRITES_INTO_BUFFERS:
+        without_into = primitives._replace(writes_into_buffers=False)
+        monkeypatch.setattr(noise, "_primitives", lambda: without_into)
+    elif not primitives.writes_into_buffers:
         pytest.skip("this cryptography has no AESGCM.encrypt_into")
     return str(request.param)
 
@@ -523,3 +528,48 @@ def test_random_bytes_never_open_and_raise_only_noise_failed(frame: bytes, ad: b
         windows.receive.open(frame, ad)
     with pytest.raises(NoiseFailed):
         windows.receive.open_into(frame, ad, bytearray(200))
+
+
+# --- AES-GCM objects: made at the first frame, and only so many at once -----------------------
+
+
+def test_a_state_makes_its_cipher_at_its_first_frame() -> None:
+    sender, receiver = CipherState(bytes(32)), CipherState(bytes(32))
+    assert [sender.holds_cipher, receiver.holds_cipher] == [False, False]  # a key is all
+    assert receiver.open(sender.seal(b"first", b"ad"), b"ad") == b"first"
+    assert [sender.holds_cipher, receiver.holds_cipher] == [True, True]
+
+
+def test_past_the_limit_the_oldest_cipher_goes_and_its_state_still_works(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(noise, "_live_aeads", LiveAeads(limit=2))
+    pairs = [(CipherState(bytes([n]) * 32), CipherState(bytes([n]) * 32)) for n in range(3)]
+    for sender, receiver in pairs:
+        assert receiver.open(sender.seal(b"one", b"ad"), b"ad") == b"one"
+    held = [state.holds_cipher for pair in pairs for state in pair]
+    assert held == [False, False, False, False, True, True]  # two at most, the newest
+    # A state that lost its object makes a new one, with its counter where it was.
+    first_sender, first_receiver = pairs[0]
+    assert first_receiver.open(first_sender.seal(b"two", b"ad"), b"ad") == b"two"
+    assert (first_sender.nonce, first_receiver.nonce) == (2, 2)
+
+
+def test_states_that_are_gone_leave_nothing_held(monkeypatch: pytest.MonkeyPatch) -> None:
+    live = LiveAeads(limit=2)
+    monkeypatch.setattr(noise, "_live_aeads", live)
+    for _ in range(3):  # each state goes with its loop turn; its entry is dropped later
+        CipherState(bytes(32)).seal(b"x", b"")
+    keeper = CipherState(bytes(32))
+    keeper.seal(b"x", b"")
+    assert keeper.holds_cipher  # what was dropped to make room were states already gone
+
+
+def test_importing_the_module_loads_no_cryptography() -> None:
+    # A half run with --insecure-no-auth imports the link's modules and never needs it.
+    code = (
+        "import sys, tailscale_wsl2.serve.halves; "
+        "print(sorted(m for m in sys.modules if m.startswith('cryptography')))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "[]"

@@ -2,6 +2,7 @@
 
 import os
 import socket
+import tracemalloc
 from collections.abc import Iterator
 
 import pytest
@@ -296,3 +297,26 @@ async def test_an_idle_session_holds_no_scratch_buffer(link_pair: tuple[SealedLi
     far.socket.sendall(frame[500:])
     assert session.try_receive_into(bytearray(2000)) == 1000
     assert session._body is None  # given back with the frame
+
+
+async def test_a_session_that_passed_a_frame_on_keeps_none_of_it(
+    link_pair: tuple[SealedLink, Far],
+) -> None:
+    # A held connection or a quiet stream waits with its session: the last frame it opened
+    # must not stay alive with it (an empty view of it would).
+    link, far = link_pair
+    session = SealedSession(link)
+    payload = os.urandom(INTO_BUFFERS_AT - 1)  # opened into a new object, then passed on
+    far.socket.sendall(far.frame(payload))
+    received = bytearray(len(payload))
+    tracemalloc.start()
+    try:
+        assert session.try_receive_into(received) == len(payload)
+        made_while_opening = tracemalloc.take_snapshot().filter_traces(
+            [tracemalloc.Filter(inclusive=True, filename_pattern="*/link/*")]
+        )
+    finally:
+        tracemalloc.stop()
+    assert received == payload
+    still_alive = sum(stat.size for stat in made_while_opening.statistics("filename"))
+    assert still_alive < 4096, still_alive
