@@ -38,8 +38,10 @@ from tailscale_wsl2.link.key import (
 from tailscale_wsl2.link.mismatch import explain_out_of_step
 from tailscale_wsl2.link.sealed import SealedSession, new_scratch_buffers, sealed_sessions
 from tailscale_wsl2.link.sessions import (
+    AnyLink,
     ExplainOutOfStep,
     LinkSession,
+    NewSession,
     link_sessions,
     session_at_once,
     session_connector,
@@ -219,25 +221,29 @@ def _wsl_relay(
         sealed = WarmLinks(
             _observed(authenticated_connector(half.upstream, key, half.fixes), report)
         )
-        relay = Relay.for_clients(
-            session_connector(sealed.take, sealed.park, SealedSession),
-            upstream_at_once=session_at_once(sealed.take_parked, sealed.park, SealedSession),
-            max_connections=max_connections,
-            upstream_name=upstream_name,
-        )
-        return relay, sealed.keep_warm
+        return _relay_over(sealed, SealedSession, max_connections, upstream_name)
     clear = WarmLinks(start_session_mode(_observed(hop_connector(half.upstream), report)))
     # The bytes of a peer that is no Windows half relaying sessions, as the client's 502 (a
     # sealed link has no such peer: its handshake names them, `admission.py`).
     out_of_step = partial(explain_out_of_step, half.upstream.endpoint, half.fixes)
     new_session = partial(_cleartext_session, explain_out_of_step=out_of_step)
+    return _relay_over(clear, new_session, max_connections, upstream_name)
+
+
+def _relay_over(
+    warm: WarmLinks[AnyLink],
+    new_session: NewSession[AnyLink],
+    max_connections: int,
+    upstream_name: str,
+) -> tuple[Relay, Callable[[], Awaitable[None]]]:
+    """A relay whose clients each get a session on one of `warm`'s links."""
     relay = Relay.for_clients(
-        session_connector(clear.take, clear.park, new_session),
-        upstream_at_once=session_at_once(clear.take_parked, clear.park, new_session),
+        session_connector(warm.take, warm.park, new_session),
+        upstream_at_once=session_at_once(warm.take_parked, warm.park, new_session),
         max_connections=max_connections,
         upstream_name=upstream_name,
     )
-    return relay, clear.keep_warm
+    return relay, warm.keep_warm
 
 
 def _cleartext_session(
