@@ -101,6 +101,13 @@ def main_options(
     pass
 
 
+def _command_line_after_the_executable() -> tuple[str, ...]:
+    """What `status` shows after `sys.executable`, and `install` recognises its own copy by: a
+    frozen binary is the program itself; a Python runs `-m tailscale_wsl2` or a console
+    script, which belongs to the command line too."""
+    return tuple(sys.argv[1:] if getattr(sys, "frozen", False) else sys.orig_argv[1:])
+
+
 @app.command(
     help="Print the program's version and the platform it detected.",
     short_help="Print the version and the detected platform.",
@@ -146,7 +153,7 @@ def up(
                 wait_for_wsl=True,
             ),
             max_connections=max_connections,
-            arguments=tuple(sys.argv[1:]),
+            arguments=_command_line_after_the_executable(),
             log_file=str(log_file.absolute()) if log_file else None,
         ),
     )

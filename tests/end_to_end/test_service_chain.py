@@ -81,7 +81,10 @@ def test_status_and_logs_of_a_running_chain_then_a_stopped_one(chain: Chain) -> 
     assert running["relaying_to"] == (
         f"the Windows half of tailscale-wsl2 at 127.0.0.1:{chain.port}"
     )
-    assert running["arguments"][:3] == ["up", "--side", "wsl"]
+    # The command line as it ran: `python -m tailscale_wsl2 up ...` for the package.
+    assert Path(running["executable"]).resolve() == Path(chain.program[0]).resolve()
+    after = [*chain.program[1:], "up", "--side", "wsl"]
+    assert running["arguments"][: len(after)] == after
     assert running["log_file"] == str(wsl_log)
     assert document["log"] == str(wsl_log)
     text = run(chain, "wsl", "status", "--side", "wsl")
