@@ -238,8 +238,9 @@ def _check_platform(half: str, verb: str) -> None:
     if half == "windows" and sys.platform != "win32":
         raise ActionableError(
             f"the Windows half is {verb}ed on Windows",
-            f"run `tailscale-wsl2.exe {verb}` in Windows, or `sudo tailscale-wsl2 {verb} "
-            "--windows-exe PATH` here in WSL2",
+            # Only what works when copied: --windows-exe needs a path only the user knows.
+            f"run `tailscale-wsl2.exe {verb}` in Windows (from WSL2, {verb}'s --windows-exe "
+            "option takes the .exe's path)",
         )
     if half == "wsl" and sys.platform == "win32":
         raise ActionableError(

@@ -215,8 +215,9 @@ def test_windows_exe_that_is_not_one_is_one_line(distro: Distro) -> None:
 
 @pytest.mark.skipif(sys.platform == "win32", reason="the check is for the other platform")
 def test_the_windows_half_is_installed_on_windows(distro: Distro) -> None:
-    assert one_line_failure(["install", "--side", "windows"]).startswith(
-        "tailscale-wsl2: the Windows half is installed on Windows; run `tailscale-wsl2.exe install`"
+    assert one_line_failure(["install", "--side", "windows"]) == (
+        "tailscale-wsl2: the Windows half is installed on Windows; run `tailscale-wsl2.exe "
+        "install` in Windows (from WSL2, install's --windows-exe option takes the .exe's path)"
     )
 
 
