@@ -147,16 +147,19 @@ def _command_line(argv: Sequence[str], shell: str) -> str:
 def render_dry_run(plan: InstallPlan) -> str:
     """Every step, files with their whole content and commands as one would type them."""
     out: list[str] = []
+
+    def mode(bits: int) -> str:
+        # Windows files have an ACL, not these bits: the mode would say nothing true there.
+        return f" (mode {bits:04o})" if plan.shell == "posix" else ""
+
     for step in plan.steps:
         if isinstance(step, WriteFile):
-            out.append(f"--- write {step.path} (mode {step.mode:04o}) ---")
+            out.append(f"--- write {step.path}{mode(step.mode)} ---")
             out.append(step.text if step.text.endswith("\n") else step.text + "\n(no newline)\n")
             out.append(f"--- end of {step.path} ---")
         elif isinstance(step, CopyFile):
             windowless = ", marked windowless (no console window)" if step.windowless else ""
-            out.append(
-                f"copy {step.source} to {step.destination} (mode {step.mode:04o}){windowless}"
-            )
+            out.append(f"copy {step.source} to {step.destination}{mode(step.mode)}{windowless}")
         elif isinstance(step, RemoveFile):
             out.append(f"remove {step.path}")
         elif isinstance(step, RemoveDirectory):

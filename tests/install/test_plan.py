@@ -307,6 +307,9 @@ def test_the_windows_dry_run_quotes_for_windows() -> None:
         '"C:\\Users\\Alice Smith\\Temp\\tailscale-wsl2-task.xml" /F\n'
     ) in shown
     assert "<Command>" + INSTALLED_EXE + "</Command>" in shown
+    # Windows files have ACLs, not mode bits: none is shown.
+    assert f"copy {DOWNLOADED} to {INSTALLED_EXE}, marked windowless" in shown
+    assert "(mode " not in shown
 
 
 def test_a_file_without_a_final_newline_is_shown_as_such() -> None:
