@@ -16,7 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.chain import free_tcp_port, start_process, wait_until
+from tests.support.chain import start_process, wait_until
+from tests.support.sockets import free_tcp_port
 
 NON_UTF8 = os.fsdecode(b"key-\xff\xfe")  # a name as Linux hands over bytes that are no UTF-8
 TIMEOUT = 30  # a FIFO must not block: anything near this is a hang

@@ -22,8 +22,8 @@ from pathlib import Path
 import pytest
 
 from tailscale_wsl2.install.windowless import GUI_SUBSYSTEM, pe_header_fields
-from tests.support.chain import free_tcp_port
 from tests.support.ci import require
+from tests.support.sockets import free_tcp_port
 from tests.support.wine_chain import (
     WINE_TEST_EXE,
     WINRUN,

@@ -18,8 +18,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.chain import FROZEN_BINARY, free_tcp_port, wait_until
+from tests.support.chain import FROZEN_BINARY, wait_until
 from tests.support.ci import require
+from tests.support.sockets import free_tcp_port
 
 pytestmark = pytest.mark.frozen
 

@@ -17,6 +17,7 @@ from tailscale_wsl2.net.sockets import (
     listen_options,
     listening_socket,
 )
+from tests.support.sockets import free_tcp_port
 
 
 def test_the_control_code_is_wsaiow_ioc_vendor_17() -> None:
@@ -41,13 +42,6 @@ def test_other_hosts_keep_windows_retries(host: str) -> None:
     assert initial_rto_parameters(host) is None
 
 
-def closed_loopback_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-    return port
-
-
 async def test_a_loopback_connect_is_told_before_it_connects(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -62,7 +56,7 @@ async def test_a_loopback_connect_is_told_before_it_connects(
 
     monkeypatch.setattr(sockets, "give_up_at_once", record)
     with pytest.raises(ConnectionRefusedError):
-        await connect_socket(socket.AF_INET, ("127.0.0.1", closed_loopback_port()), timeout=5)
+        await connect_socket(socket.AF_INET, ("127.0.0.1", free_tcp_port()), timeout=5)
     assert told == [(True, initial_rto_parameters("127.0.0.1"))]
 
 

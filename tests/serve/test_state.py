@@ -2,7 +2,6 @@
 
 import logging
 import os
-import socket
 import stat
 import subprocess
 import sys
@@ -31,6 +30,7 @@ from tailscale_wsl2.serve.state import (
 )
 from tailscale_wsl2.windows.localapi import LocalApiAuto
 from tailscale_wsl2.wsl.side import Side
+from tests.support.sockets import free_tcp_port
 
 STATE = RunState(
     half="wsl",
@@ -178,17 +178,10 @@ def test_a_state_that_cannot_be_written_is_said_once_and_costs_nothing_else(
     assert "`status` will not see this half" in warnings[0]
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
-
-
 async def test_a_running_half_reports_where_it_listens_its_next_hop_and_removes_it(
     tmp_path: Path,
 ) -> None:
-    port = free_port()  # nothing listens there: the next hop is down
+    port = free_tcp_port()  # nothing listens there: the next hop is down
     half = WslHalf(
         socket=tmp_path / "tailscaled.sock",
         socket_mode=0o660,
@@ -223,7 +216,7 @@ async def test_a_windows_half_on_the_auto_upstream_reports_both_candidates(
     def unused() -> Path:
         raise AssertionError("not looked up with --listen and --insecure-no-auth")
 
-    options = Options(listen="127.0.0.1", port=free_port(), insecure_no_auth=True)
+    options = Options(listen="127.0.0.1", port=free_tcp_port(), insecure_no_auth=True)
     discover = Discoverers(lambda: None, unused, unused, unused)  # type: ignore[arg-type]
     half = plan_half(options, Side.WINDOWS, discover, {})
     path = tmp_path / "state-windows.json"

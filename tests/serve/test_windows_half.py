@@ -17,6 +17,7 @@ from tailscale_wsl2.plan.halves import Discoverers, Options, plan_half
 from tailscale_wsl2.serve.halves import WindowsLookups, run_half
 from tailscale_wsl2.windows.ipconfig import AdapterAddress
 from tailscale_wsl2.wsl.side import Side
+from tests.support.sockets import free_tcp_port
 
 
 def never() -> Path:
@@ -43,13 +44,6 @@ async def connected(host: str, port: int) -> trio.abc.Stream:
             await trio.sleep(0.5)
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.2", 0))
-        port: int = probe.getsockname()[1]
-        return port
-
-
 async def test_waits_binds_and_rebinds_without_dropping_connections(
     autojump_clock: trio.testing.MockClock, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -63,7 +57,7 @@ async def test_waits_binds_and_rebinds_without_dropping_connections(
     async with trio.open_nursery() as nursery:
         upstream = (await nursery.start(partial(trio.serve_tcp, echo, 0, host="127.0.0.1")))[0]
         upstream_port = upstream.socket.getsockname()[1]
-        port = free_port()
+        port = free_tcp_port("127.0.0.2")
         options = Options(
             port=port,
             upstream=TcpEndpoint("127.0.0.1", upstream_port),
@@ -115,7 +109,7 @@ async def test_mirrored_listens_on_loopback_and_on_the_adapter_once_it_exists(
 
     async with trio.open_nursery() as nursery:
         upstream = (await nursery.start(partial(trio.serve_tcp, echo, 0, host="127.0.0.1")))[0]
-        port = free_port()
+        port = free_tcp_port("127.0.0.2")
         options = Options(
             port=port,
             upstream=TcpEndpoint("127.0.0.1", upstream.socket.getsockname()[1]),

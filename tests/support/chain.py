@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from tests.support import ROOT
+from tests.support.sockets import free_tcp_port
 
 FROZEN_BINARY = ROOT / "dist" / "tailscale-wsl2"
 START_TIMEOUT = 15.0
@@ -24,13 +25,6 @@ START_TIMEOUT = 15.0
 
 def module_program() -> list[str]:
     return [sys.executable, "-m", "tailscale_wsl2"]
-
-
-def free_tcp_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 def connectable(family: int, address: str | tuple[str, int]) -> bool:

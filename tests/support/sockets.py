@@ -8,6 +8,14 @@ import trio
 SocketPairMaker = Callable[[], tuple[socket.socket, socket.socket]]
 
 
+def free_tcp_port(host: str = "127.0.0.1") -> int:
+    """A TCP port on `host` nothing listens on (just now): for a server to come, or a refusal."""
+    with socket.socket() as probe:
+        probe.bind((host, 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
 def unix_pair() -> tuple[socket.socket, socket.socket]:
     return socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
 

@@ -35,13 +35,13 @@ from tests.support import ROOT
 from tests.support.chain import (
     Process,
     connectable,
-    free_tcp_port,
     module_program,
     start_process,
     wait_for_process,
     wait_until,
 )
 from tests.support.ci import in_ci
+from tests.support.sockets import free_tcp_port
 
 WINE_ENV = ROOT / "tools" / "wine-env"
 WINRUN = ROOT / "tools" / "winrun"
