@@ -192,15 +192,23 @@ def is_dead_run(directory: Path, process_start: ProcessStart, space: PidSpace) -
     )
 
 
+def _this_user() -> int | None:
+    if sys.platform == "win32":
+        return None  # the temporary directory is the user's own
+    return os.geteuid()
+
+
 def remove_dead_extraction_dirs(
-    root: Path, is_dead: Callable[[Path], bool], remove: Callable[[Path], None]
+    root: Path,
+    is_dead: Callable[[Path], bool],
+    remove: Callable[[Path], None],
+    own_user: int | None = None,
 ) -> list[Path]:
     """Remove the extraction directories under `root` that dead runs of this program left, and
-    only those: this user's real directories (no symbolic link), with a marker of a dead run."""
+    only those: the real directories (no symbolic link) of `own_user` (default: this user),
+    with a marker of a dead run."""
     removed: list[Path] = []
-    own_user: int | None = None  # Windows: the temporary directory is the user's own
-    if sys.platform != "win32":
-        own_user = os.geteuid()
+    own_user = _this_user() if own_user is None else own_user
     with contextlib.suppress(OSError):
         for candidate in sorted(root.iterdir()):
             if not candidate.name.startswith(PREFIX):
