@@ -152,7 +152,7 @@ async def _relay_until_signal(
 def _refuse_where_it_cannot_work(endpoint: Endpoint, option: str, platform: str) -> None:
     if isinstance(endpoint, NamedPipeEndpoint) and platform != "win32":
         raise ActionableError(
-            f"{option} {endpoint}: named pipes exist only on Windows",
+            f"{option} npipe:{endpoint}: named pipes exist only on Windows",
             f"drop {option}, or give it tcp:HOST:PORT or unix:PATH",
         )
     if isinstance(endpoint, UnixEndpoint) and platform == "win32":

@@ -80,7 +80,7 @@ def test_a_named_pipe_upstream_off_windows_is_refused_at_start(
     result = run(argv)
     assert result.returncode == 1
     assert result.stderr.splitlines() == [
-        r"tailscale-wsl2: --upstream \\.\pipe\tailscale-test: named pipes exist only on "
+        r"tailscale-wsl2: --upstream npipe:\\.\pipe\tailscale-test: named pipes exist only on "
         "Windows; drop --upstream, or give it tcp:HOST:PORT or unix:PATH"
     ]
     assert not connectable(socket.AF_INET, ("127.0.0.1", chain.port))  # it never listened

@@ -49,7 +49,7 @@ def test_a_named_pipe_upstream_is_refused_off_windows() -> None:
     with pytest.raises(ActionableError) as caught:
         prepare_half(half, platform="linux")
     assert str(caught.value) == (
-        r"--upstream \\.\pipe\x: named pipes exist only on Windows; "
+        r"--upstream npipe:\\.\pipe\x: named pipes exist only on Windows; "
         "drop --upstream, or give it tcp:HOST:PORT or unix:PATH"
     )
     assert prepare_half(half, platform="win32") is None
