@@ -37,7 +37,7 @@ RETRY_DELAYS = (0.1, 0.5, 1.0, 2.0)  # seconds; the last one repeats
 # Links given back after a session (`park`) are kept up to this many, enough
 # for hundreds of clients at once to reuse links instead of opening them; the
 # rest are closed as they come back.
-MAX_PARKED = 256
+MAX_PARKED = 1024
 # Parked links beyond `size` (left by a burst) are closed once unused this long.
 SPARE_IDLE_SECONDS = 5.0
 
