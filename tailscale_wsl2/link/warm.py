@@ -34,9 +34,11 @@ __all__ = ["WarmLinks"]
 log = logging.getLogger(__name__)
 
 RETRY_DELAYS = (0.1, 0.5, 1.0, 2.0)  # seconds; the last one repeats
-# Links given back after a session (`park`) are kept up to this many, enough
-# for hundreds of clients at once to reuse links instead of opening them; the
-# rest are closed as they come back.
+# Links given back after a session (`park`) are kept up to this many, the Windows
+# half's connection cap: a session's link comes back only once both ends have closed,
+# after its client's next connection, so 200 busy clients hold some 400 links, and a
+# lower bound closed links that the next burst dialled again, a handshake each. The
+# rest are closed as they come back; no more are ever open than a burst needed.
 MAX_PARKED = 1024
 # Parked links beyond `size` (left by a burst) are closed once unused this long.
 SPARE_IDLE_SECONDS = 5.0
