@@ -179,6 +179,8 @@ class CipherState:
         self._aead: AESGCM | None = None  # made at the first frame (`_cipher`)
         self._nonce = nonce
         self._rekey_interval = rekey_interval
+        # The counter value at which the key is next replaced; never, without an interval.
+        self._rekey_at = rekey_interval * (nonce // rekey_interval + 1) if rekey_interval else -1
 
     @property
     def nonce(self) -> int:
@@ -187,8 +189,10 @@ class CipherState:
 
     def seal(self, plaintext: ReadableBuffer, ad: ReadableBuffer) -> bytes:
         """`plaintext` encrypted, with its tag; `ad` is authenticated, not sent."""
-        _check_size(len(plaintext), MAX_FRAME_PLAINTEXT, "plaintext too long")
-        ciphertext = self._cipher().encrypt(self._current_nonce(), plaintext, ad)
+        # On every frame: the checks and the counter inline rather than in calls of their own.
+        if len(plaintext) > MAX_FRAME_PLAINTEXT:
+            raise NoiseFailed("plaintext too long")
+        ciphertext = (self._aead or self._cipher()).encrypt(self._current_nonce(), plaintext, ad)
         self._advance()
         return ciphertext
 
@@ -196,7 +200,9 @@ class CipherState:
         """The plaintext of the next frame, which must have been sealed with `ad`."""
         _check_ciphertext_size(len(ciphertext))
         try:
-            plaintext = self._cipher().decrypt(self._current_nonce(), ciphertext, ad)
+            plaintext = (self._aead or self._cipher()).decrypt(
+                self._current_nonce(), ciphertext, ad
+            )
         except _invalid_tag():
             raise NoiseFailed("message failed authentication") from None
         self._advance()
@@ -268,7 +274,8 @@ class CipherState:
 
     def _advance(self) -> None:
         self._nonce += 1
-        if self._rekey_interval and self._nonce % self._rekey_interval == 0:
+        if self._nonce == self._rekey_at:
+            self._rekey_at += self._rekey_interval
             self._rekey()
 
     def _rekey(self) -> None:

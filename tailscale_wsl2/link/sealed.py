@@ -56,8 +56,14 @@ __all__ = [
     "sealed_sessions",
 ]
 
-# A whole sealed frame of the largest size, and the next frame's header read along with it.
-SEALED_FRAME_ROOM = HEADER.size + MAX_FRAME_PLAINTEXT + TAG_SIZE + HEADER.size
+# What may be read of a frame before its header has been seen without reading past its end:
+# the smallest frame, an end frame, is a header and a tag. A data frame is never the last of
+# its direction, so as much is read along with its body, and an end frame that came right
+# after needs no read of its own.
+LOOK_AHEAD = HEADER.size + TAG_SIZE
+# A scratch buffer: a sealed frame of the largest size with its header (sending), or its body
+# and what is read along with it (receiving).
+SEALED_FRAME_ROOM = MAX_FRAME_PLAINTEXT + TAG_SIZE + LOOK_AHEAD
 # Scratch buffers kept between frames: one per direction with a frame in flight at once.
 SCRATCH_KEPT = 8
 # From this payload size on, frames are sealed and opened into buffers: a new bytes
@@ -112,6 +118,8 @@ class SealedLink(trio.abc.AsyncResource):
 class SealedSession(LinkSession[SealedLink]):
     """One client connection on a sealed link: `LinkSession`'s rules, every frame sealed."""
 
+    HEADER_ROOM = LOOK_AHEAD  # `_header` takes the next frame's first bytes, as they arrive
+
     def __init__(
         self, link: SealedLink, recycle: Callable[[SealedLink], None] | None = None
     ) -> None:
@@ -120,6 +128,7 @@ class SealedSession(LinkSession[SealedLink]):
         self._open = link.ciphers.receive
         self._scratch = link.scratch
         self._frame_header = b""  # the header of the frame being received, once whole
+        self._frame_length = 0  # its value
         self._body: mmap.mmap | None = None  # that frame's sealed body, as it arrives
         self._body_received = 0
         self._body_size = 0
@@ -138,64 +147,69 @@ class SealedSession(LinkSession[SealedLink]):
             self.delivered += given
             return given
         while not self._received_eof:
-            length = self._whole_frame()
-            if opened := self._open_frame(length, buffer):
+            if self._body is None:
+                self._take_header()
+            self._receive_body()
+            if opened := self._open_frame(buffer):
                 return opened
         return 0
 
     def try_move_payload(self, move: Callable[[int, int], int], limit: int) -> int:
         raise TypeError("a sealed payload is opened in this process, never spliced")
 
-    def _whole_frame(self) -> int:
-        """The header value of the next frame once all of it is here; BlockingIOError before."""
-        if self._body is None:
-            self._take_header()
-        assert self._body is not None
-        size = self._body_size
-        # The next frame's header comes along with a data frame's body (a data frame is
-        # never a direction's last); never past an end frame, which may end the session.
-        want = size - self._body_received
-        if self._frame_header not in _END_HEADERS:
-            want += HEADER.size
-        with memoryview(self._body) as body:
-            received = self.socket.recv_into(body[self._body_received :], want)
-            if not received:
-                raise self._closed_inside("a frame")
-            self._body_received += received
-            if self._body_received < size:
-                raise BlockingIOError
-            if (along := self._body_received - size) > 0:
-                self._header[:along] = body[size : size + along]
-                self._header_received = along
-        (length,) = HEADER.unpack(self._frame_header)
-        return int(length)
-
     def _take_header(self) -> None:
-        """Read the rest of the next header and take it in; BlockingIOError while incomplete."""
-        if self._header_received < HEADER.size:
-            with memoryview(self._header) as header:
-                received = self.socket.recv_into(header[self._header_received :])
+        """Read the next frame's first bytes and take in its header, with what came of its
+        body; BlockingIOError while the header is incomplete."""
+        ahead = self._header_received
+        if ahead < HEADER.size:
+            with memoryview(self._header) as view:
+                received = self.socket.recv_into(view[ahead:])
             if not received:
-                raise self._closed_inside("a frame header" if self._header_received else "")
-            self._header_received += received
-            if self._header_received < HEADER.size:
+                raise self._closed_inside("a frame header" if ahead else "")
+            ahead = self._header_received = ahead + received
+            if ahead < HEADER.size:
                 raise BlockingIOError
-        self._header_received = 0
-        self._frame_header = bytes(self._header)
-        (length,) = HEADER.unpack(self._frame_header)
+        self._frame_header = header = bytes(self._header[: HEADER.size])
+        (length,) = HEADER.unpack(header)
         if length > MAX_FRAME_PLAINTEXT and length != GONE:
             raise LinkTampered(
                 f"a frame header on the link claims {length} bytes, more than any half sends: "
                 f"the link was tampered with; {DOCTOR}",
                 self.delivered,
             )
+        self._frame_length = length
         self._body_size = (0 if length == GONE else length) + TAG_SIZE
-        self._body_received = 0
-        self._body = self._scratch.take()
+        body = self._body = self._scratch.take()
+        # At most TAG_SIZE bytes came along: never more than the smallest body.
+        along = self._body_received = ahead - HEADER.size
+        body[:along] = self._header[HEADER.size : ahead]
+        self._header_received = 0
 
-    def _open_frame(self, length: int, buffer: bytearray | memoryview | mmap.mmap) -> int:
+    def _receive_body(self) -> None:
+        """Read the rest of the frame's body, and after a data frame the next frame's first
+        bytes if they are here; BlockingIOError until the body is whole."""
+        size, received = self._body_size, self._body_received
+        if received == size:  # an end frame, whole with its header
+            return
+        want = size - received
+        if self._frame_header not in _END_HEADERS:  # never past an end: the next session's
+            want += LOOK_AHEAD
+        assert self._body is not None
+        with memoryview(self._body) as body:
+            count = self.socket.recv_into(body[received:], want)
+            if not count:
+                raise self._closed_inside("a frame")
+            received = self._body_received = received + count
+            if received < size:
+                raise BlockingIOError
+            if (along := received - size) > 0:
+                self._header[:along] = body[size:received]
+                self._header_received = along
+
+    def _open_frame(self, buffer: bytearray | memoryview | mmap.mmap) -> int:
         """Open the frame that has arrived: its plaintext into `buffer` (the part that does
         not fit is kept for the next read), or the end it marks; the count delivered."""
+        length = self._frame_length
         body, self._body = self._body, None
         assert body is not None
         try:
@@ -242,8 +256,8 @@ class SealedSession(LinkSession[SealedLink]):
         with PeerErrorsAsBroken(self.socket):
             while True:
                 try:
-                    with memoryview(self._header) as header:
-                        received = self.socket.recv_into(header[self._header_received :])
+                    with memoryview(self._header) as ahead:
+                        received = self.socket.recv_into(ahead[self._header_received :])
                 except BlockingIOError:
                     await trio.lowlevel.wait_readable(self.socket)
                     continue

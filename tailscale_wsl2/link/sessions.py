@@ -57,7 +57,7 @@ import struct
 from collections.abc import AsyncGenerator, Awaitable, Callable
 from contextlib import aclosing, suppress
 from functools import partial
-from typing import Generic, Protocol, TypeVar
+from typing import ClassVar, Generic, Protocol, TypeVar
 
 import trio
 
@@ -140,6 +140,8 @@ class LinkSession(trio.abc.HalfCloseableStream, Generic[AnyLink]):
     link. With no `recycle` the link is left to its owner.
     """
 
+    HEADER_ROOM: ClassVar[int] = HEADER.size  # what `_header` holds of an incoming frame
+
     def __init__(
         self,
         link: AnyLink,
@@ -150,7 +152,7 @@ class LinkSession(trio.abc.HalfCloseableStream, Generic[AnyLink]):
         self._explain_out_of_step = explain_out_of_step
         self.socket = link.socket
         self._recycle = recycle
-        self._header = bytearray(HEADER.size)
+        self._header = bytearray(self.HEADER_ROOM)
         self._header_received = 0
         self._unread = 0  # payload bytes of the current incoming frame not yet read
         self.frame_length = 0  # the payload length of the current (or last) incoming frame

@@ -34,10 +34,6 @@ __all__ = ["WarmLinks"]
 log = logging.getLogger(__name__)
 
 RETRY_DELAYS = (0.1, 0.5, 1.0, 2.0)  # seconds; the last one repeats
-# Links given back after a session (`park`) are kept up to this many, enough
-# for hundreds of clients at once to reuse links instead of opening them; the
-# rest are closed as they come back.
-MAX_PARKED = 256
 # Parked links beyond `size` (left by a burst) are closed once unused this long.
 SPARE_IDLE_SECONDS = 5.0
 
@@ -56,9 +52,14 @@ def _is_dead(link: Link) -> bool:
 class WarmLinks(Generic[AnyLink]):
     """Keep `size` authenticated links ready; `take` one, or connect on demand."""
 
-    def __init__(self, connect: Callable[[], Awaitable[AnyLink]], *, size: int = 4) -> None:
+    def __init__(
+        self, connect: Callable[[], Awaitable[AnyLink]], *, size: int = 4, max_parked: int
+    ) -> None:
+        """Links given back after a session (`park`) are kept up to `max_parked`, the
+        rest closed as they come back."""
         self._connect = connect
         self._size = size
+        self._max_parked = max_parked
         # Oldest first, each with the trio time it was parked at.
         self._parked: deque[tuple[AnyLink, float]] = deque()
         self._opening = 0
@@ -91,7 +92,7 @@ class WarmLinks(Generic[AnyLink]):
 
     def park(self, link: AnyLink) -> None:
         """Take back a link whose session ended cleanly, for the next client."""
-        if self._running.cancel_called or len(self._parked) >= MAX_PARKED:
+        if self._running.cancel_called or len(self._parked) >= self._max_parked:
             link.close()
             return
         self._parked.append((link, trio.current_time()))

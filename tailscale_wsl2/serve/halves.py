@@ -217,12 +217,20 @@ def _wsl_relay(
     """The WSL2 half's relay over its warm links (sealed, or cleartext without a key), and
     the task that keeps them warm; `report` hears whether the Windows half answers."""
     upstream_name = f"{half.upstream.name} at {half.upstream.endpoint}"
+    # Parked links are kept up to the connection cap: a session's link comes back only once
+    # both ends have closed, after its client's next connection, so a busy client holds about
+    # two, and any lower bound closes links the next burst dials again, a handshake each.
+    # No more are ever open than the busiest moment needed.
     if key is not None:
         sealed = WarmLinks(
-            _observed(authenticated_connector(half.upstream, key, half.fixes), report)
+            _observed(authenticated_connector(half.upstream, key, half.fixes), report),
+            max_parked=max_connections,
         )
         return _relay_over(sealed, SealedSession, max_connections, upstream_name)
-    clear = WarmLinks(start_session_mode(_observed(hop_connector(half.upstream), report)))
+    clear = WarmLinks(
+        start_session_mode(_observed(hop_connector(half.upstream), report)),
+        max_parked=max_connections,
+    )
     # The bytes of a peer that is no Windows half relaying sessions, as the client's 502 (a
     # sealed link has no such peer: its handshake names them, `admission.py`).
     out_of_step = partial(explain_out_of_step, half.upstream.endpoint, half.fixes)

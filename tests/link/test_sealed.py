@@ -84,6 +84,23 @@ async def test_frames_both_ways_and_sealed_ends_make_a_reusable_session(
     assert far.read_frame() == (5, b"again")
 
 
+async def test_an_end_that_came_with_the_data_is_read_along_and_nothing_past_it(
+    link_pair: tuple[SealedLink, Far],
+) -> None:
+    link, far = link_pair
+    answer, end = far.frame(b"answer"), far.end()
+    following = far.frame(b"the next session")
+    far.socket.sendall(answer + end + following)
+    session = SealedSession(link)
+    assert await session.receive_some() == b"answer"
+    # The end frame came along with the answer's body: all that waits is the next session's.
+    assert link.socket.recv(1024, socket.MSG_PEEK) == following
+    assert await session.receive_some() == b""
+    await session.send_eof()
+    assert session.reusable
+    assert link.socket.recv(1024) == following
+
+
 async def test_nothing_is_sent_in_the_clear(link_pair: tuple[SealedLink, Far]) -> None:
     link, far = link_pair
     secret = b"tskey-auth-secret" * 100
@@ -171,10 +188,12 @@ async def test_an_oversized_header_is_refused_before_its_body_is_read(
     link_pair: tuple[SealedLink, Far],
 ) -> None:
     link, far = link_pair
-    far.socket.sendall(HEADER.pack(MAX_FRAME_PLAINTEXT + 1) + b"body")
+    body = bytes(range(64))
+    far.socket.sendall(HEADER.pack(MAX_FRAME_PLAINTEXT + 1) + body)
     with pytest.raises(LinkTampered, match="more than any half sends"):
         await SealedSession(link).receive_some()
-    assert link.socket.recv(16) == b"body"  # not read
+    # Only what is read along with any header (a tag's length) was taken; the rest is not read.
+    assert link.socket.recv(100) == body[TAG_SIZE:]
 
 
 @pytest.mark.parametrize(

@@ -609,13 +609,15 @@ async def two_halves(
     warm: WarmLinks[SealedLink] | WarmLinks[RawSocketStream]
     if sealed:
         warm = sealed_warm = WarmLinks(
-            authenticated_connector(windows_half, LINK_KEY, FIXES), size=1
+            authenticated_connector(windows_half, LINK_KEY, FIXES), size=1, max_parked=8
         )
         wsl = Relay.for_clients(
             session_connector(sealed_warm.take, sealed_warm.park, SealedSession)
         )
     else:
-        warm = clear_warm = WarmLinks(start_session_mode(hop_connector(windows_half)), size=1)
+        warm = clear_warm = WarmLinks(
+            start_session_mode(hop_connector(windows_half)), size=1, max_parked=8
+        )
         wsl = Relay.for_clients(session_connector(clear_warm.take, clear_warm.park, LinkSession))
     up_listener = RawSocketListener(listening_socket(socket.AF_UNIX, str(up_path), 64))
     async with trio.open_nursery() as nursery:
@@ -721,7 +723,7 @@ async def test_spare_links_left_by_a_burst_are_closed_once_idle(
     def still_open() -> int:
         return sum(link.socket.fileno() != -1 for link in opened)
 
-    warm = WarmLinks(connect, size=2)
+    warm = WarmLinks(connect, size=2, max_parked=8)
     async with trio.open_nursery() as nursery:
         nursery.start_soon(warm.keep_warm)
         await trio.testing.wait_all_tasks_blocked()
@@ -765,7 +767,7 @@ async def test_a_steady_stream_of_sessions_does_not_wake_the_refill_task(
     async def connect() -> RawSocketStream:
         return new_link()
 
-    warm = WarmLinks(connect, size=2)
+    warm = WarmLinks(connect, size=2, max_parked=8)
     async with trio.open_nursery() as nursery:
         nursery.start_soon(warm.keep_warm)
         await trio.testing.wait_all_tasks_blocked()
@@ -790,7 +792,7 @@ async def test_a_link_given_back_after_close_is_closed() -> None:
     async def never_called() -> RawSocketStream:
         raise AssertionError("no link should be opened")
 
-    warm = WarmLinks(never_called, size=0)
+    warm = WarmLinks(never_called, size=0, max_parked=8)
     warm.close()
     link = RawSocketStream(near)
     warm.park(link)

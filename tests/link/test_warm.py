@@ -42,7 +42,7 @@ def windows_half() -> Iterator[FakeWindowsHalf]:
 async def test_links_are_parked_ahead_and_taken_without_connecting(
     windows_half: FakeWindowsHalf,
 ) -> None:
-    warm = WarmLinks(windows_half.connect, size=3)
+    warm = WarmLinks(windows_half.connect, size=3, max_parked=8)
     async with trio.open_nursery() as nursery:
         nursery.start_soon(warm.keep_warm)
         await trio.testing.wait_all_tasks_blocked()
@@ -57,7 +57,7 @@ async def test_links_are_parked_ahead_and_taken_without_connecting(
 
 
 async def test_a_link_closed_while_parked_is_skipped(windows_half: FakeWindowsHalf) -> None:
-    warm = WarmLinks(windows_half.connect, size=2)
+    warm = WarmLinks(windows_half.connect, size=2, max_parked=8)
     async with trio.open_nursery() as nursery:
         nursery.start_soon(warm.keep_warm)
         await trio.testing.wait_all_tasks_blocked()
@@ -73,7 +73,7 @@ async def test_when_the_windows_half_is_down_take_raises_and_refills_back_off(
     windows_half: FakeWindowsHalf, autojump_clock: trio.testing.MockClock
 ) -> None:
     windows_half.down = True
-    warm = WarmLinks(windows_half.connect, size=2)
+    warm = WarmLinks(windows_half.connect, size=2, max_parked=8)
     async with trio.open_nursery() as nursery:
         nursery.start_soon(warm.keep_warm)
         with pytest.raises(UpstreamUnavailable, match="is down"):
@@ -87,7 +87,7 @@ async def test_when_the_windows_half_is_down_take_raises_and_refills_back_off(
 async def test_take_parked_never_connects_and_asks_for_a_refill(
     windows_half: FakeWindowsHalf,
 ) -> None:
-    warm = WarmLinks(windows_half.connect, size=1)
+    warm = WarmLinks(windows_half.connect, size=1, max_parked=8)
     assert warm.take_parked() is None  # nothing parked: no connect, no wait
     assert windows_half.far_ends == []
     async with trio.open_nursery() as nursery:
@@ -100,3 +100,18 @@ async def test_take_parked_never_connects_and_asks_for_a_refill(
         assert len(windows_half.far_ends) == 2  # the pool refilled behind it
         link.close()
         warm.close()
+
+
+async def test_links_given_back_are_kept_up_to_max_parked_and_the_rest_closed(
+    windows_half: FakeWindowsHalf,
+) -> None:
+    warm = WarmLinks(windows_half.connect, size=0, max_parked=2)
+    links = [await warm.take() for _ in range(3)]  # a burst: each connected on demand
+    for link in links:
+        warm.park(link)
+    assert [link.socket.fileno() == -1 for link in links] == [False, False, True]
+    assert warm.take_parked() is links[0]  # the oldest first
+    assert warm.take_parked() is links[1]
+    assert warm.take_parked() is None
+    for link in links:
+        link.close()
