@@ -30,6 +30,10 @@ DEFAULT_SOCKET = Path("/var/run/tailscale/tailscaled.sock")
 # The WSL2 half's socket: its owner (root) and the group of the user who ran sudo.
 DEFAULT_SOCKET_MODE = 0o660
 
+# WSL's init sets this in every session it starts: the distro's name, under which Windows
+# reaches the distro's files (\\wsl$\<name>\...).
+DISTRO_NAME_VARIABLE = "WSL_DISTRO_NAME"
+
 # Tailscale for Windows 1.34 and later serves its LocalAPI here (tailscale paths/paths.go).
 LOCALAPI_PIPE_NAME = r"\\.\pipe\ProtectedPrefix\Administrators\Tailscale\tailscaled"
 

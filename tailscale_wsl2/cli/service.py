@@ -470,7 +470,7 @@ def _install_wsl(
     request = wsl_side.WslRequest(
         command=command,
         up_options=up_options,
-        key_file_given=key_file is not None,
+        key_file=key_file.absolute() if key_file else None,
         insecure=insecure,
         force=force,
         disable_tailscaled=disable_tailscaled,

@@ -53,7 +53,7 @@ from tailscale_wsl2.doctor.system import (
     may_create_socket,
 )
 from tailscale_wsl2.errors import ActionableError
-from tailscale_wsl2.facts import MAX_SOCKET_PATH_BYTES
+from tailscale_wsl2.facts import DISTRO_NAME_VARIABLE, MAX_SOCKET_PATH_BYTES
 from tailscale_wsl2.link.handshake import (
     HandshakeFailed,
     InsecurePeer,
@@ -148,7 +148,11 @@ class WslContext:
 
     def fixes(self) -> LinkFixes:
         """The commands fixes name, with the options doctor was given."""
-        return link_fixes(self.options, sudo=not self.system.may_create(self.options.socket))
+        return link_fixes(
+            self.options,
+            sudo=not self.system.may_create(self.options.socket),
+            distro=self.system.environ.get(DISTRO_NAME_VARIABLE),
+        )
 
     def hop(self) -> Hop:
         """The Windows half as `up` would reach it (set by the host-address check)."""

@@ -19,9 +19,11 @@ same command under `sudo`. `--dry-run` needs no root: it only reads.
 import shlex
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
+from pathlib import Path
 
 from tailscale_wsl2.errors import ActionableError
 from tailscale_wsl2.link.key import find_key_from_wsl
+from tailscale_wsl2.plan.commands import windows_drive_path
 from tailscale_wsl2.plan.halves import socket_group
 from tailscale_wsl2.system import RunCommand as RunCommandSeam
 from tailscale_wsl2.system import find_first
@@ -79,7 +81,7 @@ class WslRequest:
 
     command: tuple[str, ...]  # the command line after the program, for the `sudo` fix
     up_options: tuple[str, ...] = ()  # recorded for the service's `up`
-    key_file_given: bool = False
+    key_file: Path | None = None  # --key-file, absolute
     insecure: bool = False
     force: bool = False
     disable_tailscaled: bool = False
@@ -145,7 +147,7 @@ def check_windows_exe(path: str, exists: Callable[[str], bool]) -> None:
 
 def _key_file_options(request: WslRequest, host: WslHost) -> tuple[tuple[str, ...], list[str]]:
     """`--key-file PATH` resolved now (none when given or unused), and a note when missing."""
-    if request.key_file_given or request.insecure:
+    if request.key_file is not None or request.insecure:
         return (), []
     key = find_key_from_wsl(host.run)
     notes = []
@@ -157,9 +159,23 @@ def _key_file_options(request: WslRequest, host: WslHost) -> tuple[tuple[str, ..
     return ("--key-file", str(key)), notes
 
 
+def _check_key_on_a_windows_drive(request: WslRequest) -> None:
+    """The Windows half installed from here starts at logon, before WSL does: a key file
+    inside the distro would be out of its reach then."""
+    key = request.key_file
+    if request.windows_command and key is not None and windows_drive_path(key) is None:
+        raise ActionableError(
+            f"--key-file {key} is not on a Windows drive: the Windows half starts at logon, "
+            "before WSL, and could not read it",
+            "keep the key under /mnt/c, or leave --key-file out (both halves then use the key "
+            "in the Windows user's profile)",
+        )
+
+
 def plan_install(request: WslRequest, host: WslHost) -> InstallPlan:
     """The whole WSL2 install, after the Windows half's when `request.windows_command`."""
     _require_root(request, host, "installing")
+    _check_key_on_a_windows_drive(request)
     facts = read_wsl_facts(host)
     key_options, notes = _key_file_options(request, host)
     gid = socket_group(host.environ)

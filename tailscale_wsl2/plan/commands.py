@@ -30,6 +30,7 @@ __all__ = [
     "endpoint_option",
     "link_fixes",
     "windows_doctor_command",
+    "windows_drive_path",
     "windows_path",
     "windows_up_command",
     "windows_words_from_wsl",
@@ -53,14 +54,27 @@ def endpoint_option(endpoint: Endpoint) -> str:
     return f"unix:{endpoint.path}"
 
 
-def windows_path(path: Path) -> str:
-    """A path under a WSL drive mount as Windows names it (`/mnt/c/x` -> `C:\\x`); any other
-    path as it is (a test runs the Windows half on the same Linux)."""
+def windows_drive_path(path: Path) -> str | None:
+    """A path under a WSL drive mount as Windows names it (`/mnt/c/x` -> `C:\\x`); None for
+    any other path."""
     match = _DRIVE_MOUNT.match(PurePosixPath(path).as_posix())
     if match is None:
-        return str(path)
+        return None
     rest = (match[2] or "/").replace("/", "\\")
     return f"{match[1].upper()}:{rest}"
+
+
+def windows_path(path: Path, distro: str | None) -> str:
+    """`path` as Windows names it: on a Windows drive, with its letter; elsewhere in the
+    distro `distro`, through WSL's share (`\\\\wsl$\\Ubuntu\\home\\me\\x`, which Windows
+    reaches while the distro runs). Without a distro, or relative, as it is (a test runs the
+    Windows half on the same Linux)."""
+    if (on_drive := windows_drive_path(path)) is not None:
+        return on_drive
+    posix = PurePosixPath(path)
+    if distro is None or not posix.is_absolute():
+        return str(path)
+    return f"\\\\wsl$\\{distro}" + posix.as_posix().replace("/", "\\")
 
 
 def _posix_command(words: Sequence[str]) -> str:
@@ -120,9 +134,10 @@ def _windows_half_address(options: "Options") -> TcpEndpoint | None:
     return None
 
 
-def windows_words_from_wsl(options: "Options") -> list[str]:
+def windows_words_from_wsl(options: "Options", distro: str | None = None) -> list[str]:
     """The Windows half's options that must agree with a WSL2 half's: for the fixes printed
-    inside WSL2, and for the Windows half's install that `install --windows-exe` runs."""
+    inside WSL2 (in the distro `distro`), and for the Windows half's install that
+    `install --windows-exe` runs."""
     address = _windows_half_address(options)
     port = address.port if address else options.port
     words = ["--side", "windows"] if options.side else []
@@ -133,7 +148,7 @@ def windows_words_from_wsl(options: "Options") -> list[str]:
     elif address and ipaddress.ip_address(address.host).is_loopback:
         words += ["--listen", address.host]
     if options.key_file:
-        words += ["--key-file", windows_path(options.key_file)]
+        words += ["--key-file", windows_path(options.key_file, distro)]
     if options.insecure_no_auth:
         words.append("--insecure-no-auth")
     return words
@@ -153,26 +168,32 @@ def _windows_words(options: "Options") -> list[str]:
     return words
 
 
-def windows_up_command(options: "Options", *, from_wsl: bool, with_key: bool = False) -> str:
-    """The Windows half's start: from a WSL2 half's options (`from_wsl`), or its own."""
-    words = windows_words_from_wsl(options) if from_wsl else _windows_words(options)
+def windows_up_command(
+    options: "Options", *, from_wsl: bool, with_key: bool = False, distro: str | None = None
+) -> str:
+    """The Windows half's start: from a WSL2 half's options (`from_wsl`, in the distro
+    `distro`), or its own."""
+    words = windows_words_from_wsl(options, distro) if from_wsl else _windows_words(options)
     if with_key and "--insecure-no-auth" in words:
         words.remove("--insecure-no-auth")
     return _windows_command([WINDOWS_PROGRAM, "up", *words])
 
 
-def windows_doctor_command(options: "Options", *, from_wsl: bool) -> str:
-    words = windows_words_from_wsl(options) if from_wsl else _windows_words(options)
+def windows_doctor_command(options: "Options", *, from_wsl: bool, distro: str | None = None) -> str:
+    words = windows_words_from_wsl(options, distro) if from_wsl else _windows_words(options)
     return _windows_command([WINDOWS_PROGRAM, "doctor", *words])
 
 
-def link_fixes(options: "Options", *, sudo: bool) -> LinkFixes:
-    """The commands a WSL2 half with these options names in its fixes."""
+def link_fixes(options: "Options", *, sudo: bool, distro: str | None) -> LinkFixes:
+    """The commands a WSL2 half with these options, in the distro `distro` (None: not
+    known), names in its fixes."""
     return LinkFixes(
-        windows_up=windows_up_command(options, from_wsl=True),
-        windows_up_with_key=windows_up_command(options, from_wsl=True, with_key=True),
+        windows_up=windows_up_command(options, from_wsl=True, distro=distro),
+        windows_up_with_key=windows_up_command(
+            options, from_wsl=True, with_key=True, distro=distro
+        ),
         wsl_up=wsl_up_command(options, sudo=sudo),
         wsl_up_with_key=wsl_up_command(options, sudo=sudo, with_key=True),
         doctor=wsl_doctor_command(options),
-        windows_doctor=windows_doctor_command(options, from_wsl=True),
+        windows_doctor=windows_doctor_command(options, from_wsl=True, distro=distro),
     )

@@ -21,7 +21,12 @@ from pathlib import Path
 from typing import Literal
 
 from tailscale_wsl2.errors import ActionableError
-from tailscale_wsl2.facts import DEFAULT_PORT, DEFAULT_SOCKET, DEFAULT_SOCKET_MODE
+from tailscale_wsl2.facts import (
+    DEFAULT_PORT,
+    DEFAULT_SOCKET,
+    DEFAULT_SOCKET_MODE,
+    DISTRO_NAME_VARIABLE,
+)
 from tailscale_wsl2.link.mismatch import LinkFixes
 from tailscale_wsl2.net.connect import Hop
 from tailscale_wsl2.net.endpoints import (
@@ -270,7 +275,9 @@ def plan_half(
         _override(options.host_ip, "--host-ip") if options.host_ip else discover.wsl_host_address()
     )
     # Under sudo, so its fixes name sudo too (`sudo tailscale-wsl2 up ...`).
-    fixes = link_fixes(options, sudo="SUDO_UID" in environ)
+    fixes = link_fixes(
+        options, sudo="SUDO_UID" in environ, distro=environ.get(DISTRO_NAME_VARIABLE)
+    )
     return WslHalf(
         socket=options.socket,
         socket_mode=options.socket_mode,

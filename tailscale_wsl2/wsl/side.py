@@ -20,6 +20,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from tailscale_wsl2.facts import DISTRO_NAME_VARIABLE
 from tailscale_wsl2.system import read_text_if_present, run_command
 
 __all__ = [
@@ -73,7 +74,7 @@ def _environment_says_wsl(environ: Mapping[str, str]) -> bool:
     # WSL's init puts WSL_DISTRO_NAME and WSL_INTEROP (`/run/WSL/<pid>_interop`) into every
     # session it starts; under systemd, WSL marks the container as `container=wsl`.
     return (
-        "WSL_DISTRO_NAME" in environ
+        DISTRO_NAME_VARIABLE in environ
         or "WSL_INTEROP" in environ
         or environ.get("container") == "wsl"
     )

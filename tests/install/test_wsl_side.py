@@ -2,6 +2,7 @@
 
 from collections.abc import Sequence
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 
@@ -138,7 +139,7 @@ def test_a_key_the_windows_half_has_not_made_yet_is_a_note() -> None:
 def test_a_given_key_file_is_not_looked_up_through_interop() -> None:
     distro = Distro()
     plan_install(
-        replace(INSTALL, up_options=("--key-file", "/k"), key_file_given=True), host(distro)
+        replace(INSTALL, up_options=("--key-file", "/k"), key_file=Path("/k")), host(distro)
     )
     assert not any(argv[0] in ("cmd.exe", "wslpath") for argv in distro.asked)
 
@@ -223,6 +224,29 @@ def test_with_the_boot_command_a_running_copy_is_only_a_note() -> None:
 def test_windows_exe_installs_the_windows_half_first() -> None:
     exe = ("/mnt/c/Users/alice/Downloads/tailscale-wsl2.exe", "install", "--port", "5000")
     plan = plan_install(replace(INSTALL, windows_command=exe), host(Distro()))
+    assert plan.steps[0] == RunCommand(exe)
+
+
+@pytest.mark.parametrize("key", ["/home/alice/link.key", "/mnt/wsl/link.key"])
+def test_windows_exe_refuses_a_key_file_the_windows_half_could_not_read_at_logon(
+    key: str,
+) -> None:
+    exe = ("/mnt/c/Users/alice/Downloads/tailscale-wsl2.exe", "install")
+    request = replace(INSTALL, windows_command=exe, key_file=Path(key))
+    with pytest.raises(ActionableError) as caught:
+        plan_install(request, host(Distro()))
+    assert caught.value.what == (
+        f"--key-file {key} is not on a Windows drive: the Windows half starts at logon, "
+        "before WSL, and could not read it"
+    )
+    # Without --windows-exe the WSL2 half alone is installed: any key file of its own is fine.
+    assert plan_install(replace(request, windows_command=None), host(Distro())).steps
+
+
+def test_windows_exe_takes_a_key_file_on_a_windows_drive() -> None:
+    exe = ("/mnt/c/Users/alice/Downloads/tailscale-wsl2.exe", "install")
+    key = Path("/mnt/d/keys/link.key")
+    plan = plan_install(replace(INSTALL, windows_command=exe, key_file=key), host(Distro()))
     assert plan.steps[0] == RunCommand(exe)
 
 

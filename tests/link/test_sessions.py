@@ -545,7 +545,9 @@ class Upstream(Enum):
 
 
 LINK_KEY = bytes(range(32))
-FIXES = link_fixes(Options(), sudo=False)  # the commands a failed link's 502 would name
+FIXES = link_fixes(
+    Options(), sudo=False, distro=None
+)  # the commands a failed link's 502 would name
 
 
 @pytest.fixture(params=[False, True], ids=["clear", "sealed"])

@@ -99,16 +99,25 @@ def test_a_windows_half_s_own_options() -> None:
             "C:\\Users\\me\\AppData\\Local\\tailscale-wsl2\\link.key",
         ),
         ("/mnt/d", "D:\\"),
-        ("/home/me/link.key", "/home/me/link.key"),  # the same Linux (a test box)
-        ("/mnt/cdrom/link.key", "/mnt/cdrom/link.key"),  # not a drive letter
+        ("/home/me/link.key", "\\\\wsl$\\Ubuntu 24.04\\home\\me\\link.key"),
+        ("/mnt/cdrom/link.key", "\\\\wsl$\\Ubuntu 24.04\\mnt\\cdrom\\link.key"),  # no letter
+        ("link.key", "link.key"),  # relative: as the user gave it
     ],
 )
-def test_windows_names_a_drive_path(linux: str, windows: str) -> None:
-    assert windows_path(Path(linux)) == windows
+def test_windows_names_a_path_on_its_drives_or_through_the_distro_s_share(
+    linux: str, windows: str
+) -> None:
+    assert windows_path(Path(linux), "Ubuntu 24.04") == windows
+
+
+def test_without_a_distro_a_path_off_the_drives_stays_as_it_is() -> None:
+    """A test runs the Windows half on the same Linux, where no WSL_DISTRO_NAME is set."""
+    assert windows_path(Path("/home/me/link.key"), None) == "/home/me/link.key"
+    assert windows_path(Path("/mnt/c/k"), None) == "C:\\k"
 
 
 def test_the_fixes_of_a_half_under_sudo() -> None:
-    fixes = link_fixes(Options(key_file=Path("/k"), insecure_no_auth=True), sudo=True)
+    fixes = link_fixes(Options(key_file=Path("/k"), insecure_no_auth=True), sudo=True, distro=None)
     assert fixes.wsl_up == "sudo tailscale-wsl2 up --key-file /k --insecure-no-auth"
     assert fixes.wsl_up_with_key == "sudo tailscale-wsl2 up --key-file /k"
     assert fixes.windows_up == "tailscale-wsl2.exe up --key-file /k --insecure-no-auth"

@@ -300,3 +300,13 @@ def test_the_upstream_option_names_an_endpoint_or_is_refused() -> None:
         parse_upstream_option("ftp:somewhere")
     assert raised.value.what.startswith("--upstream: ")
     assert raised.value.what != "--upstream: "
+
+
+def test_the_wsl2_half_names_a_key_inside_its_distro_as_windows_reaches_it() -> None:
+    options = Options(key_file=Path("/home/me/link.key"))
+    half = plan_half(options, Side.WSL2, ADAPTER, {"WSL_DISTRO_NAME": "Ubuntu"})
+    assert isinstance(half, WslHalf)
+    assert half.fixes.windows_up == (
+        'tailscale-wsl2.exe up --key-file "\\\\wsl$\\Ubuntu\\home\\me\\link.key"'
+    )
+    assert half.key_file == Path("/home/me/link.key")  # the WSL2 half's own name for it

@@ -26,7 +26,7 @@ def wsl_half(key_file: Path | None, upstream: object = None) -> WslHalf:
         upstream=Hop(endpoint, "the Windows half", "start it"),
         upstream_found_by="--host-ip",
         key_file=key_file,
-        fixes=link_fixes(Options(port=41200), sudo=True),
+        fixes=link_fixes(Options(port=41200), sudo=True, distro=None),
     )
 
 

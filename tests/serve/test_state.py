@@ -189,7 +189,9 @@ async def test_a_running_half_reports_where_it_listens_its_next_hop_and_removes_
         upstream=Hop(TcpEndpoint("127.0.0.1", port), "the Windows half", "start it"),
         upstream_found_by="--host-ip",
         key_file=None,
-        fixes=link_fixes(Options(host_ip="127.0.0.1", insecure_no_auth=True), sudo=False),
+        fixes=link_fixes(
+            Options(host_ip="127.0.0.1", insecure_no_auth=True), sudo=False, distro=None
+        ),
     )
     path = tmp_path / "run" / "state-wsl.json"
     reporter = StateReporter(path, initial_state("wsl", ("up", "--side", "wsl")))
