@@ -11,6 +11,7 @@ completion, help on stdout, colour) are in `common.py`.
 
 import os
 import sys
+from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
@@ -79,12 +80,18 @@ def _print_version(value: bool) -> None:
         raise typer.Exit
 
 
-def _options(side: "SideChoice | None", upstream: str | None, **given: Any) -> "Options":
+def _options(
+    side: "SideChoice | None", upstream: str | None, key_file: Path | None, **given: Any
+) -> "Options":
     """The planning options of `up` and `doctor` from their command-line values."""
     from tailscale_wsl2.plan.halves import Options, parse_upstream_option  # noqa: PLC0415
 
     return Options(
-        side=side.value if side else None, upstream=parse_upstream_option(upstream), **given
+        side=side.value if side else None,
+        upstream=parse_upstream_option(upstream),
+        # Absolute: the commands that fixes print run elsewhere, the Windows half's on Windows.
+        key_file=key_file.absolute() if key_file else None,
+        **given,
     )
 
 

@@ -105,6 +105,28 @@ def test_up_names_a_key_file_that_is_not_utf8_as_it_was_typed(
     assert "key-" in line
 
 
+def test_doctor_names_a_relative_key_file_so_that_its_fixes_work_from_anywhere(
+    program: list[str], tmp_path: Path
+) -> None:
+    """The WSL2 half's own fix takes the absolute path; the Windows half's, the path through
+    the distro's share, which Windows reaches (a relative name would be Windows' own folder)."""
+    where = ["--side", "wsl", "--host-ip", "127.0.0.1", "--port", "9", "--timeout", "0.2"]
+    done = subprocess.run(
+        [*program, "doctor", *where, "--key-file", "rel.key", "--no-color"],
+        capture_output=True,
+        timeout=TIMEOUT,
+        check=False,
+        cwd=tmp_path,
+        env={**os.environ, "WSL_DISTRO_NAME": "Ubuntu"},
+    )
+    assert done.returncode == 1
+    report = done.stdout.decode()
+    assert f"no link key at {tmp_path / 'rel.key'}" in report
+    on_windows = "\\\\wsl$\\Ubuntu" + str(tmp_path / "rel.key").replace("/", "\\")
+    assert f'--key-file "{on_windows}"` on Windows' in report
+    assert f"--key-file {tmp_path / 'rel.key'}`" in report
+
+
 @pytest.mark.parametrize(
     ("socket_path", "words"),
     [
