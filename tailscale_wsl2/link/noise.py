@@ -189,7 +189,7 @@ class CipherState:
 
     def seal(self, plaintext: ReadableBuffer, ad: ReadableBuffer) -> bytes:
         """`plaintext` encrypted, with its tag; `ad` is authenticated, not sent."""
-        # On every frame: the checks and the counter inline rather than in calls of their own.
+        # Per frame: the size check inline, and `_cipher()` called only to make the object.
         if len(plaintext) > MAX_FRAME_PLAINTEXT:
             raise NoiseFailed("plaintext too long")
         ciphertext = (self._aead or self._cipher()).encrypt(self._current_nonce(), plaintext, ad)

@@ -15,8 +15,9 @@ the whole link, not just in its session. A sealed frame is
 A frame that was changed, dropped, replayed, reordered or taken from another
 link does not open (its counter or its key differ), nor does one whose header
 was changed; a header larger than the limit is refused before its body is read
-(beyond the tag's length read along with every header). Any of these raises `LinkTampered`. A link that closes inside a session
-(where only an authenticated end frame may end it) raises `LinkFailed`. Both
+(beyond the tag's length read along with every header). Any of these raises
+`LinkTampered`. A link that closes inside a session (where only an
+authenticated end frame may end it) raises `LinkFailed`. Both
 carry how many bytes the session had delivered: while none, the WSL2 half can
 still answer its client with a 502 that names the cause.
 
