@@ -1,8 +1,10 @@
 """The link's Noise module against a published vector, an independent implementation
 (the `noiseprotocol` package) and the attacks it exists to stop."""
 
+import itertools
 import mmap
 import os
+import random
 import struct
 import subprocess
 import sys
@@ -540,19 +542,39 @@ def test_a_state_makes_its_cipher_at_its_first_frame() -> None:
     assert [sender.holds_cipher, receiver.holds_cipher] == [True, True]
 
 
-def test_past_the_limit_the_oldest_cipher_goes_and_its_state_still_works(
+def test_past_the_limit_a_picked_cipher_goes_and_its_state_still_works(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(noise, "_live_aeads", LiveAeads(limit=2))
+    picks = itertools.cycle([0, 1])  # the picks of `random.randrange`, made certain
+    monkeypatch.setattr(noise, "_live_aeads", LiveAeads(limit=2, choose=lambda _: next(picks)))
     pairs = [(CipherState(bytes([n]) * 32), CipherState(bytes([n]) * 32)) for n in range(3)]
     for sender, receiver in pairs:
         assert receiver.open(sender.seal(b"one", b"ad"), b"ad") == b"one"
     held = [state.holds_cipher for pair in pairs for state in pair]
-    assert held == [False, False, False, False, True, True]  # two at most, the newest
+    assert held == [False, False, False, False, True, True]  # two at most: the picked went
     # A state that lost its object makes a new one, with its counter where it was.
     first_sender, first_receiver = pairs[0]
     assert first_receiver.open(first_sender.seal(b"two", b"ad"), b"ad") == b"two"
     assert (first_sender.nonce, first_receiver.nonce) == (2, 2)
+
+
+def test_more_states_in_use_than_the_limit_keep_some_objects_instead_of_none(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Eight states used in turn against a limit of six (clients in a burst): oldest first
+    would take each object just before its next use, a new one at every frame; a random pick
+    keeps about half."""
+    live = LiveAeads(limit=6, choose=random.Random(7).randrange)
+    monkeypatch.setattr(noise, "_live_aeads", live)
+    states = [CipherState(bytes([n]) * 32) for n in range(8)]
+    frames = made = 0
+    for _ in range(50):
+        for state in states:
+            frames += 1
+            made += not state.holds_cipher
+            state.seal(b"x", b"")
+    assert sum(state.holds_cipher for state in states) == 6
+    assert made < frames * 0.6
 
 
 def test_states_that_are_gone_leave_nothing_held(monkeypatch: pytest.MonkeyPatch) -> None:
