@@ -289,12 +289,12 @@ class LiveAeads:
     """The cipher states that hold an AES-GCM object, at most `limit`.
 
     Past the limit a state picked at random (`choose`: an index below the number held) gives
-    its object up, and makes a new one (about 2 µs in a loop, far more with cold caches) at its
-    next frame; nothing is done per frame. At random rather than oldest first: when more states
-    are in use at once than the limit (a few hundred busy clients), oldest first takes each
-    object just before its next use, so every frame makes one again, while a random pick keeps
-    about `limit` of them. Held by weak reference, so that a link's states go when the link
-    does; an entry whose state is gone is taken over when it is picked.
+    its object up, and makes a new one at its next frame; nothing is done per frame. At random
+    rather than oldest first: when more states are in use at once than the limit (a few
+    hundred busy clients), oldest first takes each object just before its next use, so every
+    frame makes one again, while after a random pick many objects live to their next use. Held
+    by weak reference, so that a link's states go when the link does; an entry whose state is
+    gone is taken over when it is picked.
     """
 
     def __init__(self, limit: int, choose: Callable[[int], int] = random.randrange) -> None:
