@@ -20,6 +20,7 @@ import pytest
 
 from tests.support.chain import FROZEN_BINARY, wait_until
 from tests.support.ci import require
+from tests.support.procstats import children, process_state
 from tests.support.sockets import free_tcp_port
 
 pytestmark = pytest.mark.frozen
@@ -49,8 +50,8 @@ class FrozenRun:
 
     def program(self) -> int:
         """The bootloader's one child: the program itself."""
-        wait_until(lambda: bool(_children(self.bootloader.pid)), self.ended, self.stderr, "it")
-        [self.program_pid] = _children(self.bootloader.pid)
+        wait_until(lambda: bool(children(self.bootloader.pid)), self.ended, self.stderr, "it")
+        [self.program_pid] = children(self.bootloader.pid)
         return self.program_pid
 
     def serving(self) -> None:
@@ -65,23 +66,8 @@ class FrozenRun:
         return sorted(self.tmp.glob("_MEI*"))
 
 
-def _children(pid: int) -> list[int]:
-    try:
-        return [int(word) for word in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
-    except OSError:
-        return []
-
-
-def _state(pid: int) -> str:
-    """The process's state letter (Z: exited, not yet reaped), or "gone"."""
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0]
-    except (OSError, IndexError):
-        return "gone"
-
-
 def _ended(pid: int) -> bool:
-    return _state(pid) in ("gone", "Z")
+    return process_state(pid) in ("gone", "Z")
 
 
 def _runs_the_frozen_binary(pid: int) -> bool:
@@ -123,7 +109,7 @@ def start(tmp_path: Path) -> Iterator[Callable[[], FrozenRun]]:
 
     yield started
     for run in runs:
-        programs = [*_children(run.bootloader.pid), run.program_pid]
+        programs = [*children(run.bootloader.pid), run.program_pid]
         run.bootloader.kill()
         run.bootloader.wait()
         for pid in programs:  # an orphan the test failed on: not left running
@@ -195,7 +181,7 @@ def test_a_start_never_removes_a_directory_whose_bootloader_lives(
     program = run.program()
     run.bootloader.send_signal(signal.SIGSTOP)
     os.kill(program, signal.SIGTERM)
-    _eventually(lambda: _state(program) == "Z", "the program to exit")
+    _eventually(lambda: process_state(program) == "Z", "the program to exit")
     [owned] = run.extraction_dirs()
     start_once_more(run.tmp)
     assert owned.exists(), "a start removed a live bootloader's directory"

@@ -12,19 +12,32 @@ from pathlib import Path
 
 import trio
 
-__all__ = ["fd_count", "program_pid", "rss_bytes", "settle"]
+__all__ = ["children", "fd_count", "process_state", "program_pid", "rss_bytes", "settle"]
 
 PROC = Path("/proc")
 
 
-def _children(pid: int) -> list[int]:
-    children: list[int] = []
-    for task in (PROC / str(pid) / "task").iterdir():
+def children(pid: int) -> list[int]:
+    """The process's children, of all its threads; none once it is gone."""
+    found: list[int] = []
+    try:
+        tasks = list((PROC / str(pid) / "task").iterdir())
+    except FileNotFoundError:
+        return found
+    for task in tasks:
         try:
-            children += [int(child) for child in (task / "children").read_text().split()]
+            found += [int(child) for child in (task / "children").read_text().split()]
         except FileNotFoundError:
             pass  # the thread ended while we looked
-    return children
+    return found
+
+
+def process_state(pid: int) -> str:
+    """The process's state letter (Z: exited, not yet reaped), or "gone"."""
+    try:
+        return (PROC / str(pid) / "stat").read_text().rpartition(")")[2].split()[0]
+    except (OSError, IndexError):
+        return "gone"
 
 
 def _exe(pid: int) -> str:
@@ -40,9 +53,9 @@ def program_pid(pid: int, frozen_binary: Path, timeout: float = 15.0) -> int:
         return pid
     deadline = time.monotonic() + timeout
     while True:
-        children = [child for child in _children(pid) if _exe(child) == _exe(pid)]
-        if children:
-            [child] = children
+        same_program = [child for child in children(pid) if _exe(child) == _exe(pid)]
+        if same_program:
+            [child] = same_program
             return child
         if time.monotonic() > deadline:
             raise RuntimeError(f"the bootloader {pid} started no program in {timeout}s")
