@@ -346,8 +346,6 @@ class SealedSession(LinkSession[SealedLink]):
             self.send_framed,
             self.send_framed_now,
             0,
-            self._was_abandoned,
-            self._end_direction,
             None,
         )
 

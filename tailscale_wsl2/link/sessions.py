@@ -306,16 +306,16 @@ class LinkSession(trio.abc.HalfCloseableStream, Generic[AnyLink]):
             self.send_framed,
             self.send_framed_now,
             HEADER.size,
-            self._was_abandoned,
-            self._end_direction,
             self,
         )
 
-    def _was_abandoned(self) -> bool:
+    def hung_up(self) -> bool:
+        """The other half's end hung up (GONE came), once this session's input ended."""
         return self.abandoned
 
-    async def _end_direction(self, gone: bool) -> None:
-        await self.send_eof(gone=gone)
+    async def pass_end(self, hung_up: bool) -> None:
+        """End this direction: with GONE when the source hung up, else a half-close."""
+        await self.send_eof(gone=hung_up)
 
     async def wait_send_all_might_not_block(self) -> None:
         with PeerErrorsAsBroken(self.socket):

@@ -236,10 +236,6 @@ class FastEnd(NamedTuple):
     send: Send
     send_now: SendNow
     headroom: int
-    # Whether the far end hung up entirely (not just half-closed) once this end has ended.
-    hung_up: Callable[[], bool]
-    # Ends this end's sending side: entirely when the source hung up, else a half-close.
-    pass_end: Callable[[bool], Awaitable[None]]
     bulk: BulkSource | None = None
 
 
@@ -247,6 +243,15 @@ class FastStream(Protocol):
     """A stream the pump can drive directly (besides `RawSocketStream`)."""
 
     def fast_end(self) -> FastEnd: ...
+
+    def hung_up(self) -> bool:
+        """Whether the far end hung up entirely (not just half-closed), once this end
+        has ended."""
+        ...
+
+    async def pass_end(self, hung_up: bool) -> None:
+        """End this end's sending side: entirely when the source hung up, else a half-close."""
+        ...
 
 
 class FastPath(NamedTuple):
@@ -263,20 +268,7 @@ class FastPath(NamedTuple):
 
 def _raw_socket_end(stream: RawSocketStream) -> FastEnd:
     sock = stream.socket
-
-    async def pass_end(hung_up: bool) -> None:
-        with PeerErrorsAsBroken(sock):
-            sock.shutdown(socket.SHUT_RDWR if hung_up else socket.SHUT_WR)
-
-    return FastEnd(
-        sock,
-        sock.recv_into,
-        _socket_send(sock),
-        _socket_send_now(sock),
-        0,
-        partial(peer_closed_entirely, sock),
-        pass_end,
-    )
+    return FastEnd(sock, sock.recv_into, _socket_send(sock), _socket_send_now(sock), 0)
 
 
 def _fast_end(stream: trio.abc.Stream) -> FastEnd | None:
@@ -323,15 +315,25 @@ async def _copy_portably(src: trio.abc.Stream, dst: trio.abc.Stream, tally: Tall
         tally.moved += len(chunk)
 
 
-async def _pass_end_on(
-    src_end: FastEnd | None, dst: trio.abc.Stream, dst_end: FastEnd | None
-) -> None:
+def _hung_up(src: trio.abc.Stream) -> bool:
+    """Whether the source, whose end was just read, hung up entirely; a stream the pump
+    does not drive directly is taken to have half-closed."""
+    if type(src) is RawSocketStream:
+        return peer_closed_entirely(src.socket)
+    hung_up: Callable[[], bool] | None = getattr(src, "hung_up", None)
+    return hung_up is not None and hung_up()
+
+
+async def _pass_end_on(src: trio.abc.Stream, dst: trio.abc.Stream) -> None:
     """Pass the end of the source on to `dst`: a half-close, or after a hang-up the end of
     both directions, so that the copy the other way ends at once instead of waiting
     on a peer that was told nothing (a named pipe, which cannot be half-closed)."""
-    hung_up = src_end is not None and src_end.hung_up()
-    if dst_end is not None:
-        await dst_end.pass_end(hung_up)
+    hung_up = _hung_up(src)
+    if type(dst) is RawSocketStream:
+        with PeerErrorsAsBroken(dst.socket):
+            dst.socket.shutdown(socket.SHUT_RDWR if hung_up else socket.SHUT_WR)
+    elif (pass_end := getattr(dst, "pass_end", None)) is not None:
+        await pass_end(hung_up)
     elif hung_up:
         await dst.aclose()
     # A stream without half-close (a Windows named pipe) simply gets no more
@@ -344,17 +346,28 @@ class OneWay(Tally):
     """One direction of a relayed connection: `src`'s bytes to `dst`, then its end.
     `moved` counts its bytes."""
 
-    def __init__(self, src: trio.abc.Stream, dst: trio.abc.Stream, spares: Spares) -> None:
+    def __init__(
+        self,
+        src: trio.abc.Stream,
+        dst: trio.abc.Stream,
+        spares: Spares,
+        ends: tuple[FastEnd | None, FastEnd | None] | None = None,
+    ) -> None:
+        """`ends` are `src`'s and `dst`'s as the pump drives them, when already described."""
         self.src = src
         self.dst = dst
         self._spares = spares
-        # The ends are described again when the copy ends, not kept: a thousand idle
-        # connections would otherwise hold them all.
-        self._fast = _fast_path(_fast_end(src), _fast_end(dst), spares.pipes is not None)
+        src_end, dst_end = ends or (_fast_end(src), _fast_end(dst))
+        self._fast = _fast_path(src_end, dst_end, spares.pipes is not None)
+        # Kept only until `reversed` takes them: a thousand idle connections would
+        # otherwise hold them all.
+        self._ends_reversed: tuple[FastEnd | None, FastEnd | None] | None = (dst_end, src_end)
         self._unsent: Finish | None = None  # what forward_ready left to `copy`
 
     def reversed(self) -> "OneWay":
-        return OneWay(self.dst, self.src, self._spares)
+        """The other direction, its ends described once for both."""
+        ends, self._ends_reversed = self._ends_reversed, None
+        return OneWay(self.dst, self.src, self._spares, ends)
 
     def forward_ready(self) -> bool:
         """Send on what `src` has received already, without waiting; False when
@@ -400,7 +413,7 @@ class OneWay(Tally):
                 await self._copy_fast(fast)
             except OSError as exc:
                 raise _peer_gone(fast, exc) from exc
-        await _pass_end_on(_fast_end(self.src), self.dst, _fast_end(self.dst))
+        await _pass_end_on(self.src, self.dst)
 
     def _move_counted(self, bulk: BulkSource, move: Callable[[int, int], int], limit: int) -> int:
         moved = bulk.try_move_payload(move, limit)
