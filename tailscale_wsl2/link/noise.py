@@ -187,25 +187,35 @@ class CipherState:
         """The counter value the next frame is sealed or opened with."""
         return self._nonce
 
+    # `seal` and `open` run for every small frame: their checks and the counter's step are
+    # written out here rather than called (`_current_nonce`, `_advance`, as the `_into`
+    # forms of the bulk path call them), and `_cipher()` only to make the object.
+
     def seal(self, plaintext: ReadableBuffer, ad: ReadableBuffer) -> bytes:
         """`plaintext` encrypted, with its tag; `ad` is authenticated, not sent."""
-        # Per frame: the size check inline, and `_cipher()` called only to make the object.
         if len(plaintext) > MAX_FRAME_PLAINTEXT:
             raise NoiseFailed("plaintext too long")
-        ciphertext = (self._aead or self._cipher()).encrypt(self._current_nonce(), plaintext, ad)
-        self._advance()
+        if (nonce := self._nonce) >= _RESERVED_NONCE:
+            raise NoiseFailed("message counter exhausted")
+        ciphertext = (self._aead or self._cipher()).encrypt(_NONCE.pack(nonce), plaintext, ad)
+        self._nonce = nonce = nonce + 1
+        if nonce == self._rekey_at:
+            self._rekey()
         return ciphertext
 
     def open(self, ciphertext: ReadableBuffer, ad: ReadableBuffer) -> bytes:
         """The plaintext of the next frame, which must have been sealed with `ad`."""
-        _check_ciphertext_size(len(ciphertext))
+        if not TAG_SIZE <= len(ciphertext) <= MAX_FRAME_PLAINTEXT + TAG_SIZE:
+            _check_ciphertext_size(len(ciphertext))  # says which way it is wrong
+        if (nonce := self._nonce) >= _RESERVED_NONCE:
+            raise NoiseFailed("message counter exhausted")
         try:
-            plaintext = (self._aead or self._cipher()).decrypt(
-                self._current_nonce(), ciphertext, ad
-            )
+            plaintext = (self._aead or self._cipher()).decrypt(_NONCE.pack(nonce), ciphertext, ad)
         except _invalid_tag():
             raise NoiseFailed("message failed authentication") from None
-        self._advance()
+        self._nonce = nonce = nonce + 1
+        if nonce == self._rekey_at:
+            self._rekey()
         return plaintext
 
     def seal_into(self, plaintext: ReadableBuffer, ad: ReadableBuffer, out: WritableBuffer) -> int:
@@ -275,10 +285,11 @@ class CipherState:
     def _advance(self) -> None:
         self._nonce += 1
         if self._nonce == self._rekey_at:
-            self._rekey_at += self._rekey_interval
             self._rekey()
 
     def _rekey(self) -> None:
+        """The key replaced, as the counter reached `_rekey_at`; the next one scheduled."""
+        self._rekey_at += self._rekey_interval
         # Noise's REKEY: the first 32 bytes of ENCRYPT(k, reserved nonce, empty ad, 32 zeros).
         new_key = self._cipher().encrypt(_NONCE.pack(_RESERVED_NONCE), bytes(KEY_SIZE), b"")
         self._key = new_key[:KEY_SIZE]
@@ -297,9 +308,11 @@ class LiveAeads:
     gone is taken over when it is picked.
     """
 
-    def __init__(self, limit: int, choose: Callable[[int], int] = random.randrange) -> None:
+    def __init__(self, limit: int, choose: Callable[[int], int] | None = None) -> None:
+        """`choose` defaults to `random.random` scaled: `random.randrange` takes five Python
+        calls, and under load a pick comes with nearly every request."""
         self.limit = limit
-        self._choose = choose
+        self._choose = choose or _random_index
         self._states: list[weakref.ref[CipherState]] = []
 
     def made(self, state: CipherState) -> None:
@@ -312,6 +325,10 @@ class LiveAeads:
         if given_up is not None:
             given_up.drop_cipher()
         self._states[index] = entry
+
+
+def _random_index(count: int, _random: Callable[[], float] = random.random) -> int:
+    return int(_random() * count)
 
 
 # AES-GCM objects this process keeps at most: enough for every link of a busy half to keep

@@ -102,12 +102,9 @@ class SealedLink(trio.abc.AsyncResource):
         self, stream: RawSocketStream, ciphers: TransportCiphers, scratch: SpareBuffers
     ) -> None:
         self.stream = stream
+        self.socket: socket.socket = stream.socket
         self.ciphers = ciphers
         self.scratch = scratch
-
-    @property
-    def socket(self) -> socket.socket:
-        return self.stream.socket
 
     def close(self) -> None:
         self.stream.close()
@@ -148,8 +145,9 @@ class SealedSession(LinkSession[SealedLink]):
             self.delivered += given
             return given
         while not self._received_eof:
-            if self._body is None:
-                self._take_header()
+            if self._body is None and self._take_header():
+                self._open_end()
+                break
             self._receive_body()
             if opened := self._open_frame(buffer):
                 return opened
@@ -158,9 +156,10 @@ class SealedSession(LinkSession[SealedLink]):
     def try_move_payload(self, move: Callable[[int, int], int], limit: int) -> int:
         raise TypeError("a sealed payload is opened in this process, never spliced")
 
-    def _take_header(self) -> None:
-        """Read the next frame's first bytes and take in its header, with what came of its
-        body; BlockingIOError while the header is incomplete."""
+    def _take_header(self) -> bool:
+        """Read the next frame's first bytes and take in its header; BlockingIOError while
+        it is incomplete. True for an end frame that came whole with its header (it is in
+        `_header`), else what came of the body is in a scratch buffer (`_body`)."""
         ahead = self._header_received
         if ahead < HEADER.size:
             with memoryview(self._header) as view:
@@ -179,12 +178,26 @@ class SealedSession(LinkSession[SealedLink]):
                 self.delivered,
             )
         self._frame_length = length
+        if ahead == LOOK_AHEAD and header in _END_HEADERS:
+            self._header_received = 0
+            return True
         self._body_size = (0 if length == GONE else length) + TAG_SIZE
         body = self._body = self._scratch.take()
         # At most TAG_SIZE bytes came along: never more than the smallest body.
         along = self._body_received = ahead - HEADER.size
         body[:along] = self._header[HEADER.size : ahead]
         self._header_received = 0
+        return False
+
+    def _open_end(self) -> None:
+        """Open the end frame that came whole with its header: this direction has ended."""
+        header = self._frame_header
+        try:
+            self._open.open(self._header[HEADER.size :], header)
+        except NoiseFailed:
+            raise self._tampered() from None
+        self._received_eof = True
+        self.abandoned = header == _GONE_HEADER
 
     def _receive_body(self) -> None:
         """Read the rest of the frame's body, and after a data frame the next frame's first
@@ -227,11 +240,7 @@ class SealedSession(LinkSession[SealedLink]):
                     self._left = memoryview(self._open.open(sealed, self._frame_header))
                     opened = self._give_left(out)
         except NoiseFailed:
-            raise LinkTampered(
-                "a frame on the link failed its check: something between the halves changed, "
-                f"dropped, reordered or replayed it; the link is closed; {DOCTOR}",
-                self.delivered,
-            ) from None
+            raise self._tampered() from None
         finally:
             self._scratch.give_back(body)
         self.frame_length = length
@@ -246,6 +255,13 @@ class SealedSession(LinkSession[SealedLink]):
         # (a held connection, a quiet stream) keeps none.
         self._left = left[count:] if count < len(left) else _NOTHING_LEFT
         return count
+
+    def _tampered(self) -> LinkTampered:
+        return LinkTampered(
+            "a frame on the link failed its check: something between the halves changed, "
+            f"dropped, reordered or replayed it; the link is closed; {DOCTOR}",
+            self.delivered,
+        )
 
     def _closed_inside(self, where: str) -> LinkFailed:
         inside = f"in the middle of {where}" if where else "in the middle of a session"
@@ -356,7 +372,8 @@ class SealedSession(LinkSession[SealedLink]):
         await super().aclose()
 
 
-_END_HEADERS = frozenset({HEADER.pack(0), HEADER.pack(GONE)})
+_GONE_HEADER = HEADER.pack(GONE)
+_END_HEADERS = frozenset({HEADER.pack(0), _GONE_HEADER})
 # What a session holds when all it opened has been passed on: one view for all of them.
 _NOTHING_LEFT = memoryview(b"")
 

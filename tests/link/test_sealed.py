@@ -146,6 +146,43 @@ async def test_a_changed_frame_fails_and_delivers_nothing(
     assert caught.value.delivered == 0
 
 
+@pytest.mark.parametrize(
+    "tamper",
+    [
+        lambda end: flip(end, len(end) - 1),  # the tag
+        lambda end: HEADER.pack(GONE) + end[HEADER.size :],  # a half-close made a hang-up
+    ],
+    ids=["tag", "header"],
+)
+async def test_a_changed_end_fails_and_ends_nothing(
+    link_pair: tuple[SealedLink, Far], tamper: object
+) -> None:
+    link, far = link_pair
+    session = SealedSession(link)
+    assert callable(tamper)
+    far.socket.sendall(far.frame(b"answer") + tamper(far.end()))
+    assert await session.receive_some() == b"answer"
+    with pytest.raises(LinkTampered, match="failed its check"):
+        await session.receive_some()
+    assert not session.abandoned
+    assert not session.reusable
+
+
+async def test_an_end_that_arrives_in_pieces_is_opened_once_whole(
+    link_pair: tuple[SealedLink, Far],
+) -> None:
+    link, far = link_pair
+    session = SealedSession(link)
+    end = far.end(gone=True)
+    far.socket.sendall(end[: HEADER.size + 3])
+    with trio.move_on_after(0.05):
+        await session.receive_some()
+        pytest.fail("an end frame without its whole tag ended the session")
+    far.socket.sendall(end[HEADER.size + 3 :])
+    assert await session.receive_some() == b""
+    assert session.abandoned
+
+
 async def test_a_dropped_frame_fails_the_next(link_pair: tuple[SealedLink, Far]) -> None:
     link, far = link_pair
     session = SealedSession(link)
