@@ -60,7 +60,7 @@ class WarmLinks(Generic[AnyLink]):
         self._connect = connect
         self._size = size
         self._max_parked = max_parked
-        # Oldest first, each with the trio time it was parked at.
+        # Oldest first, each with the trio time it was parked at; taken from the end.
         self._parked: deque[tuple[AnyLink, float]] = deque()
         self._opening = 0
         self._failures = 0
@@ -77,7 +77,9 @@ class WarmLinks(Generic[AnyLink]):
         """A live parked link, or None when there is none."""
         live = None
         while self._parked and live is None:
-            link, _ = self._parked.popleft()
+            # The most recently parked first: a busy half then keeps using the same few
+            # links (their buffers and cipher objects still warm), and the rest idle out.
+            link, _ = self._parked.pop()
             if _is_dead(link):
                 link.close()
             else:

@@ -7,7 +7,7 @@ import pytest
 import trio
 import trio.testing
 
-from tailscale_wsl2.link.warm import WarmLinks
+from tailscale_wsl2.link.warm import SPARE_IDLE_SECONDS, WarmLinks
 from tailscale_wsl2.net.connect import UpstreamUnavailable
 from tailscale_wsl2.net.sockets import RawSocketStream
 
@@ -49,7 +49,8 @@ async def test_links_are_parked_ahead_and_taken_without_connecting(
         assert len(windows_half.far_ends) == 3
         link = await warm.take()
         assert isinstance(link, RawSocketStream)
-        assert link.socket.getpeername() == windows_half.far_ends[0].getsockname()
+        opened = [far.getsockname() for far in windows_half.far_ends]
+        assert link.socket.getpeername() in opened
         await trio.testing.wait_all_tasks_blocked()
         assert len(windows_half.far_ends) == 4  # refilled
         await link.aclose()
@@ -110,8 +111,30 @@ async def test_links_given_back_are_kept_up_to_max_parked_and_the_rest_closed(
     for link in links:
         warm.park(link)
     assert [link.socket.fileno() == -1 for link in links] == [False, False, True]
-    assert warm.take_parked() is links[0]  # the oldest first
-    assert warm.take_parked() is links[1]
+    assert warm.take_parked() is links[1]  # the most recently parked first
+    assert warm.take_parked() is links[0]
     assert warm.take_parked() is None
     for link in links:
         link.close()
+
+
+async def test_after_a_burst_the_links_a_steady_client_does_not_need_idle_out(
+    windows_half: FakeWindowsHalf, autojump_clock: trio.testing.MockClock
+) -> None:
+    warm = WarmLinks(windows_half.connect, size=1, max_parked=8)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(warm.keep_warm)
+        burst = [await warm.take() for _ in range(4)]
+        for link in burst:
+            warm.park(link)
+        # One client goes on, a connection a second: each time the link it gave back.
+        for _ in range(int(SPARE_IDLE_SECONDS) * 3):
+            link = warm.take_parked()
+            assert link is not None
+            await trio.sleep(1)
+            warm.park(link)
+        await trio.testing.wait_all_tasks_blocked()
+        still_open = [link for link in burst if link.socket.fileno() != -1]
+        # Taken oldest first, every link would have been used within 5 s, and none closed.
+        assert len(still_open) == 1, still_open
+        warm.close()
