@@ -129,10 +129,10 @@ async def test_after_a_burst_the_links_a_steady_client_does_not_need_idle_out(
             warm.park(link)
         # One client goes on, a connection a second: each time the link it gave back.
         for _ in range(int(SPARE_IDLE_SECONDS) * 3):
-            link = warm.take_parked()
-            assert link is not None
+            steady = warm.take_parked()
+            assert steady is not None
             await trio.sleep(1)
-            warm.park(link)
+            warm.park(steady)
         await trio.testing.wait_all_tasks_blocked()
         still_open = [link for link in burst if link.socket.fileno() != -1]
         # Taken oldest first, every link would have been used within 5 s, and none closed.
