@@ -90,6 +90,12 @@ class WarmLinks(Generic[AnyLink]):
 
     async def take(self) -> AnyLink:
         """A live parked link if there is one, else a new one (which may raise)."""
+        if (link := self.take_parked()) is not None:
+            return link
+        # None parked: let the tasks that are ready run first. On a busy half a client's
+        # next connection is often accepted before its last one's link came back, and
+        # that link comes back in this very pass, a handshake cheaper than a new link.
+        await trio.lowlevel.checkpoint()
         return self.take_parked() or await self._connect()
 
     def park(self, link: AnyLink) -> None:

@@ -118,6 +118,22 @@ async def test_links_given_back_are_kept_up_to_max_parked_and_the_rest_closed(
         link.close()
 
 
+async def test_a_link_given_back_in_the_same_pass_is_taken_instead_of_a_new_one(
+    windows_half: FakeWindowsHalf,
+) -> None:
+    warm = WarmLinks(windows_half.connect, size=0, max_parked=8)
+    link = await warm.take()  # none parked: connected on demand
+    async with trio.open_nursery() as nursery:
+
+        async def finish_session() -> None:
+            warm.park(link)  # the last session's end, ready to run as the next one asks
+
+        nursery.start_soon(finish_session)
+        assert await warm.take() is link
+    assert len(windows_half.far_ends) == 1  # no second connect (and handshake)
+    link.close()
+
+
 async def test_after_a_burst_the_links_a_steady_client_does_not_need_idle_out(
     windows_half: FakeWindowsHalf, autojump_clock: trio.testing.MockClock
 ) -> None:
