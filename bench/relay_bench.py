@@ -398,13 +398,13 @@ def connectable(address: str | tuple[str, int]) -> bool:
         return True
 
 
-def wait_ready(proc: Proc, address: str | tuple[str, int]) -> None:
-    deadline = time.monotonic() + START_TIMEOUT
+def wait_ready(proc: Proc, address: str | tuple[str, int], timeout: float = START_TIMEOUT) -> None:
+    deadline = time.monotonic() + timeout
     while not connectable(address):
         if proc.popen.poll() is not None:
             raise RuntimeError(f"{proc.name} exited early:\n{proc.tail()}")
         if time.monotonic() > deadline:
-            raise RuntimeError(f"{proc.name} not ready after {START_TIMEOUT}s:\n{proc.tail()}")
+            raise RuntimeError(f"{proc.name} not ready after {timeout}s:\n{proc.tail()}")
         time.sleep(0.02)
 
 
@@ -620,7 +620,11 @@ class ChainSpec:
 
     @contextmanager
     def run(
-        self, workdir: Path, upstream_sock: Path, placement: Placement
+        self,
+        workdir: Path,
+        upstream_sock: Path,
+        placement: Placement,
+        start_timeout: float = START_TIMEOUT,
     ) -> Iterator[RunningChain]:
         port = free_tcp_port()
         front = workdir / f"{self.name}-front.sock"
@@ -629,11 +633,11 @@ class ChainSpec:
             windows_argv = placement.on_windows_side(self.windows_argv(port, upstream_sock))
             windows = stack.enter_context(running(f"{self.name}-windows", windows_argv, workdir))
             chain.halves["windows"] = windows
-            wait_ready(windows, ("127.0.0.1", port))
+            wait_ready(windows, ("127.0.0.1", port), start_timeout)
             wsl_argv = placement.on_wsl_side(self.wsl_argv(port, front))
             wsl = stack.enter_context(running(f"{self.name}-wsl", wsl_argv, workdir))
             chain.halves["wsl"] = wsl
-            wait_ready(wsl, str(front))
+            wait_ready(wsl, str(front), start_timeout)
             yield chain
 
 
