@@ -53,7 +53,7 @@ from tailscale_wsl2.doctor.system import (
     may_create_socket,
 )
 from tailscale_wsl2.errors import ActionableError
-from tailscale_wsl2.facts import DISTRO_NAME_VARIABLE, MAX_SOCKET_PATH_BYTES
+from tailscale_wsl2.facts import MAX_SOCKET_PATH_BYTES
 from tailscale_wsl2.link.handshake import (
     HandshakeFailed,
     InsecurePeer,
@@ -79,7 +79,13 @@ from tailscale_wsl2.net.connect import Hop
 from tailscale_wsl2.net.endpoints import Endpoint, TcpEndpoint, UnixEndpoint
 from tailscale_wsl2.net.sockets import PEER_GONE, RawSocketStream
 from tailscale_wsl2.plan.commands import link_fixes
-from tailscale_wsl2.plan.halves import Discoverers, Options, WslHalf, plan_half
+from tailscale_wsl2.plan.halves import (
+    Discoverers,
+    Options,
+    WslHalf,
+    distro_for_fixes,
+    plan_half,
+)
 from tailscale_wsl2.system import RunCommand
 from tailscale_wsl2.windows.firewall import firewall_add_command
 from tailscale_wsl2.wsl.discovery import (
@@ -151,7 +157,7 @@ class WslContext:
         return link_fixes(
             self.options,
             sudo=not self.system.may_create(self.options.socket),
-            distro=self.system.environ.get(DISTRO_NAME_VARIABLE),
+            distro=distro_for_fixes(self.options, self.system.environ, self.system.discoverers),
         )
 
     def hop(self) -> Hop:

@@ -27,6 +27,7 @@ if TYPE_CHECKING:  # halves.py builds its fixes with these functions
 
 __all__ = [
     "WINDOWS_PROGRAM",
+    "distro_of_share",
     "endpoint_option",
     "link_fixes",
     "windows_doctor_command",
@@ -41,6 +42,8 @@ __all__ = [
 WINDOWS_PROGRAM = f"{PROGRAM}.exe"
 # WSL mounts Windows drives here by default (/etc/wsl.conf [automount] root).
 _DRIVE_MOUNT = re.compile(r"^/mnt/([a-zA-Z])(/.*)?$")
+# How Windows names the root of a running distro (`wslpath -w /`): its share, then the name.
+_DISTRO_SHARE = re.compile(r"^\\\\(?:wsl\.localhost|wsl\$)\\([^\\]+)\\?$", re.IGNORECASE)
 # Words cmd.exe and PowerShell both take as they are.
 _PLAIN_WINDOWS_WORD = re.compile(r"^[\w.:\\/=+-]+$")
 
@@ -62,6 +65,13 @@ def windows_drive_path(path: Path) -> str | None:
         return None
     rest = (match[2] or "/").replace("/", "\\")
     return f"{match[1].upper()}:{rest}"
+
+
+def distro_of_share(root: str) -> str | None:
+    """The distro's name in `wslpath -w /`'s answer (`\\\\wsl.localhost\\Ubuntu\\`), or
+    None for anything else."""
+    match = _DISTRO_SHARE.match(root.strip())
+    return match[1] if match else None
 
 
 def windows_path(path: Path, distro: str | None) -> str:

@@ -37,7 +37,7 @@ from tailscale_wsl2.net.endpoints import (
     parse_endpoint,
     parse_ip,
 )
-from tailscale_wsl2.plan.commands import link_fixes, windows_doctor_command
+from tailscale_wsl2.plan.commands import link_fixes, windows_doctor_command, windows_drive_path
 from tailscale_wsl2.windows.ipconfig import WslAdapter
 from tailscale_wsl2.windows.localapi import LocalApiAuto
 from tailscale_wsl2.wsl.discovery import LOOPBACK
@@ -51,6 +51,7 @@ __all__ = [
     "Options",
     "WindowsHalf",
     "WslHalf",
+    "distro_for_fixes",
     "half_for",
     "parse_upstream_option",
     "plan_half",
@@ -122,6 +123,10 @@ def _nat_unless_told() -> tuple[str, str]:
     return "nat", "WSL's default"
 
 
+def _distro_unknown() -> str | None:
+    return None
+
+
 @dataclass(frozen=True)
 class Discoverers:
     """The system look-ups planning may need; tests pass canned answers."""
@@ -132,6 +137,20 @@ class Discoverers:
     wsl_key_file: Callable[[], Path]
     # The WSL networking mode as Windows configures it (.wslconfig), and where that came from.
     windows_networking_mode: Callable[[], tuple[str, str]] = _nat_unless_told
+    # This distro's name as WSL itself gives it (`wslpath -w /`), None if it cannot.
+    wsl_distro: Callable[[], str | None] = _distro_unknown
+
+
+def distro_for_fixes(
+    options: Options, environ: Mapping[str, str], discover: Discoverers
+) -> str | None:
+    """The distro's name, for fixes that name a key file inside it to Windows (None when
+    none does): from the environment WSL gives its sessions, else from WSL itself, as under
+    sudo or in a service, whose environments do not carry it."""
+    key_file = options.key_file
+    if key_file is None or windows_drive_path(key_file) is not None:
+        return None
+    return environ.get(DISTRO_NAME_VARIABLE) or discover.wsl_distro()
 
 
 def parse_upstream_option(text: str | None) -> Endpoint | None:
@@ -276,7 +295,7 @@ def plan_half(
     )
     # Under sudo, so its fixes name sudo too (`sudo tailscale-wsl2 up ...`).
     fixes = link_fixes(
-        options, sudo="SUDO_UID" in environ, distro=environ.get(DISTRO_NAME_VARIABLE)
+        options, sudo="SUDO_UID" in environ, distro=distro_for_fixes(options, environ, discover)
     )
     return WslHalf(
         socket=options.socket,

@@ -520,6 +520,14 @@ async def test_insecure_doctor_meets_a_windows_half_that_expects_the_handshake()
     )
 
 
+def test_doctor_names_a_key_inside_the_distro_as_windows_reaches_it_also_under_sudo() -> None:
+    asks_wsl = Discoverers(never, never, never, never, wsl_distro=lambda: "Debian")
+    ctx = context(Options(key_file=Path("/home/me/link.key")), discoverers=asks_wsl)
+    assert ctx.fixes().windows_up == (
+        'tailscale-wsl2.exe up --key-file "\\\\wsl$\\Debian\\home\\me\\link.key"'
+    )
+
+
 async def test_insecure_doctor_meets_a_web_server() -> None:
     answer = b"HTTP/1.1 400 Bad Request\r\nServer: nginx\r\n\r\n"
     async with tcp_server(partial(quiet_until_asked, answer)) as port:

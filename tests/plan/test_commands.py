@@ -7,6 +7,7 @@ import pytest
 
 from tailscale_wsl2.net.endpoints import TcpEndpoint, UnixEndpoint
 from tailscale_wsl2.plan.commands import (
+    distro_of_share,
     link_fixes,
     windows_doctor_command,
     windows_path,
@@ -108,6 +109,23 @@ def test_windows_names_a_path_on_its_drives_or_through_the_distro_s_share(
     linux: str, windows: str
 ) -> None:
     assert windows_path(Path(linux), "Ubuntu 24.04") == windows
+
+
+@pytest.mark.parametrize(
+    ("answer", "distro"),
+    [
+        ("\\\\wsl.localhost\\Ubuntu\\\n", "Ubuntu"),  # `wslpath -w /`, WSL 0.58 and later
+        ("\\\\wsl$\\Ubuntu 24.04\\\n", "Ubuntu 24.04"),  # older WSL; names may have spaces
+        ("\\\\wsl.localhost\\Ubuntu\\home\n", None),  # not the root
+        ("C:\\\n", None),
+        ("wslpath: /: Invalid argument\n", None),
+        ("", None),
+    ],
+)
+def test_the_distro_is_read_off_the_share_windows_names_its_root(
+    answer: str, distro: str | None
+) -> None:
+    assert distro_of_share(answer) == distro
 
 
 def test_without_a_distro_a_path_off_the_drives_stays_as_it_is() -> None:

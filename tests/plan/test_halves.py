@@ -310,3 +310,40 @@ def test_the_wsl2_half_names_a_key_inside_its_distro_as_windows_reaches_it() -> 
         'tailscale-wsl2.exe up --key-file "\\\\wsl$\\Ubuntu\\home\\me\\link.key"'
     )
     assert half.key_file == Path("/home/me/link.key")  # the WSL2 half's own name for it
+
+
+def test_under_sudo_or_as_a_service_the_distro_s_name_comes_from_wsl_itself() -> None:
+    options = Options(key_file=Path("/home/me/link.key"))
+    asks_wsl = replace(ADAPTER, wsl_distro=lambda: "Ubuntu 24.04")
+    half = plan_half(options, Side.WSL2, asks_wsl, {"SUDO_UID": "1000"})  # no WSL_DISTRO_NAME
+    assert isinstance(half, WslHalf)
+    assert half.fixes.windows_up == (
+        'tailscale-wsl2.exe up --key-file "\\\\wsl$\\Ubuntu 24.04\\home\\me\\link.key"'
+    )
+
+
+@pytest.mark.parametrize(
+    ("options", "environ", "windows_up"),
+    [
+        (Options(), {}, "tailscale-wsl2.exe up"),  # the key in the Windows profile
+        (
+            Options(key_file=Path("/mnt/c/keys/link.key")),
+            {},
+            "tailscale-wsl2.exe up --key-file C:\\keys\\link.key",
+        ),
+        (
+            Options(key_file=Path("/home/me/link.key")),
+            {"WSL_DISTRO_NAME": "Ubuntu"},
+            'tailscale-wsl2.exe up --key-file "\\\\wsl$\\Ubuntu\\home\\me\\link.key"',
+        ),
+    ],
+)
+def test_wsl_is_asked_for_the_distro_only_when_a_fix_needs_it(
+    options: Options, environ: dict[str, str], windows_up: str
+) -> None:
+    def not_asked() -> str | None:
+        raise AssertionError("wslpath was run")
+
+    half = plan_half(options, Side.WSL2, replace(ADAPTER, wsl_distro=not_asked), environ)
+    assert isinstance(half, WslHalf)
+    assert half.fixes.windows_up == windows_up
