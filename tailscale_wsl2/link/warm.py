@@ -77,8 +77,8 @@ class WarmLinks(Generic[AnyLink]):
         """A live parked link, or None when there is none."""
         live = None
         while self._parked and live is None:
-            # The most recently parked first: a busy half then keeps using the same few
-            # links (their buffers and cipher objects still warm), and the rest idle out.
+            # The most recently parked first: under a steady load the same few links are
+            # used again, and the rest idle out.
             link, _ = self._parked.pop()
             if _is_dead(link):
                 link.close()
@@ -93,8 +93,8 @@ class WarmLinks(Generic[AnyLink]):
         if (link := self.take_parked()) is not None:
             return link
         # None parked: let the tasks that are ready run first. On a busy half a client's
-        # next connection is often accepted before its last one's link came back, and
-        # that link comes back in this very pass, a handshake cheaper than a new link.
+        # next connection is often accepted before its last one's link came back, and that
+        # link comes back in this very pass, sparing a new link its connect and handshake.
         await trio.lowlevel.checkpoint()
         return self.take_parked() or await self._connect()
 

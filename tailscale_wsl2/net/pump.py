@@ -359,9 +359,9 @@ class OneWay(Tally):
         self._spares = spares
         src_end, dst_end = ends or (_fast_end(src), _fast_end(dst))
         self._fast = _fast_path(src_end, dst_end, spares.pipes is not None)
-        # Kept only until `reversed` takes them: a thousand idle connections would
-        # otherwise hold them all.
-        self._ends_reversed: tuple[FastEnd | None, FastEnd | None] | None = (dst_end, src_end)
+        # Kept only until `reversed` takes them, and not at all by the reversed direction
+        # itself: a thousand idle connections would otherwise hold them all.
+        self._ends_reversed = None if ends else (dst_end, src_end)
         self._unsent: Finish | None = None  # what forward_ready left to `copy`
 
     def reversed(self) -> "OneWay":

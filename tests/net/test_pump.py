@@ -13,7 +13,7 @@ import pytest
 import trio
 import trio.testing
 
-from tailscale_wsl2.net.pump import OneWay, SpareBuffers, Spares
+from tailscale_wsl2.net.pump import FastEnd, OneWay, SpareBuffers, Spares
 from tailscale_wsl2.net.sockets import COPY_CHUNK_SIZE, PEER_GONE, RawSocketStream
 from tests.support.sockets import (
     SocketPairMaker,
@@ -197,6 +197,23 @@ async def test_forward_ready_sends_what_is_waiting_without_a_checkpoint(
     assert reader.recv(100) == request
     for sock in (writer, relay_in, relay_out, reader):
         sock.close()
+
+
+def test_both_directions_of_a_connection_hold_no_end_descriptions_once_set_up() -> None:
+    """The second direction reuses the first's descriptions of the ends; afterwards neither
+    keeps them (an idle connection would hold them for its life)."""
+    near, far = unix_pair()
+    client, upstream = RawSocketStream(near), RawSocketStream(far)
+    forward = OneWay(client, upstream, Spares())
+    back = forward.reversed()
+    held = [
+        value
+        for value in (*vars(forward).values(), *vars(back).values())
+        if isinstance(value, tuple) and any(isinstance(end, FastEnd) for end in value)
+    ]
+    assert held == []
+    near.close()
+    far.close()
 
 
 async def test_forward_ready_leaves_an_eof_for_the_copy_to_pass_on(copy_path: StreamMaker) -> None:
