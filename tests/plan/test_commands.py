@@ -114,8 +114,8 @@ def test_windows_names_a_path_on_its_drives_or_through_the_distro_s_share(
 @pytest.mark.parametrize(
     ("answer", "distro"),
     [
-        ("\\\\wsl.localhost\\Ubuntu\\\n", "Ubuntu"),  # `wslpath -w /`, WSL 0.58 and later
-        ("\\\\wsl$\\Ubuntu 24.04\\\n", "Ubuntu 24.04"),  # older WSL; names may have spaces
+        ("\\\\wsl.localhost\\Ubuntu\\\n", "Ubuntu"),  # `wslpath -w /` as current WSL answers
+        ("\\\\wsl$\\Ubuntu 24.04\\\n", "Ubuntu 24.04"),  # the older share; names may have spaces
         ("\\\\wsl.localhost\\Ubuntu\\home\n", None),  # not the root
         ("C:\\\n", None),
         ("wslpath: /: Invalid argument\n", None),
