@@ -1,7 +1,9 @@
 """`tailscale-wsl2 doctor`: wire the real system into the checks, run them, print the results.
 
 The side is chosen as `up` chooses it (`--side`, else detection); on a system that is neither
-Windows nor WSL the explanation becomes the one failing result, in text and JSON alike.
+Windows nor WSL, or with `--side` naming the half of the other system (each half's checks read
+its own system: services and adapters, or /proc and /etc), the explanation becomes the one
+failing result, in text and JSON alike.
 
 Findings quote paths as the user typed them, and a path need not be UTF-8: its bytes go out as
 they came in (the text), or as U+FFFD where JSON cannot hold them, never as a traceback.
@@ -31,6 +33,7 @@ from tailscale_wsl2.doctor.wsl_checks import WSL_CHECKS, WslContext, WslSystem
 from tailscale_wsl2.errors import ActionableError
 from tailscale_wsl2.link.key import find_key_from_wsl
 from tailscale_wsl2.net.connect import open_stream
+from tailscale_wsl2.plan.commands import windows_doctor_command, wsl_doctor_command
 from tailscale_wsl2.plan.halves import HalfName, Options, half_for
 from tailscale_wsl2.plan.lookups import system_discoverers
 from tailscale_wsl2.system import read_text_if_present, run_command
@@ -84,13 +87,33 @@ async def _diagnose(half: HalfName, options: Options, timeout: float, detected: 
     return Report(half, await run_checks(WINDOWS_CHECKS, windows))
 
 
+def other_system(half: HalfName, options: Options, platform: str) -> Result | None:
+    """The one failing result for checks of a half that does not run on `platform`."""
+    if half == "windows" and platform != "win32":
+        what = "the Windows half's checks read Windows (its services, adapters and firewall)"
+        fix = f"run `{windows_doctor_command(options, from_wsl=False)}` in Windows"
+    elif half == "wsl" and platform == "win32":
+        what = "the WSL2 half's checks read the Linux of WSL2 (/proc, /etc, its socket)"
+        fix = f"run `{wsl_doctor_command(options)}` inside WSL2"
+    else:
+        return None
+    return Result("platform", failure(f"{what}, and this is {_system_name(platform)}", fix))
+
+
+def _system_name(platform: str) -> str:
+    return "Windows" if platform == "win32" else f"not Windows ({platform})"
+
+
 def diagnose(options: Options, timeout: float) -> Report:
-    """Run the checks for the chosen side; a plain Linux system gets one failing result."""
+    """Run the checks for the chosen side; a plain Linux system, or a half of the other
+    system, gets one failing result."""
     detected = read_side()
     try:
         half = half_for(options, detected)
     except ActionableError as exc:
         return Report(detected.value, [Result("platform", failure(exc.what, exc.fix or ""))])
+    if (refused := other_system(half, options, sys.platform)) is not None:
+        return Report(half, [refused])
     return trio.run(_diagnose, half, options, timeout, detected)
 
 
