@@ -62,7 +62,7 @@ from tailscale_wsl2.link.handshake import (
     WrongKey,
     open_link,
 )
-from tailscale_wsl2.link.key import KeyFileError, KeyProblem
+from tailscale_wsl2.link.key import KeyFileError, KeyProblem, key_fix_from_wsl
 from tailscale_wsl2.link.mismatch import (
     FirstWords,
     LinkFixes,
@@ -459,11 +459,9 @@ async def check_localapi(ctx: WslContext) -> Verdict:
 
 def _key_fix(ctx: WslContext, exc: KeyFileError) -> str | None:
     """The fix with this run's commands, where the key file's own fix has none to give."""
-    if exc.problem is KeyProblem.MISSING:
-        return f"run `{ctx.fixes().windows_up}` on Windows first (it creates the key)"
     if exc.problem is KeyProblem.DENIED:
         return f"run doctor as the user the WSL2 half runs as: `sudo {ctx.fixes().doctor}`"
-    return None
+    return key_fix_from_wsl(exc.problem, ctx.fixes().windows_up)
 
 
 async def check_link_key(ctx: WslContext) -> Verdict:

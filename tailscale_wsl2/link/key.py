@@ -60,6 +60,7 @@ __all__ = [
     "icacls_argv",
     "key_exposure_warning",
     "key_files_on_drive_c",
+    "key_fix_from_wsl",
     "load_key",
     "load_or_create_key",
     "mount_type",
@@ -80,8 +81,10 @@ _OPEN_FLAGS = (
     | getattr(os, "O_NONBLOCK", 0)
     | getattr(os, "O_BINARY", 0)
 )
+# Where the file's reader cannot name the Windows half's start as the user gave it (the
+# Windows half itself: its own command line); the WSL2 half names it (`key_fix_from_wsl`).
 _RECREATE_FIX = (
-    "delete it, restart `tailscale-wsl2.exe up` on Windows to make a new one, "
+    "delete it and start the Windows half again as before (it makes a new one), "
     "then restart the WSL2 half"
 )
 
@@ -281,6 +284,20 @@ def _parse_key(text: str, path: Path) -> bytes:
             _RECREATE_FIX,
         )
     return key
+
+
+def key_fix_from_wsl(problem: KeyProblem, windows_up: str) -> str | None:
+    """The WSL2 half's fix for a key file with `problem`, naming the Windows half's start as
+    the user gave it (`windows_up`, with their --key-file as Windows names it); None where the
+    key file's own fix stands."""
+    if problem is KeyProblem.MISSING:
+        return f"run `{windows_up}` on Windows first (it creates the key)"
+    if problem in (KeyProblem.EMPTY, KeyProblem.DAMAGED):
+        return (
+            f"delete it, restart the Windows half with `{windows_up}` (it makes a new one), "
+            "then start this half again"
+        )
+    return None
 
 
 def load_key(path: Path) -> bytes:

@@ -30,8 +30,8 @@ from tailscale_wsl2.link.admission import admit_windows_peer, authenticated_conn
 from tailscale_wsl2.link.handshake import FirstMessages
 from tailscale_wsl2.link.key import (
     KeyFileError,
-    KeyProblem,
     key_exposure_warning,
+    key_fix_from_wsl,
     load_key,
     load_or_create_key,
 )
@@ -186,15 +186,14 @@ def prepare_half(half: Half, platform: str = sys.platform) -> bytes | None:
 
 
 def _wsl_key(half: WslHalf, key_file: Path) -> bytes:
-    """The WSL2 half's link key; a missing one names the Windows half's start, as given."""
+    """The WSL2 half's link key; a missing or spoilt one names the Windows half's start, as
+    given."""
     try:
         return load_key(key_file)
     except KeyFileError as exc:
-        if exc.problem is not KeyProblem.MISSING:
+        if (fix := key_fix_from_wsl(exc.problem, half.fixes.windows_up)) is None:
             raise
-        raise ActionableError(
-            exc.what, f"run `{half.fixes.windows_up}` on Windows first (it creates the key)"
-        ) from None
+        raise ActionableError(exc.what, fix) from None
 
 
 # --- the WSL2 half ----------------------------------------------------------------------------

@@ -262,8 +262,14 @@ async def test_link_key_missing_or_damaged(tmp_path: Path) -> None:
         f"run `tailscale-wsl2.exe up --key-file {tmp_path / 'none.key'}` on Windows first "
         "(it creates the key)"
     )
-    damaged = await check_link_key(context(Options(key_file=key_file(tmp_path, "xyz"))))
+    spoilt = key_file(tmp_path, "xyz")
+    damaged = await check_link_key(context(Options(key_file=spoilt)))
     assert damaged.finding.endswith("is damaged (expected 64 hex digits)")
+    # Made again where the user keeps it: the same command, and the half after it.
+    assert damaged.fix == (
+        f"delete it, restart the Windows half with `tailscale-wsl2.exe up --key-file {spoilt}` "
+        "(it makes a new one), then start this half again"
+    )
 
 
 async def test_link_key_not_found_through_interop() -> None:

@@ -100,3 +100,16 @@ def test_a_missing_key_names_the_windows_half_start_with_the_options_given(
     assert caught.value.fix == (
         "run `tailscale-wsl2.exe up --port 41200` on Windows first (it creates the key)"
     )
+
+
+@pytest.mark.parametrize("content", ["", "not hex\n"], ids=["empty", "damaged"])
+def test_a_spoilt_key_names_the_windows_half_start_that_makes_a_new_one(
+    tmp_path: Path, content: str
+) -> None:
+    (tmp_path / "link.key").write_text(content)
+    with pytest.raises(ActionableError) as caught:
+        prepare_half(wsl_half(tmp_path / "link.key"), platform="linux")
+    assert caught.value.fix == (
+        "delete it, restart the Windows half with `tailscale-wsl2.exe up --port 41200` "
+        "(it makes a new one), then start this half again"
+    )
