@@ -105,6 +105,20 @@ def start_logging(verbose: bool, log_file: Path | None) -> None:
 
     try:
         handler = rotating_log_handler(log_file.absolute())
+        # The handler opens the file at its first line; a path it cannot write (a folder,
+        # no permission) would then print a traceback per line instead of this one.
+        with log_file.open("a", encoding="utf-8"):
+            pass
+    except (FileExistsError, NotADirectoryError):  # a file where a folder of the path should be
+        raise ActionableError(
+            f"cannot write the log {log_file}: a file stands where a folder of its path should",
+            "pass a --log-file in a folder you may write to",
+        ) from None
+    except IsADirectoryError:
+        raise ActionableError(
+            f"the log {log_file} is a folder",
+            f"pass a file in it: --log-file {log_file / 'tailscale-wsl2.log'}",
+        ) from None
     except OSError as exc:
         raise ActionableError(
             f"cannot write the log {log_file}: {exc.strerror}",

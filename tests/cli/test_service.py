@@ -13,6 +13,7 @@ from typer.testing import CliRunner
 
 from tailscale_wsl2.cli import service
 from tailscale_wsl2.cli.app import app
+from tailscale_wsl2.errors import ActionableError
 from tailscale_wsl2.install.plan import RUN_AS_MODULE, WslProgram
 from tailscale_wsl2.install.running import RunningCopy
 from tailscale_wsl2.install.systemd import UnitSpec, render_unit
@@ -337,6 +338,41 @@ def test_up_s_log_file_takes_the_log_and_standard_error_when_there_is_none(
     lines = log.read_text().splitlines()
     assert lines[0].endswith(" listening on the socket")
     assert lines[1] == "tailscale-wsl2: a one-line error; its fix"
+
+
+@pytest.mark.parametrize(
+    ("where", "what", "fix"),
+    [
+        (
+            "folder",
+            "the log {log} is a folder",
+            "pass a file in it: --log-file {log}/tailscale-wsl2.log",
+        ),
+        (
+            "under a file",
+            "cannot write the log {log}/x.log: a file stands where a folder of its path should",
+            "pass a --log-file in a folder you may write to",
+        ),
+    ],
+)
+def test_a_log_file_that_cannot_be_written_is_one_line_before_anything_runs(
+    tmp_path: Path, where: str, what: str, fix: str
+) -> None:
+    """The handler opens the file only at its first line: unchecked, each line logged would
+    print a traceback instead."""
+    log = tmp_path / "log"
+    if where == "folder":
+        log.mkdir()
+        given = log
+    else:
+        log.write_text("a file\n")
+        given = log / "x.log"
+    with pytest.raises(ActionableError) as caught:
+        service.start_logging(False, given)
+    assert (caught.value.what, caught.value.fix) == (
+        what.format(log=log),
+        fix.format(log=log),
+    )
 
 
 def test_install_records_only_the_options_given_with_paths_made_absolute(
