@@ -90,12 +90,15 @@ class WarmLinks(Generic[AnyLink]):
 
     async def take(self) -> AnyLink:
         """A live parked link if there is one, else a new one (which may raise)."""
-        if (link := self.take_parked()) is not None:
-            return link
         # None parked: let the tasks that are ready run first. On a busy half a client's
         # next connection is often accepted before its last one's link came back, and that
-        # link comes back in this very pass, sparing a new link its connect and handshake.
-        await trio.lowlevel.checkpoint()
+        # link comes back in the same pass, sparing a new link its connect and handshake.
+        # Two passes: trio runs a pass's tasks in random order, so in one this task may go
+        # first; by the second every task that was ready has run.
+        for _ in range(2):
+            if (link := self.take_parked()) is not None:
+                return link
+            await trio.lowlevel.checkpoint()
         return self.take_parked() or await self._connect()
 
     def park(self, link: AnyLink) -> None:
